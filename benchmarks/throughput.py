@@ -1,0 +1,158 @@
+"""Throughput and memory of the whole pipeline against the bare network, in one run.
+
+    python benchmarks/throughput.py [--video V] [--long-video L] [--config FILE]
+
+(a) bare network forward: frames/s of the configured pose backend on frames decoded and resized
+    beforehand, in batches of decode.batch_size, with the pose actor's thread count;
+(b) `posepipe run` on the same video through a local Ray (num_cpus = this machine's cores):
+    frames/s over the whole run and over its steady state (first batch written -> end);
+then b/a, grouping ms/frame, and the peak summed RSS of all Ray processes for a video and for the
+same video made 10x longer (its packets repeated with shifted timestamps).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import av
+import psutil
+import ray
+import torch
+
+from pipeline.config import load_config, mode_file
+from pipeline.runner import Runner
+from pipeline.workers import build_bottomup_forward
+from stages.bottomup import BottomUpGrouper, BottomUpNet, net_input_size, to_net_input
+from stages.decode import VideoReader
+from stages.weights import resolve
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))
+
+
+def repeat_video(src: Path, dst: Path, times: int) -> Path:
+    """dst = src's video packets `times` over, timestamps shifted so it plays as one long video."""
+    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
+        ist = ic.streams.video[0]
+        ost = oc.add_stream_from_template(ist)
+        packets = [p for p in ic.demux(ist) if p.dts is not None]
+        span = max(p.pts + (p.duration or 0) for p in packets) - min(p.pts for p in packets)
+        for k in range(times):
+            for p in packets:
+                p.pts += span if k else 0
+                p.dts += span if k else 0
+                p.stream = ost
+                oc.mux(p)
+    return dst
+
+
+class RssSampler:
+    """Peak of the summed resident memory of this process and every Ray process."""
+
+    def __init__(self, period_s: float = 0.1):
+        self.period_s = period_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total(self) -> int:
+        total = 0
+        for proc in psutil.process_iter(["cmdline", "memory_info"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.pid == os.getpid() or "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd:
+                total += proc.info["memory_info"].rss if proc.info["memory_info"] else 0
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            time.sleep(self.period_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def bare_forward_fps(config, video: Path, max_frames: int = 200) -> tuple[float, list]:
+    """(frames/s of the network alone, its MapBatches for the grouping timing)."""
+    torch.set_num_threads(config.pose.threads)
+    model = config.pose.bottomup_onnx_model if config.pose.backend == "onnxruntime" else config.pose.bottomup_model
+    net = BottomUpNet(build_bottomup_forward(config, resolve(model).read_bytes(), "cpu"), config.bottomup)
+    batches = []
+    with VideoReader(video, batch_size=config.decode.batch_size, max_side=config.decode.max_side or None) as r:
+        for b in r:
+            batches.append(b)
+            if sum(len(x) for x in batches) >= max_frames:
+                break
+    h, w = batches[0].images.shape[1:3]
+    size = net_input_size(w, h, config.bottomup.net_height, config.bottomup.size_multiple)
+    inputs = [to_net_input(b.images, size) for b in batches]  # pre-resized: (a) is the forward only
+    net.forward(inputs[0])  # warm-up
+    t0 = time.perf_counter()
+    for x in inputs:
+        net.forward(x)
+    fps = sum(len(x) for x in inputs) / (time.perf_counter() - t0)
+    return fps, [net(b) for b in batches[:8]]
+
+
+def grouping_ms_per_frame(config, map_batches: list) -> float:
+    grouper = BottomUpGrouper(config.bottomup)
+    t0 = time.perf_counter()
+    for b in map_batches:
+        grouper(b)
+    return 1000 * (time.perf_counter() - t0) / sum(len(b) for b in map_batches)
+
+
+def pipeline_run(config, video: Path, out: Path) -> dict:
+    with RssSampler() as rss:
+        t0 = time.perf_counter()
+        row = Runner(config, out, progress=False).run([str(video)])[0]
+        wall = time.perf_counter() - t0
+    return {"frames": row["frames"], "wall_s": wall, "fps": row["frames"] / wall,
+            "video_wall_s": row["wall_s"], "video_fps": row["frames"] / row["wall_s"], "peak_rss_mb": rss.peak / 2**20}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", default=str(EVAL / "videos" / "vtest.mp4"))
+    ap.add_argument("--long-video", default=str(EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"),
+                    help="video for the 1x vs 10x memory comparison")
+    ap.add_argument("--config", default=None)
+    args = ap.parse_args()
+    config = load_config(mode_file("bottomup"), *([args.config] if args.config else []))
+    video = Path(args.video)
+
+    fps_a, map_batches = bare_forward_fps(config, video)
+    group_ms = grouping_ms_per_frame(config, map_batches)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        b = pipeline_run(config, video, tmp / "out_b")
+        long1 = Path(args.long_video)
+        long10 = repeat_video(long1, tmp / "long10.mp4", 10)
+        r1 = pipeline_run(config, long1, tmp / "out_1x")
+        r10 = pipeline_run(config, long10, tmp / "out_10x")
+    ray.shutdown()
+
+    print(f"video {video.name}; backend {config.pose.backend}, pose threads {config.pose.threads}, "
+          f"batch {config.decode.batch_size}, cpus {os.cpu_count()}")
+    print(f"(a) bare network forward      {fps_a:7.2f} frames/s")
+    print(f"(b) posepipe run, whole       {b['fps']:7.2f} frames/s  ({b['frames']} frames in {b['wall_s']:.1f} s, "
+          "incl. Ray start-up)")
+    print(f"(b) posepipe run, per video   {b['video_fps']:7.2f} frames/s  (video open -> output published)")
+    print(f"ratio b/a                     {b['video_fps'] / fps_a:7.3f}  (whole run: {b['fps'] / fps_a:.3f})")
+    print(f"grouping                      {group_ms:7.2f} ms/frame")
+    print(f"peak RSS {long1.name}: 1x ({r1['frames']} frames) {r1['peak_rss_mb']:.0f} MB, "
+          f"10x ({r10['frames']} frames) {r10['peak_rss_mb']:.0f} MB, ratio {r10['peak_rss_mb'] / r1['peak_rss_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

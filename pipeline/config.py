@@ -1,0 +1,154 @@
+"""Configuration: TOML files -> frozen dataclasses, checked key by key.
+
+`configs/default.toml` holds every key; a mode file (e.g. `configs/bottomup.toml`) or a user's file
+overrides some of them. Each file is checked against the dataclasses before merging, so an unknown
+key or a wrong type is reported with the key's dotted name and the file it is in.
+Stage parameter dataclasses (from `stages/`) are used directly as sections, so a threshold has one
+definition and one default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from stages.bottomup import BottomUpParams
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_FILE = CONFIG_DIR / "default.toml"
+
+
+class ConfigError(ValueError):
+    """A configuration file has an unknown key, a wrong type or a bad value."""
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """How one Ray stage is placed: actors and their logical resources, bound on batches in flight."""
+
+    actors: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0  # fractions share a GPU (Ray's logical units); 0 on a CPU machine
+    max_restarts: int = 2  # Ray restarts a dead actor this often and retries its calls
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    mode: Literal["bottomup"] = "bottomup"
+    max_videos_in_flight: int = 2  # videos decoded at once
+    max_batches_in_flight: int = 4  # per video, between decode and sink (the backpressure bound)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    resources: StageResources = field(default_factory=StageResources)
+    batch_size: int = 8
+    max_side: int = 1280  # frames larger than this are shrunk in decode; 0 keeps full size
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    resources: StageResources = field(default_factory=StageResources)
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    threads: int = 1  # intra-op threads per pose actor on CPU
+    half: bool = True  # float16 on CUDA (ignored on CPU)
+    bottomup_model: str = "tfpose_mobilenet_v2_small_graph_opt.pb"
+    bottomup_onnx_model: str = "tfpose_mobilenet_v2_small.onnx"
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    resources: StageResources = field(default_factory=StageResources)
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
+    row_group_size: int = 65536
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    bottomup: BottomUpParams = field(default_factory=BottomUpParams)
+    group: GroupConfig = field(default_factory=GroupConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+
+
+def _check_value(name: str, value: Any, hint: Any, source: str) -> None:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{source}: {name} = {value!r}: must be one of {typing.get_args(hint)}")
+        return
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint)
+    if ok is None:
+        raise ConfigError(f"{source}: {name}: unsupported field type {hint}")
+    if not ok:
+        raise ConfigError(f"{source}: {name} = {value!r}: expected {hint.__name__}, got {type(value).__name__}")
+
+
+def _check_section(cls: type, data: dict, source: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {name!r} (known: {', '.join(sorted(names))})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {name} must be a table [{name}]")
+            _check_section(hint, value, source, f"{name}.")
+        else:
+            _check_value(name, value, hint, source)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _build(cls: type, data: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _build(hints[k], v) if dataclasses.is_dataclass(hints[k]) else v for k, v in data.items()}
+    # TOML integers are accepted for float fields; store them as floats so types are exact.
+    kwargs = {k: float(v) if hints[k] is float and isinstance(v, int) else v for k, v in kwargs.items()}
+    return cls(**kwargs)
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _check_section(Config, data, str(path))
+    return data
+
+
+def load_config(*paths: str | Path) -> Config:
+    """Default config overlaid by each file in turn (later files win)."""
+    data: dict = {}
+    for path in (DEFAULT_FILE, *map(Path, paths)):
+        data = _merge(data, read_toml(path))
+    return _build(Config, data)
+
+
+def mode_file(mode: str) -> Path:
+    """The preset of a mode, e.g. configs/bottomup.toml."""
+    return CONFIG_DIR / f"{mode}.toml"

@@ -1,0 +1,109 @@
+"""`posepipe eval`: the pose stages on a COCO-format keypoint set, scored with pycocotools.
+
+Runs the same stage objects as the Ray graph, in this process (an image set is small and has no
+frame order to keep), so the numbers are those of the pipeline's own decoding.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools.coco import COCO
+
+from pipeline.config import Config
+from pipeline.workers import build_bottomup_forward
+from stages.batches import FrameBatch
+from stages.bottomup import BottomUpGrouper, BottomUpNet
+from stages.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
+from stages.weights import resolve
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    coco: dict[str, float]
+    pck_name: str  # "PCKh@0.5" where the set has head boxes, else "PCK@0.2" (torso)
+    pck: float
+    people_found: int  # GT people (with keypoints) matched by a prediction at OKS > 0.5
+    people_gt: int
+    predictions: int
+    mean_error_px: float  # over matched people's labelled, predicted keypoints
+
+    def lines(self) -> list[str]:
+        c = self.coco
+        return [
+            f"AP {c['AP']:.3f}  AP50 {c['AP .5']:.3f}  AP75 {c['AP .75']:.3f}  AR {c['AR']:.3f}",
+            f"{self.pck_name} {self.pck:.3f}",
+            (f"people found {self.people_found}/{self.people_gt} (OKS > 0.5), predictions {self.predictions}, "
+             f"mean keypoint error {self.mean_error_px:.1f} px"),
+        ]
+
+
+def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
+    """COCO results (one per predicted person) for every image of the set, bottom-up."""
+    model = config.pose.bottomup_onnx_model if config.pose.backend == "onnxruntime" else config.pose.bottomup_model
+    net = BottomUpNet(build_bottomup_forward(config, resolve(model).read_bytes(), "cpu"), config.bottomup)
+    grouper = BottomUpGrouper(config.bottomup)
+    results = []
+    for image_id in sorted(gt.getImgIds()):
+        info = gt.loadImgs(image_id)[0]
+        bgr = cv2.imread(str(images_dir / info["file_name"]))
+        if bgr is None:
+            raise FileNotFoundError(f"{images_dir / info['file_name']}: image missing or unreadable")
+        frames = FrameBatch(video_id="eval", frame_index=np.array([image_id], np.int64),
+                            time_s=np.zeros(1), images=np.ascontiguousarray(bgr[None, :, :, ::-1]))
+        poses = grouper(net(frames))
+        for kp, score in zip(poses.keypoints, poses.score):
+            results.append({"image_id": image_id, "category_id": 1,
+                            "keypoints": np.nan_to_num(kp, nan=0.0).reshape(-1).tolist(), "score": float(score)})
+    return results
+
+
+def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
+    gt = COCO(str(gt_path))
+    results = predict_images(config, gt, images_dir)
+    coco = coco_keypoint_eval(gt, results, max_dets=max(20, len(results)))
+    found = total = 0
+    errors, all_pred, all_gt, heads = [], [], [], []
+    has_head_boxes = any("bbox_head" in a for a in gt.dataset["annotations"])
+    for image_id in gt.getImgIds():
+        anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=image_id)) if a.get("num_keypoints", 0) > 0]
+        if not anns:
+            continue
+        g = np.array([a["keypoints"] for a in anns], np.float64).reshape(-1, 17, 3)
+        area = np.array([a["area"] for a in anns], np.float64)
+        preds = [r for r in results if r["image_id"] == image_id]
+        p = np.array([r["keypoints"] for r in preds], np.float64).reshape(-1, 17, 3)
+        valid = p[:, :, 2] > 0
+        pairs = match_people(p[:, :, :2], valid, g, area, min_oks=0.5)
+        found += len(pairs)
+        total += len(anns)
+        if pairs:
+            errors.append((mean_keypoint_error_px(p[:, :, :2], valid, g, pairs), len(pairs)))
+        # PCK over every labelled GT keypoint: a person or joint not predicted counts as a miss.
+        matched = np.full((len(anns), 17, 2), np.nan)
+        for pi, gi in pairs:
+            matched[gi] = np.where(valid[pi][:, None], p[pi, :, :2], np.nan)
+        all_pred.append(matched)
+        all_gt.append(g)
+        if has_head_boxes:
+            heads.append(0.6 * np.hypot(*np.array([a["bbox_head"][2:] for a in anns], np.float64).T))
+    pred_xy = np.nan_to_num(np.concatenate(all_pred), nan=1e9)  # not predicted = far away = a miss
+    g = np.concatenate(all_gt)
+    mask = g[:, :, 2] > 0
+    if has_head_boxes:
+        pck, _ = pckh(pred_xy, g[:, :, :2], mask, np.concatenate(heads), 0.5)
+    else:
+        pck, _ = pck_torso(pred_xy, g[:, :, :2], mask, 0.2)
+    mean_err = sum(e * n for e, n in errors) / max(1, sum(n for _, n in errors)) if errors else float("nan")
+    return EvalReport(
+        coco=coco, pck_name="PCKh@0.5" if has_head_boxes else "PCK@0.2",
+        pck=pck, people_found=found, people_gt=total,
+        predictions=len(results), mean_error_px=mean_err,
+    )
+
+
+def report_json(report: EvalReport) -> str:
+    return json.dumps(report.__dict__, indent=1)

@@ -1,0 +1,100 @@
+"""The actor graph, written once:
+
+    videos -> DecodeWorker --FrameBatch--> PoseWorker --MapBatch--> GroupWorker --PoseBatch--> SinkWorker -> Parquet
+              (CPU; holds      (GPU or CPU:          (CPU: peaks, PAF       (CPU; each video always
+               the readers)     network forward)      matching, assembly)    goes to the same writer)
+
+Each box is a pool of actors whose count and logical resources come from the config
+(`[decode.resources]`, `[pose.resources]`, ...). Batches move actor to actor through the object
+store; the driver (runner.py) only sees small info objects and bounds how many batches of each
+video are in flight. Actors restart on failure and their in-flight calls are retried
+(`max_restarts`, `max_task_retries`); every stage is deterministic, so a retry writes the same rows.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import ray
+
+from pipeline.config import Config, ConfigError, StageResources
+from pipeline.workers import DecodeWorker, GroupWorker, PoseWorker, SinkWorker
+
+
+def _remote(cls: type, res: StageResources):
+    # Retries of an actor method only make sense for deterministic stages; the sink's writes
+    # are not retried (a half-applied write is caught by its order check and fails the video).
+    retries = 0 if cls is SinkWorker else -1
+    return ray.remote(
+        num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=res.max_restarts,
+        max_task_retries=retries if res.max_restarts else 0,
+    )(cls)
+
+
+class _RoundRobin:
+    def __init__(self, actors: list):
+        self.actors = actors
+        self._next = itertools.cycle(actors)
+
+    def next(self):
+        return next(self._next)
+
+
+@dataclass
+class Graph:
+    decoders: _RoundRobin
+    pose: _RoundRobin
+    group: _RoundRobin
+    sinks: list  # a video's sink is chosen by a stable hash of its id: one writer per video
+    model_ref: ray.ObjectRef  # held so restarted pose actors can still read their constructor argument
+
+    def sink_for(self, video_id: str):
+        return self.sinks[sum(video_id.encode()) % len(self.sinks)]
+
+    def submit_batch(self, frames_ref, video_id: str, mode: str, model: str):
+        """Chain one batch through pose -> group -> sink; returns the sink's (frames, people) ref."""
+        maps_ref = self.pose.next().process.remote(frames_ref)
+        poses_ref = self.group.next().process.remote(maps_ref)
+        return self.sink_for(video_id).write.remote(poses_ref, mode, model)
+
+
+def required_resources(config: Config) -> dict[str, float]:
+    """Logical CPUs and GPUs the graph's actors reserve in all."""
+    stages = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
+    return {
+        "CPU": sum(r.actors * r.num_cpus for r in stages),
+        "GPU": sum(r.actors * r.num_gpus for r in stages),
+    }
+
+
+def build_graph(config: Config, out_dir: str, model_bytes: bytes) -> Graph:
+    """Start every actor of the graph (model bytes go to the object store once)."""
+    need = required_resources(config)
+    have = ray.cluster_resources()
+    for kind, amount in need.items():
+        if amount > have.get(kind, 0.0) + 1e-9:
+            # Ray would queue actors that can never be placed and the run would hang: say so now.
+            raise ConfigError(
+                f"the config asks for {amount:g} {kind} in all (actors x num_{kind.lower()}s per stage) "
+                f"but the Ray cluster has {have.get(kind, 0.0):g}; lower the [*.resources] values"
+            )
+    model_ref = ray.put(model_bytes)
+    d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
+    graph = Graph(
+        decoders=_RoundRobin([
+            _remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side)
+            for _ in range(d.actors)
+        ]),
+        pose=_RoundRobin([_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]),
+        group=_RoundRobin([_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]),
+        sinks=[_remote(SinkWorker, s).remote(out_dir, config.sink.row_group_size) for _ in range(s.actors)],
+        model_ref=model_ref,
+    )
+    actors = [*graph.decoders.actors, *graph.pose.actors, *graph.group.actors, *graph.sinks]
+    try:
+        # Wait for every constructor: a model that fails to load is one clear error for the run,
+        # not the same failure repeated on every video.
+        ray.get([a.__ray_ready__.remote() for a in actors])
+    except ray.exceptions.RayActorError as exc:
+        raise RuntimeError(f"an actor of the graph failed to start: {exc}") from exc
+    return graph

@@ -1,0 +1,5 @@
+"""Pure compute stages of posepipe.
+
+Nothing in this package imports ray: every stage is a plain class or plain functions that a test
+can call directly; `pipeline/` wraps them into Ray actors in one place (`pipeline/graph.py`).
+"""

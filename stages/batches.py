@@ -1,0 +1,143 @@
+"""Batches passed between stages: frozen dataclasses of parallel numpy arrays (columns).
+
+Shapes are checked once, at construction; stages trust the types after that. One array per
+future Parquet column where possible, so the sink writes columns without reshaping rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# COCO-17 order, the layout of every keypoint array that leaves a pose stage.
+COCO17_NAMES: tuple[str, ...] = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+NUM_KEYPOINTS = len(COCO17_NAMES)
+
+
+def _check(name: str, arr: np.ndarray, dtype: type, shape: tuple[int | None, ...]) -> None:
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name}: expected numpy array, got {type(arr).__name__}")
+    if arr.dtype != np.dtype(dtype):
+        raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {arr.dtype}")
+    if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+        raise ValueError(f"{name}: expected shape {shape}, got {arr.shape}")
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """What the container says about one video, read before decoding frames."""
+
+    video_id: str
+    path: str
+    size_bytes: int
+    width: int  # upright (display) size in pixels, after rotation
+    height: int
+    fps: float  # average frame rate from the stream header; time stamps come from pts, not from this
+    frame_count: int  # header's count, 0 when the container does not say
+    duration_s: float  # header's duration, nan when unknown
+    # Display rotation, counter-clockwise degrees mod 360 (FFmpeg display-matrix convention: a
+    # phone's rotate=90 tag reads 270); frames are returned upright (already rotated).
+    rotation: int
+    codec: str
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive decoded frames of one video.
+
+    images: uint8[N, H, W, 3] in RGB order (PyAV 'rgb24'), upright.
+    frame_index: int64[N], 0-based presentation order; time_s: float64[N] = pts * time_base.
+    scale: video pixels per image pixel (> 1 when decode shrank the frames to save memory and
+      transfer); pose stages multiply their coordinates by it so outputs are in video pixels.
+    """
+
+    video_id: str
+    frame_index: np.ndarray
+    time_s: np.ndarray
+    images: np.ndarray
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        n = len(self.frame_index)
+        _check("frame_index", self.frame_index, np.int64, (n,))
+        _check("time_s", self.time_s, np.float64, (n,))
+        _check("images", self.images, np.uint8, (n, None, None, 3))
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+
+@dataclass(frozen=True)
+class PoseBatch:
+    """People found in a run of frames of one video, one entry per person (P people in all).
+
+    frames: int64[F], every frame index this batch covers (a frame with nobody in it is still
+      listed, so "no people" is distinct from "not processed"); frame_time_s: float64[F].
+    frame_index: int64[P], the frame of each person; time_s: float64[P].
+    keypoints: float32[P, 17, 3] = (x, y, score) in image pixels, COCO-17 order; a keypoint the
+      model did not find has score 0 and x = y = nan (never invented).
+    bbox: float32[P, 4] = (x1, y1, x2, y2) in image pixels; score: float32[P] person score.
+    track_id: int64[P], -1 until tracking assigns one.
+    """
+
+    video_id: str
+    frames: np.ndarray
+    frame_time_s: np.ndarray
+    frame_index: np.ndarray
+    time_s: np.ndarray
+    keypoints: np.ndarray
+    bbox: np.ndarray
+    score: np.ndarray
+    track_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        f = len(self.frames)
+        p = len(self.frame_index)
+        if self.track_id is None:
+            object.__setattr__(self, "track_id", np.full(p, -1, np.int64))
+        _check("frames", self.frames, np.int64, (f,))
+        _check("frame_time_s", self.frame_time_s, np.float64, (f,))
+        _check("frame_index", self.frame_index, np.int64, (p,))
+        _check("time_s", self.time_s, np.float64, (p,))
+        _check("keypoints", self.keypoints, np.float32, (p, NUM_KEYPOINTS, 3))
+        _check("bbox", self.bbox, np.float32, (p, 4))
+        _check("score", self.score, np.float32, (p,))
+        _check("track_id", self.track_id, np.int64, (p,))
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+
+@dataclass(frozen=True)
+class MapBatch:
+    """Bottom-up network output for consecutive frames of one video, on its way to grouping.
+
+    maps: float16[N, C, h, w] (heatmaps then PAFs, stride `stride` w.r.t. the network input);
+    float16 halves what crosses the object store and keeps ~3 significant digits, far finer than
+    the peak and PAF thresholds.
+    net_size: (W, H) of the network input; image_size: (W, H) of the frames it was resized from;
+    scale: video pixels per image pixel (FrameBatch.scale).
+    """
+
+    video_id: str
+    frame_index: np.ndarray
+    time_s: np.ndarray
+    maps: np.ndarray
+    net_size: tuple[int, int]
+    image_size: tuple[int, int]
+    scale: float = 1.0
+    stride: int = 8
+
+    def __post_init__(self) -> None:
+        n = len(self.frame_index)
+        _check("frame_index", self.frame_index, np.int64, (n,))
+        _check("time_s", self.time_s, np.float64, (n,))
+        _check("maps", self.maps, np.float16, (n, None, None, None))
+
+    def __len__(self) -> int:
+        return len(self.frame_index)

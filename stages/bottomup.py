@@ -1,0 +1,140 @@
+"""Bottom-up pose: network pass (FrameBatch -> MapBatch) and PAF grouping (MapBatch -> PoseBatch).
+
+The two halves are separate stages so the network can sit on a GPU while grouping (CPU work that
+grows slowly with the number of people) runs beside it; float16 maps travel between them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from stages.batches import FrameBatch, MapBatch, PoseBatch
+from stages.heatmap import find_peaks
+from stages.paf import NUM_PARTS, GroupingParams, group_people
+
+
+@dataclass(frozen=True)
+class BottomUpParams:
+    net_height: int = 368  # network input height; width follows the frame's aspect ratio
+    size_multiple: int = 16  # input sides are rounded to this (two stride-2 stages below stride 8)
+    upsample: int = 4  # heatmaps are upsampled by this before peak finding (stride 8 -> 2)
+    blur_sigma: float = 1.5  # Gaussian blur (upsampled pixels) that merges split maxima
+    peak_threshold: float = 0.05
+    grouping: GroupingParams = field(default_factory=GroupingParams)
+
+
+def net_input_size(width: int, height: int, net_height: int, multiple: int) -> tuple[int, int]:
+    """(W, H) of the network input for a frame: height fixed, aspect ratio kept to within rounding."""
+    w = max(multiple, round(width * net_height / height / multiple) * multiple)
+    h = max(multiple, round(net_height / multiple) * multiple)
+    return w, h
+
+
+def to_net_input(images_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8[N, H, W, 3] RGB -> float32[N, h, w, 3] BGR raw 0..255 (what the network was trained on)."""
+    w, h = size
+    shrinking = w < images_rgb.shape[2]
+    # INTER_AREA averages when shrinking (no aliasing on 1080p input); cubic, as upstream, when enlarging.
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    out = np.empty((len(images_rgb), h, w, 3), np.float32)
+    for i, img in enumerate(images_rgb):
+        out[i] = cv2.resize(img[:, :, ::-1], (w, h), interpolation=interp)
+    return out
+
+
+class TorchForward:
+    """Runs a torch module on BGR batches: one call per batch, inference mode, channels-last,
+    float16 on CUDA."""
+
+    def __init__(self, net: torch.nn.Module, device: str = "cpu", half: bool = True):
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
+        self.net = net.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
+
+    def __call__(self, images_bgr: np.ndarray) -> np.ndarray:
+        """float32[N, H, W, 3] -> float16[N, C, h, w]."""
+        with torch.inference_mode():
+            # A permuted NHWC tensor is already channels-last in memory: no copy before the net.
+            x = torch.from_numpy(images_bgr).to(self.device, self.dtype).permute(0, 3, 1, 2)
+            return self.net(x).to(torch.float16).cpu().numpy()
+
+
+class BottomUpNet:
+    """FrameBatch -> MapBatch with any forward callable float32[N,H,W,3] BGR -> [N,57,h,w]."""
+
+    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], params: BottomUpParams):
+        self.forward = forward
+        self.params = params
+
+    def __call__(self, batch: FrameBatch) -> MapBatch:
+        n, h, w, _ = batch.images.shape
+        size = net_input_size(w, h, self.params.net_height, self.params.size_multiple)
+        maps = self.forward(to_net_input(batch.images, size)) if n else np.zeros((0, 57, 1, 1))
+        return MapBatch(
+            video_id=batch.video_id, frame_index=batch.frame_index, time_s=batch.time_s,
+            maps=np.asarray(maps, np.float16), net_size=size, image_size=(w, h), scale=batch.scale,
+        )
+
+
+def decode_maps(maps: np.ndarray, params: BottomUpParams) -> tuple[np.ndarray, np.ndarray]:
+    """People of one frame from its network output.
+
+    maps: float[57, h, w] (18 part heatmaps + background, then 38 PAF channels).
+    Returns (keypoints float32[M, 17, 3] in map pixels, COCO-17; score float32[M]).
+    """
+    heat = np.ascontiguousarray(maps[:NUM_PARTS].transpose(1, 2, 0), np.float32)
+    pafs = maps[NUM_PARTS + 1 :].astype(np.float32)
+    up = params.upsample
+    _, h, w = maps.shape
+    # Peaks are found on upsampled, smoothed maps: stride 8 alone would quantise a 1080p frame to
+    # ~20 px, and the blur keeps one maximum per blob so parabola refinement has a clean top.
+    heat_up = cv2.resize(heat, (w * up, h * up), interpolation=cv2.INTER_CUBIC)
+    if params.blur_sigma > 0:
+        heat_up = cv2.GaussianBlur(heat_up, (0, 0), params.blur_sigma)
+    heat_up = heat_up.reshape(h * up, w * up, NUM_PARTS)
+    peaks_xy, peak_scores = [], []
+    for part in range(NUM_PARTS):
+        xy, score = find_peaks(heat_up[:, :, part], params.peak_threshold)
+        peaks_xy.append((xy + 0.5) / up - 0.5)  # back to map pixels, where the PAFs live
+        peak_scores.append(score)
+    return group_people(peaks_xy, peak_scores, pafs, params.grouping)
+
+
+def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
+    """float32[P, 17, 3] -> float32[P, 4] (x1, y1, x2, y2) around the found keypoints."""
+    xy = keypoints[:, :, :2]
+    with np.errstate(invalid="ignore"):
+        return np.concatenate([np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)], axis=1).astype(np.float32)
+
+
+class BottomUpGrouper:
+    """MapBatch -> PoseBatch: peaks, PAF limb scores, Hungarian matching and assembly per frame."""
+
+    def __init__(self, params: BottomUpParams):
+        self.params = params
+
+    def __call__(self, batch: MapBatch) -> PoseBatch:
+        # map pixel -> video pixel: x_vid = (x_map + 0.5) * k - 0.5, k = stride * image/net * scale
+        k = np.array([
+            batch.stride * batch.image_size[0] / batch.net_size[0] * batch.scale,
+            batch.stride * batch.image_size[1] / batch.net_size[1] * batch.scale,
+        ], np.float32)
+        kps, scores, frame_of = [], [], []
+        for i, maps in enumerate(batch.maps):
+            kp, score = decode_maps(maps, self.params)
+            kp[:, :, :2] = (kp[:, :, :2] + 0.5) * k - 0.5
+            kps.append(kp)
+            scores.append(score)
+            frame_of.append(np.full(len(kp), i, np.int64))
+        idx = np.concatenate(frame_of) if frame_of else np.zeros(0, np.int64)
+        keypoints = np.concatenate(kps) if kps else np.zeros((0, 17, 3), np.float32)
+        return PoseBatch(
+            video_id=batch.video_id, frames=batch.frame_index, frame_time_s=batch.time_s,
+            frame_index=batch.frame_index[idx], time_s=batch.time_s[idx],
+            keypoints=keypoints.astype(np.float32), bbox=keypoint_boxes(keypoints),
+            score=(np.concatenate(scores) if scores else np.zeros(0)).astype(np.float32),
+        )

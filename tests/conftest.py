@@ -1,0 +1,30 @@
+"""Shared test fixtures: where the shared weights and evaluation data are.
+
+Tests run against the real files in ../shared (POSEPIPE_WEIGHTS and POSEPIPE_EVAL override the
+folders); a missing folder is an error, not a skip, so CI cannot pass without the real data.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights")).resolve()
+EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval")).resolve()
+
+# Stages resolve model files through POSEPIPE_WEIGHTS; point it at the shared folder for tests.
+os.environ["POSEPIPE_WEIGHTS"] = str(WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    assert WEIGHTS.is_dir(), f"weights folder {WEIGHTS} missing: set POSEPIPE_WEIGHTS"
+    return WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    assert EVAL.is_dir(), f"eval folder {EVAL} missing: set POSEPIPE_EVAL"
+    return EVAL

@@ -1,0 +1,48 @@
+"""Config loading: TOML -> frozen dataclasses, errors name the key and the file."""
+import dataclasses
+
+import pytest
+
+from pipeline.config import Config, ConfigError, load_config, mode_file
+
+
+def test_defaults_and_mode_file_load_into_frozen_dataclasses():
+    config = load_config(mode_file("bottomup"))
+    assert isinstance(config, Config)
+    assert config.run.mode == "bottomup"
+    assert config.bottomup.grouping.num_samples == 10
+    assert isinstance(config.pose.resources.num_gpus, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.run.mode = "x"  # type: ignore[misc]
+
+
+def test_override_file_wins(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text("[decode]\nbatch_size = 3\n[bottomup.grouping]\nmin_parts = 6\n[pose.resources]\nnum_gpus = 1\n")
+    config = load_config(mode_file("bottomup"), f)
+    assert config.decode.batch_size == 3
+    assert config.bottomup.grouping.min_parts == 6
+    assert config.pose.resources.num_gpus == 1.0
+    assert config.decode.max_side == load_config().decode.max_side  # untouched keys keep defaults
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[pose]\nthreds = 2\n", "unknown key 'pose.threds'"),
+    ("[bottomup.grouping]\nmin_parts = 'four'\n", "bottomup.grouping.min_parts = 'four': expected int"),
+    ("[decode]\nbatch_size = 2.5\n", "decode.batch_size = 2.5: expected int"),
+    ("[pose]\nbackend = 'tensorflow'\n", "pose.backend = 'tensorflow': must be one of"),
+    ("[pose]\nhalf = 1\n", "pose.half = 1: expected bool"),
+    ("bottomup = 3\n", "bottomup must be a table"),
+    ("[decode\n", "not valid TOML"),
+])
+def test_bad_files_name_key_and_file(tmp_path, text, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert message in str(err.value) and str(f) in str(err.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")

@@ -1,0 +1,92 @@
+"""End to end on a local Ray (2 CPUs): real clip + the four bad inputs through `posepipe run`."""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import ray
+from conftest import EVAL
+from media import cut, remux
+
+from pipeline.cli import main
+from stages.decode import count_frames, video_id_for
+
+CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, portrait
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def batch_run(local_ray, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    missing = tmp / "missing.mp4"
+    empty = tmp / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp / "notes.mp4"
+    text.write_text("these are meeting notes, not a video\n" * 50)
+    fast = remux(CLIP, tmp / "fast.mp4", options={"movflags": "faststart"})
+    truncated = cut(fast, tmp / "truncated.mp4", 0.5)
+    inputs = [str(CLIP), str(missing), str(empty), str(text), str(truncated)]
+    out = tmp / "out"
+    status = main(["run", *inputs, "--out", str(out), "--no-progress"])
+    return status, out, inputs
+
+
+def _video_rows(out):
+    return {r["path"]: r for r in ds.dataset(out / "videos").to_table().to_pylist()}
+
+
+def test_good_video_complete_and_in_order(batch_run):
+    _, out, _ = batch_run
+    vid = video_id_for(CLIP)
+    frames = ds.dataset(out / "frames", partitioning="hive").to_table(filter=ds.field("video_id") == vid)
+    # every frame PyAV decodes is in the output, once, in order, with time = pts * time_base
+    assert frames.num_rows == count_frames(CLIP) == 40
+    idx = frames.column("frame_index").to_numpy()
+    np.testing.assert_array_equal(idx, np.arange(40))
+    t = frames.column("time_s").to_numpy()
+    np.testing.assert_allclose(t, np.arange(40) / 12.0, atol=1e-6)  # this clip is constant 12 fps
+
+    people = ds.dataset(out / "people", partitioning="hive").to_table(filter=ds.field("video_id") == vid)
+    assert people.num_rows >= 70  # two people in (nearly) every frame
+    per_frame = np.bincount(people.column("frame_index").to_numpy(), minlength=40)
+    assert np.median(per_frame) == 2
+    kp_x = np.stack(people.column("kp_x").to_numpy(zero_copy_only=False))
+    kp_s = np.stack(people.column("kp_score").to_numpy(zero_copy_only=False))
+    found = kp_s > 0
+    assert np.isnan(kp_x[~found]).all() and not np.isnan(kp_x[found]).any()
+    assert (kp_x[found] > -5).all() and (kp_x[found] < 1085).all()  # in the 1080-wide frame
+
+
+def test_duckdb_reads_the_same_rows(batch_run):
+    _, out, _ = batch_run
+    vid = video_id_for(CLIP)
+    n_arrow = ds.dataset(out / "people", partitioning="hive").count_rows(filter=ds.field("video_id") == vid)
+    n_duck = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{out}/people/*/*.parquet', hive_partitioning=true) "
+        f"WHERE video_id = '{vid}'").fetchall()[0][0]
+    assert n_duck == n_arrow > 0
+
+
+def test_bad_inputs_get_rows_and_exit_status(batch_run):
+    status, out, inputs = batch_run
+    assert status == 1  # some videos failed
+    rows = _video_rows(out)
+    assert len(rows) == 5
+    good, missing, empty, text, truncated = (rows[str(p)] for p in inputs)
+    assert good["status"] == "ok" and good["error"] is None and good["frames"] == 40
+    assert missing["status"] == "failed" and "not found" in missing["error"]
+    assert empty["status"] == "failed" and "empty" in empty["error"]
+    assert text["status"] == "failed" and "not a video" in text["error"]
+    assert truncated["status"] == "truncated" and 0 < truncated["frames"] < 40
+    assert "truncat" in truncated["error"] or "decoded" in truncated["error"]
+    # failed videos publish no people or frames; the truncated one keeps what decoded
+    published = {p.name for p in (out / "people").iterdir()}
+    assert published == {f"video_id={video_id_for(CLIP)}", f"video_id={video_id_for(inputs[4])}"}
+    assert not any((out / "_staging").glob("*"))

@@ -1,0 +1,66 @@
+"""Weights resolver: folder, cache, download with sha256 check, clear offline error."""
+import dataclasses
+
+import pytest
+
+from stages import weights
+from stages.weights import WeightsError, resolve
+
+PB = "tfpose_mobilenet_v2_small_graph_opt.pb"
+
+
+@pytest.fixture
+def empty_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("POSEPIPE_WEIGHTS", str(tmp_path / "none"))
+    return tmp_path
+
+
+def _with_url(monkeypatch, url: str) -> None:
+    model = dataclasses.replace(weights.MODEL_FILES[PB], url=url)
+    monkeypatch.setitem(weights.MODEL_FILES, PB, model)
+
+
+def test_folder_first(weights_dir, monkeypatch):
+    monkeypatch.setenv("POSEPIPE_WEIGHTS", str(weights_dir))
+    assert resolve(PB) == weights_dir / PB
+
+
+def test_download_goes_to_cache_after_hash_check(weights_dir, empty_places, monkeypatch):
+    _with_url(monkeypatch, (weights_dir / PB).as_uri())  # a file:// URL stands in for upstream
+    path = resolve(PB)
+    assert path == empty_places / "cache" / "posepipe" / PB
+    assert path.read_bytes() == (weights_dir / PB).read_bytes()
+    _with_url(monkeypatch, "file:///nonexistent")  # second call: from the cache, no download
+    assert resolve(PB) == path
+
+
+def test_corrupt_download_is_not_cached(weights_dir, empty_places, monkeypatch):
+    bad = empty_places / "bad.pb"
+    bad.write_bytes(b"not the model")
+    _with_url(monkeypatch, bad.as_uri())
+    with pytest.raises(WeightsError, match="sha256"):
+        resolve(PB)
+    assert not (empty_places / "cache" / "posepipe" / PB).exists()
+    assert list((empty_places / "cache" / "posepipe").iterdir()) == []  # no temporary left behind
+
+
+def test_offline_error_says_how_to_point_at_a_folder(empty_places, monkeypatch):
+    _with_url(monkeypatch, "file:///nonexistent/graph_opt.pb")
+    with pytest.raises(WeightsError) as err:
+        resolve(PB)
+    assert "POSEPIPE_WEIGHTS" in str(err.value) and "download" in str(err.value)
+
+
+def test_wrong_file_in_folder_is_refused(empty_places, monkeypatch):
+    folder = empty_places / "w"
+    folder.mkdir()
+    (folder / PB).write_bytes(b"x")
+    monkeypatch.setenv("POSEPIPE_WEIGHTS", str(folder))
+    with pytest.raises(WeightsError, match="does not match"):
+        resolve(PB)
+
+
+def test_unknown_name():
+    with pytest.raises(WeightsError, match="unknown model file"):
+        resolve("resnet.pth")
