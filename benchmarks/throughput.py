@@ -25,10 +25,9 @@ import torch
 
 from pipeline.config import load_config, mode_file
 from pipeline.runner import Runner
-from pipeline.workers import build_bottomup_forward
+from pipeline.workers import build_bottomup_forward, choose_bottomup_model
 from stages.bottomup import BottomUpGrouper, BottomUpNet, net_input_size, to_net_input
 from stages.decode import VideoReader
-from stages.weights import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))
@@ -84,8 +83,8 @@ class RssSampler:
 def bare_forward_fps(config, video: Path, max_frames: int = 200) -> tuple[float, list]:
     """(frames/s of the network alone, its MapBatches for the grouping timing)."""
     torch.set_num_threads(config.pose.threads)
-    model = config.pose.bottomup_onnx_model if config.pose.backend == "onnxruntime" else config.pose.bottomup_model
-    net = BottomUpNet(build_bottomup_forward(config, resolve(model).read_bytes(), "cpu"), config.bottomup)
+    model = choose_bottomup_model(config)
+    net = BottomUpNet(build_bottomup_forward(config, model.backend, model.path.read_bytes(), "cpu"), config.bottomup)
     batches = []
     with VideoReader(video, batch_size=config.decode.batch_size, max_side=config.decode.max_side or None) as r:
         for b in r:
@@ -142,7 +141,7 @@ def main() -> None:
         r10 = pipeline_run(config, long10, tmp / "out_10x")
     ray.shutdown()
 
-    print(f"video {video.name}; backend {config.pose.backend}, pose threads {config.pose.threads}, "
+    print(f"video {video.name}; backend {choose_bottomup_model(config).backend}, pose threads {config.pose.threads}, "
           f"batch {config.decode.batch_size}, cpus {os.cpu_count()}")
     print(f"(a) bare network forward      {fps_a:7.2f} frames/s")
     print(f"(b) posepipe run, whole       {b['fps']:7.2f} frames/s  ({b['frames']} frames in {b['wall_s']:.1f} s, "

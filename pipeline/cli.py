@@ -24,11 +24,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.runner import Runner
 
     config = _config(args)
+    runner = Runner(config, args.out, progress=not args.no_progress)  # resolves weights: fails before Ray starts
     if not ray.is_initialized():
         # Quiet workers: the progress bars are the output. An address joins an existing cluster.
         ray.init(address=args.address, log_to_driver=args.verbose, include_dashboard=False,
                  num_cpus=args.num_cpus if not args.address else None)
-    rows = Runner(config, args.out, progress=not args.no_progress).run(args.videos)
+    rows = runner.run(args.videos)
     bad = [r for r in rows if r["status"] != "ok"]
     for r in rows:
         line = f"{r['status']:9s} {r['video_id']}  frames={r['frames']}  people_rows={r['people_rows']}"

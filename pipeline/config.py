@@ -52,7 +52,9 @@ class DecodeConfig:
 @dataclass(frozen=True)
 class PoseConfig:
     resources: StageResources = field(default_factory=StageResources)
-    backend: Literal["torch", "onnxruntime"] = "torch"
+    # auto: torch on a GPU; on a CPU onnxruntime when its model file resolves (faster there, see
+    # README), else torch built from the upstream .pb, which the resolver can download.
+    backend: Literal["auto", "torch", "onnxruntime"] = "auto"
     threads: int = 1  # intra-op threads per pose actor on CPU
     half: bool = True  # float16 on CUDA (ignored on CPU)
     bottomup_model: str = "tfpose_mobilenet_v2_small_graph_opt.pb"

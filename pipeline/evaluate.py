@@ -14,11 +14,10 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from pipeline.config import Config
-from pipeline.workers import build_bottomup_forward
+from pipeline.workers import build_bottomup_forward, choose_bottomup_model
 from stages.batches import FrameBatch
 from stages.bottomup import BottomUpGrouper, BottomUpNet
 from stages.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
-from stages.weights import resolve
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,8 @@ class EvalReport:
 
 def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
     """COCO results (one per predicted person) for every image of the set, bottom-up."""
-    model = config.pose.bottomup_onnx_model if config.pose.backend == "onnxruntime" else config.pose.bottomup_model
-    net = BottomUpNet(build_bottomup_forward(config, resolve(model).read_bytes(), "cpu"), config.bottomup)
+    model = choose_bottomup_model(config)
+    net = BottomUpNet(build_bottomup_forward(config, model.backend, model.path.read_bytes(), "cpu"), config.bottomup)
     grouper = BottomUpGrouper(config.bottomup)
     results = []
     for image_id in sorted(gt.getImgIds()):

@@ -67,7 +67,7 @@ def required_resources(config: Config) -> dict[str, float]:
     }
 
 
-def build_graph(config: Config, out_dir: str, model_bytes: bytes) -> Graph:
+def build_graph(config: Config, out_dir: str, backend: str, model_bytes: bytes) -> Graph:
     """Start every actor of the graph (model bytes go to the object store once)."""
     need = required_resources(config)
     have = ray.cluster_resources()
@@ -85,7 +85,7 @@ def build_graph(config: Config, out_dir: str, model_bytes: bytes) -> Graph:
             _remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side)
             for _ in range(d.actors)
         ]),
-        pose=_RoundRobin([_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]),
+        pose=_RoundRobin([_remote(PoseWorker, p).remote(config, backend, model_ref) for _ in range(p.actors)]),
         group=_RoundRobin([_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]),
         sinks=[_remote(SinkWorker, s).remote(out_dir, config.sink.row_group_size) for _ in range(s.actors)],
         model_ref=model_ref,

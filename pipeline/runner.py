@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.graph import Graph, build_graph
+from pipeline.workers import choose_bottomup_model
 from stages.decode import video_id_for
-from stages.weights import resolve
 
 
 @dataclass
@@ -44,18 +44,14 @@ class _Video:
         return len(self.decode_q) + len(self.sink_q)
 
 
-def _model_name(config: Config) -> str:
-    return config.pose.bottomup_onnx_model if config.pose.backend == "onnxruntime" else config.pose.bottomup_model
-
-
-def _video_row(v: _Video, config: Config) -> dict:
+def _video_row(v: _Video, config: Config, model: str) -> dict:
     meta = v.meta
     status = "failed" if v.error else ("truncated" if v.truncated else "ok")
     return {
         "path": v.path, "size_bytes": meta.get("size_bytes"), "status": status,
         "error": v.error or v.truncated, "width": meta.get("width"), "height": meta.get("height"),
         "fps": meta.get("fps"), "duration_s": meta.get("duration_s"), "rotation": meta.get("rotation"),
-        "wall_s": time.monotonic() - v.started, "mode": config.run.mode, "model": _model_name(config),
+        "wall_s": time.monotonic() - v.started, "mode": config.run.mode, "model": model,
     }
 
 
@@ -76,6 +72,7 @@ class Runner:
         self.config = config
         self.out = Path(out_dir).resolve()
         self.progress = progress
+        self.model = choose_bottomup_model(config)  # resolved before Ray work: a missing file fails fast
         self.graph: Graph | None = None
 
     def _start(self, path: str, slot: int) -> _Video | dict:
@@ -91,7 +88,7 @@ class Runner:
         if "error" in meta:
             v.error = meta["error"]
             bar.close()
-            return ray.get(sink.fail.remote(video_id, _video_row(v, self.config)))
+            return ray.get(sink.fail.remote(video_id, _video_row(v, self.config, self.model.filename)))
         ray.get(sink.open.remote(video_id))
         return v
 
@@ -106,7 +103,7 @@ class Runner:
             info = ray.get(info_ref)
             if info["frames"]:
                 v.sink_q.append(self.graph.submit_batch(
-                    frames_ref, v.video_id, self.config.run.mode, _model_name(self.config)))
+                    frames_ref, v.video_id, self.config.run.mode, self.model.filename))
             if info["done"]:
                 v.eof_seen = True
                 v.truncated = v.truncated or info["truncated"]
@@ -126,7 +123,7 @@ class Runner:
 
     def _finish(self, v: _Video) -> dict:
         sink = self.graph.sink_for(v.video_id)
-        row = _video_row(v, self.config)
+        row = _video_row(v, self.config, self.model.filename)
         v.bar.close()
         if v.error:
             return ray.get(sink.fail.remote(v.video_id, row))
@@ -135,9 +132,8 @@ class Runner:
     def run(self, paths: list[str]) -> list[dict]:
         """Process every video; returns one videos-table row per input, in input order."""
         self.out.mkdir(parents=True, exist_ok=True)
-        model = resolve(_model_name(self.config))
         _write_job(self.out, paths, self.config, None)
-        self.graph = build_graph(self.config, str(self.out), model.read_bytes())
+        self.graph = build_graph(self.config, str(self.out), self.model.backend, self.model.path.read_bytes())
         pending = deque(enumerate(paths))
         active: dict[int, _Video] = {}
         rows: dict[int, dict] = {}

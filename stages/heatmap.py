@@ -6,9 +6,11 @@ network's stride mapping (`map_to_image`) use.
 """
 from __future__ import annotations
 
+import itertools
+
+import cv2
 import numpy as np
 import torch
-from scipy.ndimage import maximum_filter
 
 
 def render_gaussian(height: int, width: int, centers: np.ndarray, sigma: float) -> np.ndarray:
@@ -58,23 +60,29 @@ def parabola_offsets(heatmaps: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     return np.stack([dx, dy], axis=1)
 
 
-def find_peaks(heatmap: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """All local maxima of one heatmap above a threshold, refined to sub-pixel.
+def find_peaks_stack(heatmaps: np.ndarray, threshold: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Local maxima of every channel of a channels-last stack, refined to sub-pixel.
 
-    heatmap: float[H, W]. A pixel is a peak when it equals the maximum of its 3x3 neighbourhood
-    (local-maximum suppression) and exceeds `threshold`.
-    Returns (xy float32[n, 2], score float32[n]) ordered by descending score; score is the map
-    value at the integer maximum.
+    heatmaps: float32[H, W, K]. A pixel is a peak when it equals the maximum of its 3x3
+    neighbourhood in its channel (local-maximum suppression) and exceeds `threshold`.
+    Returns per channel (xy float32[n, 2], score float32[n]) ordered by descending score; score is
+    the map value at the integer maximum. One dilation over all channels: a per-channel
+    maximum filter cost ~10x more and dominated grouping time.
     """
-    is_peak = (heatmap == maximum_filter(heatmap, size=3, mode="constant", cval=-np.inf)) & (
-        heatmap > threshold
-    )
-    rows, cols = np.nonzero(is_peak)
-    scores = heatmap[rows, cols]
-    order = np.argsort(-scores, kind="stable")
-    rows, cols, scores = rows[order], cols[order], scores[order]
-    xy = np.stack([cols, rows], axis=1).astype(np.float64) + parabola_offsets(heatmap, rows, cols)
-    return xy.astype(np.float32), scores.astype(np.float32)
+    heatmaps = np.ascontiguousarray(heatmaps, np.float32)
+    dilated = cv2.dilate(heatmaps, np.ones((3, 3), np.uint8))  # border: -inf, as for a max filter
+    rows, cols, chans = np.nonzero((heatmaps == dilated.reshape(heatmaps.shape)) & (heatmaps > threshold))
+    scores = heatmaps[rows, cols, chans]
+    offsets = parabola_offsets(heatmaps.transpose(2, 0, 1), rows, cols, chans)
+    xy = (np.stack([cols, rows], axis=1) + offsets).astype(np.float32)
+    order = np.lexsort((-scores, chans))  # by channel, then best first
+    bounds = np.searchsorted(chans[order], np.arange(heatmaps.shape[2] + 1))
+    return [(xy[order[a:b]], scores[order[a:b]]) for a, b in itertools.pairwise(bounds)]
+
+
+def find_peaks(heatmap: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """`find_peaks_stack` of one float[H, W] map."""
+    return find_peaks_stack(heatmap[:, :, None], threshold)[0]
 
 
 def argmax_subpixel(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
