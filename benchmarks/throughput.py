@@ -113,9 +113,10 @@ def grouping_ms_per_frame(config, map_batches: list) -> float:
 def pipeline_run(config, video: Path, out: Path) -> dict:
     with RssSampler() as rss:
         t0 = time.perf_counter()
-        row = Runner(config, out, progress=False).run([str(video)])[0]
+        runner = Runner(config, out, progress=False)
+        row = runner.run([str(video)])[0]
         wall = time.perf_counter() - t0
-    return {"frames": row["frames"], "wall_s": wall, "fps": row["frames"] / wall,
+    return {"frames": row["frames"], "wall_s": wall, "fps": row["frames"] / wall, "stages": runner.stage_stats,
             "video_wall_s": row["wall_s"], "video_fps": row["frames"] / row["wall_s"], "peak_rss_mb": rss.peak / 2**20}
 
 
@@ -149,6 +150,9 @@ def main() -> None:
     print(f"(b) posepipe run, per video   {b['video_fps']:7.2f} frames/s  (video open -> output published)")
     print(f"ratio b/a                     {b['video_fps'] / fps_a:7.3f}  (whole run: {b['fps'] / fps_a:.3f})")
     print(f"grouping                      {group_ms:7.2f} ms/frame")
+    for name, s in b["stages"].items():
+        print(f"  stage {name:6s} actors {s['actors']}  busy {s['busy_fraction']:.2f} of its lifetime, "
+              f"{1000 * s['busy_s'] / b['frames']:.1f} ms/frame")
     print(f"peak RSS {long1.name}: 1x ({r1['frames']} frames) {r1['peak_rss_mb']:.0f} MB, "
           f"10x ({r10['frames']} frames) {r10['peak_rss_mb']:.0f} MB, ratio {r10['peak_rss_mb'] / r1['peak_rss_mb']:.2f}")
 

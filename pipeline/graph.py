@@ -58,6 +58,19 @@ class Graph:
         return self.sink_for(video_id).write.remote(poses_ref, mode, model)
 
 
+    def stage_stats(self) -> dict[str, dict]:
+        """Per stage: summed busy seconds, calls, and busy fraction of the actors' lifetime."""
+        out = {}
+        for name, actors in (("decode", self.decoders.actors), ("pose", self.pose.actors),
+                             ("group", self.group.actors), ("sink", self.sinks)):
+            stats = ray.get([a.stats.remote() for a in actors])
+            busy = sum(s["busy_s"] for s in stats)
+            alive = sum(s["alive_s"] for s in stats)
+            out[name] = {"actors": len(actors), "busy_s": busy, "calls": sum(s["calls"] for s in stats),
+                         "busy_fraction": busy / alive if alive else 0.0}
+        return out
+
+
 def required_resources(config: Config) -> dict[str, float]:
     """Logical CPUs and GPUs the graph's actors reserve in all."""
     stages = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)

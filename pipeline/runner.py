@@ -55,12 +55,14 @@ def _video_row(v: _Video, config: Config, model: str) -> dict:
     }
 
 
-def _write_job(out: Path, paths: list[str], config: Config, rows: list[dict] | None) -> None:
+def _write_job(out: Path, paths: list[str], config: Config, rows: list[dict] | None,
+               stage_stats: dict | None = None) -> None:
     job = {
         "inputs": paths,
         "config": asdict(config),
         "versions": {"python": platform.python_version(), "ray": ray.__version__},
         "videos": rows,
+        "stages": stage_stats,
     }
     tmp = out / ".job.json.tmp"
     tmp.write_text(json.dumps(job, indent=1, default=str))
@@ -74,6 +76,7 @@ class Runner:
         self.progress = progress
         self.model = choose_bottomup_model(config)  # resolved before Ray work: a missing file fails fast
         self.graph: Graph | None = None
+        self.stage_stats: dict = {}
 
     def _start(self, path: str, slot: int) -> _Video | dict:
         """Open a video on a decoder; a bad file returns its failed row instead."""
@@ -158,5 +161,6 @@ class Runner:
                     rows[i] = self._finish(v)
                     del active[i]
         result = [rows[i] for i in range(len(paths))]
-        _write_job(self.out, paths, self.config, result)
+        self.stage_stats = self.graph.stage_stats()
+        _write_job(self.out, paths, self.config, result, self.stage_stats)
         return result

@@ -6,7 +6,9 @@ weights once and ships the bytes, so workers on other nodes need no weights fold
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +23,33 @@ from stages.tfpose_net import TfPoseNet, TfPoseOnnx
 from stages.weights import WeightsError, resolve
 
 
-class DecodeWorker:
+class _Busy:
+    """Time spent inside an actor's work methods, for the busy fraction benchmarks report."""
+
+    def __init__(self) -> None:
+        self.busy_s = 0.0
+        self.calls = 0
+        self.created = time.monotonic()
+
+    @contextlib.contextmanager
+    def timed(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.busy_s += time.perf_counter() - t0
+            self.calls += 1
+
+    def stats(self) -> dict:
+        """{'busy_s', 'calls', 'alive_s'} since the actor started."""
+        return {"busy_s": self.busy_s, "calls": self.calls, "alive_s": time.monotonic() - self.created}
+
+
+class DecodeWorker(_Busy):
     """Holds one open VideoReader per video it was given; hands out batches in order."""
 
     def __init__(self, batch_size: int, max_side: int):
+        super().__init__()
         self.batch_size = batch_size
         self.max_side = max_side or None
         self.readers: dict[str, VideoReader] = {}
@@ -47,7 +72,8 @@ class DecodeWorker:
         frames go straight to a pose actor.
         """
         iterator = self.iterators.get(video_id)
-        batch = next(iterator, None) if iterator is not None else None
+        with self.timed():
+            batch = next(iterator, None) if iterator is not None else None
         if batch is not None:
             return {"frames": len(batch), "done": False, "truncated": None}, batch
         reader = self.readers.pop(video_id, None)
@@ -99,32 +125,37 @@ def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, dev
     return TorchForward(TfPoseNet.from_bytes(model_bytes), device=device, half=pose.half)
 
 
-class PoseWorker:
+class PoseWorker(_Busy):
     """FrameBatch -> MapBatch on this actor's device (CUDA when Ray gave it a GPU)."""
 
     def __init__(self, config: Config, backend: str, model_bytes: bytes):
+        super().__init__()
         device = "cuda" if torch.cuda.is_available() and config.pose.resources.num_gpus > 0 else "cpu"
         torch.set_num_threads(config.pose.threads)
         self.net = BottomUpNet(build_bottomup_forward(config, backend, model_bytes, device), config.bottomup)
 
     def process(self, batch: FrameBatch) -> MapBatch:
-        return self.net(batch)
+        with self.timed():
+            return self.net(batch)
 
 
-class GroupWorker:
+class GroupWorker(_Busy):
     """MapBatch -> PoseBatch (PAF grouping, CPU)."""
 
     def __init__(self, config: Config):
+        super().__init__()
         self.grouper = BottomUpGrouper(config.bottomup)
 
     def process(self, batch: MapBatch) -> PoseBatch:
-        return self.grouper(batch)
+        with self.timed():
+            return self.grouper(batch)
 
 
-class SinkWorker:
+class SinkWorker(_Busy):
     """One ParquetSink; every batch of a given video goes to the same SinkWorker, in order."""
 
     def __init__(self, out_dir: str, row_group_size: int):
+        super().__init__()
         self.sink = ParquetSink(out_dir, row_group_size)
 
     def open(self, video_id: str) -> None:
@@ -132,7 +163,8 @@ class SinkWorker:
 
     def write(self, batch: PoseBatch, mode: str, model: str) -> tuple[int, int]:
         """Returns (frames, people) written, for progress."""
-        return len(batch.frames), self.sink.write(batch, mode, model)
+        with self.timed():
+            return len(batch.frames), self.sink.write(batch, mode, model)
 
     def finish(self, video_id: str, row: dict) -> dict:
         return self.sink.finish(video_id, row)

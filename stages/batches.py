@@ -83,6 +83,9 @@ class PoseBatch:
       model did not find has score 0 and x = y = nan (never invented).
     bbox: float32[P, 4] = (x1, y1, x2, y2) in image pixels; score: float32[P] person score.
     track_id: int64[P], -1 until tracking assigns one.
+    det_bbox: float32[P, 4] detector box (x1, y1, x2, y2) of a top-down person, NaN for bottom-up;
+    det_score: float32[P] its detector score, NaN for bottom-up.
+    mode: how these people were found ("bottomup" or "topdown"), one value per batch.
     """
 
     video_id: str
@@ -94,12 +97,18 @@ class PoseBatch:
     bbox: np.ndarray
     score: np.ndarray
     track_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    det_bbox: np.ndarray = field(default=None)  # type: ignore[assignment]
+    det_score: np.ndarray = field(default=None)  # type: ignore[assignment]
+    mode: str = "bottomup"
 
     def __post_init__(self) -> None:
         f = len(self.frames)
         p = len(self.frame_index)
-        if self.track_id is None:
-            object.__setattr__(self, "track_id", np.full(p, -1, np.int64))
+        defaults = {"track_id": np.full(p, -1, np.int64), "det_bbox": np.full((p, 4), np.nan, np.float32),
+                    "det_score": np.full(p, np.nan, np.float32)}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         _check("frames", self.frames, np.int64, (f,))
         _check("frame_time_s", self.frame_time_s, np.float64, (f,))
         _check("frame_index", self.frame_index, np.int64, (p,))
@@ -108,6 +117,8 @@ class PoseBatch:
         _check("bbox", self.bbox, np.float32, (p, 4))
         _check("score", self.score, np.float32, (p,))
         _check("track_id", self.track_id, np.int64, (p,))
+        _check("det_bbox", self.det_bbox, np.float32, (p, 4))
+        _check("det_score", self.det_score, np.float32, (p,))
 
     def __len__(self) -> int:
         return len(self.frame_index)

@@ -39,6 +39,29 @@ MODEL_FILES: dict[str, ModelFile] = {
             "Apache-2.0",
         ),
         ModelFile(
+            "rtmdet_nano_320_person_end2end.onnx",
+            "b8585adb6d1352796f6e86337e09c3459b830645a7e7192d9381670bea2facbd",
+            f"{_GH}/HW140701/RTMPose-Deploy/174a7dd52ad367a55a1105445388dc16bbac7eee/"
+            "Windows/OnnxRumtime-CPU/resource/model/rtmpose-cpu/rtmpose-ort/rtmdet-nano/end2end.onnx",
+            "Apache-2.0",
+        ),
+        ModelFile(
+            "yolox_nano_416x416.onnx",
+            "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14",
+            f"{_GH}/Kazuhito00/Detection-PoseEstimation-Pipeline/7121ff80014612e72c5ebb950e698bd5b1ac53f2/"
+            "Detector/yolox/model/yolox_nano_416x416.onnx",
+            "Apache-2.0",
+        ),
+        ModelFile(
+            # tf2onnx --dequantize conversion of the upstream int8 TFLite file (Kazuhito00/
+            # MoveNet-Python-Example, tflite/lite-model_movenet_singlepose_lightning_tflite_int8_4.tflite):
+            # no upstream ONNX exists and converting TFLite needs TensorFlow, so it needs the folder.
+            "movenet_singlepose_lightning_4_dequant_fp32.onnx",
+            "bf32acdd272b42117091af322c41a4b3fac7492d70ee198aa8fdb398b8e95a38",
+            "",
+            "Apache-2.0",
+        ),
+        ModelFile(
             # tf2onnx conversion of the .pb above; no upstream copy exists, so a user without a
             # weights folder uses the .pb (the default backend) instead.
             "tfpose_mobilenet_v2_small.onnx",
