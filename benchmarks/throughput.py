@@ -24,8 +24,8 @@ import ray
 import torch
 
 from pipeline.config import load_config, mode_file
+from pipeline.models import build_bottomup_forward, choose_bottomup_model
 from pipeline.runner import Runner
-from pipeline.workers import build_bottomup_forward, choose_bottomup_model
 from stages.bottomup import BottomUpGrouper, BottomUpNet, net_input_size, to_net_input
 from stages.decode import VideoReader
 

@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML file overriding configs/default.toml and the mode preset")
-    common.add_argument("--mode", default="bottomup", choices=["bottomup"], help="pose mode (default bottomup)")
+    common.add_argument("--mode", default="bottomup", choices=["bottomup", "topdown", "auto", "hybrid"],
+                        help="pose mode, loads configs/MODE.toml (default bottomup)")
 
     run = sub.add_parser("run", parents=[common], help="videos -> keypoints in Parquet")
     run.add_argument("videos", nargs="+", help="video files")

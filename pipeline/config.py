@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.bottomup import BottomUpParams
+from stages.detect import DetectorParams
+from stages.modes import AutoParams, HybridParams
+from stages.topdown import TopDownParams
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_FILE = CONFIG_DIR / "default.toml"
@@ -37,7 +40,7 @@ class StageResources:
 
 @dataclass(frozen=True)
 class RunConfig:
-    mode: Literal["bottomup"] = "bottomup"
+    mode: Literal["bottomup", "topdown", "auto", "hybrid"] = "bottomup"
     max_videos_in_flight: int = 2  # videos decoded at once
     max_batches_in_flight: int = 4  # per video, between decode and sink (the backpressure bound)
 
@@ -59,6 +62,9 @@ class PoseConfig:
     half: bool = True  # float16 on CUDA (ignored on CPU)
     bottomup_model: str = "tfpose_mobilenet_v2_small_graph_opt.pb"
     bottomup_onnx_model: str = "tfpose_mobilenet_v2_small.onnx"
+    detector_model: Literal["rtmdet_nano_320_person_end2end.onnx", "yolox_nano_416x416.onnx"] = (
+        "rtmdet_nano_320_person_end2end.onnx")
+    topdown_model: str = "movenet_singlepose_lightning_4_dequant_fp32.onnx"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class GroupConfig:
 class SinkConfig:
     resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
     row_group_size: int = 65536
+    low_confidence: float = 0.3  # keypoints scoring below are flagged in kp_low_conf (occluded), never dropped
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,10 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     bottomup: BottomUpParams = field(default_factory=BottomUpParams)
+    detect: DetectorParams = field(default_factory=DetectorParams)
+    topdown: TopDownParams = field(default_factory=TopDownParams)
+    auto: AutoParams = field(default_factory=AutoParams)
+    hybrid: HybridParams = field(default_factory=HybridParams)
     group: GroupConfig = field(default_factory=GroupConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
 

@@ -14,9 +14,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from pipeline.config import Config
-from pipeline.workers import build_bottomup_forward, choose_bottomup_model
+from pipeline.models import Grouping, build_pose_models, choose_models
 from stages.batches import FrameBatch
-from stages.bottomup import BottomUpGrouper, BottomUpNet
 from stages.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
 
 
@@ -41,10 +40,12 @@ class EvalReport:
 
 
 def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
-    """COCO results (one per predicted person) for every image of the set, bottom-up."""
-    model = choose_bottomup_model(config)
-    net = BottomUpNet(build_bottomup_forward(config, model.backend, model.path.read_bytes(), "cpu"), config.bottomup)
-    grouper = BottomUpGrouper(config.bottomup)
+    """COCO results (one per predicted person) for every image of the set, in the config's mode."""
+    if config.run.mode == "auto":
+        raise ValueError("eval scores single images: use --mode bottomup, topdown or hybrid")
+    blobs = {role: (m.backend, m.path.read_bytes()) for role, m in choose_models(config).items()}
+    models = build_pose_models(config, blobs, "cpu")
+    grouping = Grouping(config)
     results = []
     for image_id in sorted(gt.getImgIds()):
         info = gt.loadImgs(image_id)[0]
@@ -53,7 +54,7 @@ def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
             raise FileNotFoundError(f"{images_dir / info['file_name']}: image missing or unreadable")
         frames = FrameBatch(video_id="eval", frame_index=np.array([image_id], np.int64),
                             time_s=np.zeros(1), images=np.ascontiguousarray(bgr[None, :, :, ::-1]))
-        poses = grouper(net(frames))
+        poses = grouping(models(frames, config.run.mode))
         for kp, score in zip(poses.keypoints, poses.score):
             results.append({"image_id": image_id, "category_id": 1,
                             "keypoints": np.nan_to_num(kp, nan=0.0).reshape(-1).tolist(), "score": float(score)})

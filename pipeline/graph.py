@@ -52,10 +52,10 @@ class Graph:
         return self.sinks[sum(video_id.encode()) % len(self.sinks)]
 
     def submit_batch(self, frames_ref, video_id: str, mode: str, model: str):
-        """Chain one batch through pose -> group -> sink; returns the sink's (frames, people) ref."""
-        maps_ref = self.pose.next().process.remote(frames_ref)
-        poses_ref = self.group.next().process.remote(maps_ref)
-        return self.sink_for(video_id).write.remote(poses_ref, mode, model)
+        """Chain one batch through pose -> group -> sink; returns the sink's (frames, people, per frame) ref."""
+        pose_ref = self.pose.next().process.remote(frames_ref, mode)
+        people_ref = self.group.next().process.remote(pose_ref)
+        return self.sink_for(video_id).write.remote(people_ref, model)
 
 
     def stage_stats(self) -> dict[str, dict]:
@@ -80,8 +80,9 @@ def required_resources(config: Config) -> dict[str, float]:
     }
 
 
-def build_graph(config: Config, out_dir: str, backend: str, model_bytes: bytes) -> Graph:
-    """Start every actor of the graph (model bytes go to the object store once)."""
+def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]]) -> Graph:
+    """Start every actor of the graph. blobs: role -> (backend, model bytes), put in the object
+    store once and shared by every pose actor."""
     need = required_resources(config)
     have = ray.cluster_resources()
     for kind, amount in need.items():
@@ -91,16 +92,16 @@ def build_graph(config: Config, out_dir: str, backend: str, model_bytes: bytes) 
                 f"the config asks for {amount:g} {kind} in all (actors x num_{kind.lower()}s per stage) "
                 f"but the Ray cluster has {have.get(kind, 0.0):g}; lower the [*.resources] values"
             )
-    model_ref = ray.put(model_bytes)
+    model_ref = ray.put(blobs)
     d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
     graph = Graph(
         decoders=_RoundRobin([
             _remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side)
             for _ in range(d.actors)
         ]),
-        pose=_RoundRobin([_remote(PoseWorker, p).remote(config, backend, model_ref) for _ in range(p.actors)]),
+        pose=_RoundRobin([_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]),
         group=_RoundRobin([_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]),
-        sinks=[_remote(SinkWorker, s).remote(out_dir, config.sink.row_group_size) for _ in range(s.actors)],
+        sinks=[_remote(SinkWorker, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence) for _ in range(s.actors)],
         model_ref=model_ref,
     )
     actors = [*graph.decoders.actors, *graph.pose.actors, *graph.group.actors, *graph.sinks]

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.graph import Graph, build_graph
-from pipeline.workers import choose_bottomup_model
+from pipeline.models import choose_models, model_label
 from stages.decode import video_id_for
+from stages.modes import AutoSwitch
 
 
 @dataclass
@@ -36,6 +37,7 @@ class _Video:
     decode_q: deque = field(default_factory=deque)  # (info_ref, frames_ref), in submission order
     sink_q: deque = field(default_factory=deque)  # sink write refs, in frame order
     people: int = 0  # people rows written so far
+    switch: AutoSwitch | None = None  # auto mode: picks the mode of each next batch
     eof_seen: bool = False
     truncated: str | None = None
     error: str | None = None
@@ -44,14 +46,15 @@ class _Video:
         return len(self.decode_q) + len(self.sink_q)
 
 
-def _video_row(v: _Video, config: Config, model: str) -> dict:
+def _video_row(v: _Video, config: Config, models: dict) -> dict:
     meta = v.meta
     status = "failed" if v.error else ("truncated" if v.truncated else "ok")
     return {
         "path": v.path, "size_bytes": meta.get("size_bytes"), "status": status,
         "error": v.error or v.truncated, "width": meta.get("width"), "height": meta.get("height"),
         "fps": meta.get("fps"), "duration_s": meta.get("duration_s"), "rotation": meta.get("rotation"),
-        "wall_s": time.monotonic() - v.started, "mode": config.run.mode, "model": model,
+        "wall_s": time.monotonic() - v.started, "mode": config.run.mode,
+        "model": model_label(models, config.run.mode),
     }
 
 
@@ -74,7 +77,7 @@ class Runner:
         self.config = config
         self.out = Path(out_dir).resolve()
         self.progress = progress
-        self.model = choose_bottomup_model(config)  # resolved before Ray work: a missing file fails fast
+        self.models = choose_models(config)  # resolved before Ray work: a missing file fails fast
         self.graph: Graph | None = None
         self.stage_stats: dict = {}
 
@@ -86,12 +89,13 @@ class Runner:
         meta = ray.get(decoder.open.remote(path, video_id))
         bar = tqdm(total=meta.get("frame_count") or None, desc=video_id[:32], unit="frame",
                    position=slot, leave=True, disable=not self.progress)
-        v = _Video(path=path, video_id=video_id, decoder=decoder, meta=meta, bar=bar)
+        v = _Video(path=path, video_id=video_id, decoder=decoder, meta=meta, bar=bar,
+                   switch=AutoSwitch(self.config.auto) if self.config.run.mode == "auto" else None)
         sink = self.graph.sink_for(video_id)
         if "error" in meta:
             v.error = meta["error"]
             bar.close()
-            return ray.get(sink.fail.remote(video_id, _video_row(v, self.config, self.model.filename)))
+            return ray.get(sink.fail.remote(video_id, _video_row(v, self.config, self.models)))
         ray.get(sink.open.remote(video_id))
         return v
 
@@ -105,14 +109,15 @@ class Runner:
             info_ref, frames_ref = v.decode_q.popleft()
             info = ray.get(info_ref)
             if info["frames"]:
+                mode = v.switch.mode if v.switch else self.config.run.mode
                 v.sink_q.append(self.graph.submit_batch(
-                    frames_ref, v.video_id, self.config.run.mode, self.model.filename))
+                    frames_ref, v.video_id, mode, model_label(self.models, mode)))
             if info["done"]:
                 v.eof_seen = True
                 v.truncated = v.truncated or info["truncated"]
         while v.sink_q and v.sink_q[0] in ready:
             try:
-                frames, people = ray.get(v.sink_q.popleft())
+                frames, people, per_frame = ray.get(v.sink_q.popleft())
             except ray.exceptions.RayTaskError as exc:
                 # A stage failed on this video's data: the video fails, the batch goes on.
                 v.error = f"{type(exc.cause).__name__}: {exc.cause}".splitlines()[0]
@@ -120,13 +125,15 @@ class Runner:
                 v.decode_q.clear()
                 return
             v.people += people
+            if v.switch:
+                v.switch.observe(per_frame)
             v.bar.update(frames)
             elapsed = time.monotonic() - v.started
             v.bar.set_postfix(fps=f"{v.bar.n / elapsed:.1f}", people=v.people, refresh=False)
 
     def _finish(self, v: _Video) -> dict:
         sink = self.graph.sink_for(v.video_id)
-        row = _video_row(v, self.config, self.model.filename)
+        row = _video_row(v, self.config, self.models)
         v.bar.close()
         if v.error:
             return ray.get(sink.fail.remote(v.video_id, row))
@@ -136,7 +143,8 @@ class Runner:
         """Process every video; returns one videos-table row per input, in input order."""
         self.out.mkdir(parents=True, exist_ok=True)
         _write_job(self.out, paths, self.config, None)
-        self.graph = build_graph(self.config, str(self.out), self.model.backend, self.model.path.read_bytes())
+        blobs = {role: (m.backend, m.path.read_bytes()) for role, m in self.models.items()}
+        self.graph = build_graph(self.config, str(self.out), blobs)
         pending = deque(enumerate(paths))
         active: dict[int, _Video] = {}
         rows: dict[int, dict] = {}

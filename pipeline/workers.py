@@ -7,20 +7,16 @@ weights once and ships the bytes, so workers on other nodes need no weights fold
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.config import Config
-from stages.batches import FrameBatch, MapBatch, PoseBatch
-from stages.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
+from pipeline.models import Grouping, build_pose_models
+from stages.batches import FrameBatch, PoseBatch, PoseOutput
 from stages.decode import DecodeError, VideoReader
 from stages.sink import ParquetSink
-from stages.tfpose_net import TfPoseNet, TfPoseOnnx
-from stages.weights import WeightsError, resolve
 
 
 class _Busy:
@@ -85,86 +81,49 @@ class DecodeWorker(_Busy):
         return {"frames": 0, "done": True, "truncated": truncated}, None
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    backend: str  # "torch" or "onnxruntime"
-    filename: str
-    path: Path
-
-
-def choose_bottomup_model(config: Config) -> ModelChoice:
-    """Resolve the network file for `[pose] backend` (the driver does this once, before any actor).
-
-    auto: torch when the pose stage has GPUs; on a CPU onnxruntime (2x faster than the torch
-    port at one thread on this network) when its file resolves, else torch from the .pb, which the
-    resolver can download.
-    """
-    pose = config.pose
-    backend = pose.backend
-    if backend == "auto":
-        if pose.resources.num_gpus > 0:
-            backend = "torch"
-        else:
-            try:
-                return ModelChoice("onnxruntime", pose.bottomup_onnx_model, resolve(pose.bottomup_onnx_model))
-            except WeightsError:
-                backend = "torch"
-    filename = pose.bottomup_onnx_model if backend == "onnxruntime" else pose.bottomup_model
-    return ModelChoice(backend, filename, resolve(filename))
-
-
-def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, device: str):
-    """The network runner: torch module from the GraphDef, or onnxruntime."""
-    pose = config.pose
-    if backend == "onnxruntime":
-        # onnxruntime wants a file; the bytes came from the resolver, so write them once here.
-        path = Path(tempfile.mkdtemp(prefix="posepipe-")) / pose.bottomup_onnx_model
-        path.write_bytes(model_bytes)
-        providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else []
-        return TfPoseOnnx(path, num_threads=pose.threads, providers=providers + ["CPUExecutionProvider"])
-    return TorchForward(TfPoseNet.from_bytes(model_bytes), device=device, half=pose.half)
-
-
 class PoseWorker(_Busy):
-    """FrameBatch -> MapBatch on this actor's device (CUDA when Ray gave it a GPU)."""
+    """FrameBatch -> PoseOutput on this actor's device (CUDA when Ray gave it a GPU)."""
 
-    def __init__(self, config: Config, backend: str, model_bytes: bytes):
+    def __init__(self, config: Config, blobs: dict[str, tuple[str, bytes]]):
         super().__init__()
         device = "cuda" if torch.cuda.is_available() and config.pose.resources.num_gpus > 0 else "cpu"
         torch.set_num_threads(config.pose.threads)
-        self.net = BottomUpNet(build_bottomup_forward(config, backend, model_bytes, device), config.bottomup)
+        self.models = build_pose_models(config, blobs, device)
 
-    def process(self, batch: FrameBatch) -> MapBatch:
+    def process(self, batch: FrameBatch, mode: str) -> PoseOutput:
         with self.timed():
-            return self.net(batch)
+            return self.models(batch, mode)
 
 
 class GroupWorker(_Busy):
-    """MapBatch -> PoseBatch (PAF grouping, CPU)."""
+    """PoseOutput -> PoseBatch (PAF grouping and the hybrid merge, CPU)."""
 
     def __init__(self, config: Config):
         super().__init__()
-        self.grouper = BottomUpGrouper(config.bottomup)
+        self.grouping = Grouping(config)
 
-    def process(self, batch: MapBatch) -> PoseBatch:
+    def process(self, out: PoseOutput) -> PoseBatch:
         with self.timed():
-            return self.grouper(batch)
+            return self.grouping(out)
 
 
 class SinkWorker(_Busy):
     """One ParquetSink; every batch of a given video goes to the same SinkWorker, in order."""
 
-    def __init__(self, out_dir: str, row_group_size: int):
+    def __init__(self, out_dir: str, row_group_size: int, low_confidence: float):
         super().__init__()
-        self.sink = ParquetSink(out_dir, row_group_size)
+        self.sink = ParquetSink(out_dir, row_group_size, low_confidence)
 
     def open(self, video_id: str) -> None:
         self.sink.open(video_id)
 
-    def write(self, batch: PoseBatch, mode: str, model: str) -> tuple[int, int]:
-        """Returns (frames, people) written, for progress."""
+    def write(self, batch: PoseBatch, model: str) -> tuple[int, int, np.ndarray]:
+        """Returns (frames, people, people per frame) written: progress and the auto-mode switch."""
         with self.timed():
-            return len(batch.frames), self.sink.write(batch, mode, model)
+            self.sink.write(batch, model)
+            per_frame = np.searchsorted(batch.frame_index, batch.frames, side="right") - np.searchsorted(
+                batch.frame_index, batch.frames, side="left")
+            return len(batch.frames), len(batch), per_frame
 
     def finish(self, video_id: str, row: dict) -> dict:
         return self.sink.finish(video_id, row)

@@ -125,6 +125,15 @@ class PoseBatch:
 
 
 @dataclass(frozen=True)
+class PoseOutput:
+    """What a pose actor hands to grouping: bottom-up maps, top-down people, or both (hybrid)."""
+
+    mode: str  # "bottomup", "topdown" or "hybrid"
+    maps: MapBatch | None = None
+    people: PoseBatch | None = None
+
+
+@dataclass(frozen=True)
 class MapBatch:
     """Bottom-up network output for consecutive frames of one video, on its way to grouping.
 

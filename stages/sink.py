@@ -33,10 +33,13 @@ PEOPLE_SCHEMA = pa.schema([
     ("kp_x", _KP),  # COCO-17 order, video pixels; NaN where the keypoint was not found
     ("kp_y", _KP),
     ("kp_score", _KP),  # 0 where not found
+    ("kp_low_conf", pa.list_(pa.bool_(), NUM_KEYPOINTS)),  # score below the sink's threshold: occluded
     ("bbox", pa.list_(pa.float32(), 4)),  # x1, y1, x2, y2 in video pixels
     ("score", pa.float32()),
-    ("mode", pa.string()),  # bottomup / topdown
-    ("model", pa.string()),
+    ("det_bbox", pa.list_(pa.float32(), 4)),  # detector box (top-down people), null for bottom-up
+    ("det_score", pa.float32()),  # null for bottom-up people
+    ("mode", pa.string()),  # bottomup / topdown / hybrid
+    ("model", pa.string()),  # model files that produced the row
 ])
 FRAMES_SCHEMA = pa.schema([
     ("video_id", pa.string()),
@@ -64,9 +67,10 @@ VIDEOS_SCHEMA = pa.schema([
 ])
 
 
-def people_table(batch: PoseBatch, mode: str, model: str) -> pa.Table:
+def people_table(batch: PoseBatch, model: str, low_confidence: float) -> pa.Table:
     """Columns of one PoseBatch as a people-table slice (person_index counts within each frame)."""
     n = len(batch)
+    no_det = np.isnan(batch.det_score)
     # person_index: rank within the frame in batch order (frames are contiguous in a PoseBatch).
     starts = np.searchsorted(batch.frame_index, batch.frame_index, side="left") if n else np.zeros(0, np.int64)
     kp = batch.keypoints
@@ -77,9 +81,12 @@ def people_table(batch: PoseBatch, mode: str, model: str) -> pa.Table:
         pa.array((np.arange(n) - starts).astype(np.int32)),
         pa.array(batch.track_id, mask=batch.track_id < 0),
         *(pa.FixedSizeListArray.from_arrays(pa.array(kp[:, :, c].reshape(-1)), NUM_KEYPOINTS) for c in range(3)),
+        pa.FixedSizeListArray.from_arrays(pa.array((kp[:, :, 2] < low_confidence).reshape(-1)), NUM_KEYPOINTS),
         pa.FixedSizeListArray.from_arrays(pa.array(batch.bbox.reshape(-1)), 4),
         pa.array(batch.score),
-        pa.array([mode] * n, pa.string()),
+        pa.FixedSizeListArray.from_arrays(pa.array(batch.det_bbox.reshape(-1)), 4, mask=pa.array(no_det)),
+        pa.array(batch.det_score, mask=no_det),
+        pa.array([batch.mode] * n, pa.string()),
         pa.array([model] * n, pa.string()),
     ]
     return pa.Table.from_arrays(arrays, schema=PEOPLE_SCHEMA)
@@ -108,9 +115,10 @@ class _OpenVideo:
 class ParquetSink:
     """Streams PoseBatches of many videos to Parquet; memory per video is one row group."""
 
-    def __init__(self, out_dir: str | Path, row_group_size: int = 65536):
+    def __init__(self, out_dir: str | Path, row_group_size: int = 65536, low_confidence: float = 0.3):
         self.out = Path(out_dir)
         self.row_group_size = row_group_size
+        self.low_confidence = low_confidence
         self.open_videos: dict[str, _OpenVideo] = {}
 
     def _staging(self, video_id: str) -> Path:
@@ -130,7 +138,7 @@ class ParquetSink:
             frames=pq.ParquetWriter(staging / "frames.parquet", FRAMES_SCHEMA),
         )
 
-    def write(self, batch: PoseBatch, mode: str, model: str) -> int:
+    def write(self, batch: PoseBatch, model: str) -> int:
         """Append one batch; batches of a video must come in frame order. Returns rows written."""
         state = self.open_videos[batch.video_id]
         if len(batch.frames) and batch.frames[0] <= state.last_frame:
@@ -138,7 +146,7 @@ class ParquetSink:
                 f"{batch.video_id}: frame {batch.frames[0]} arrived after frame {state.last_frame}; "
                 "the sink needs each video's batches in order"
             )
-        state.people.write_table(people_table(batch, mode, model), row_group_size=self.row_group_size)
+        state.people.write_table(people_table(batch, model, self.low_confidence), row_group_size=self.row_group_size)
         state.frames.write_table(frames_table(batch), row_group_size=self.row_group_size)
         state.frame_count += len(batch.frames)
         state.people_rows += len(batch)

@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pytest
 import ray
 from conftest import EVAL
-from media import cut, remux
+from media import black_video, cut, remux
 
 from pipeline.cli import main
 from stages.decode import count_frames, video_id_for
@@ -90,3 +90,31 @@ def test_bad_inputs_get_rows_and_exit_status(batch_run):
     published = {p.name for p in (out / "people").iterdir()}
     assert published == {f"video_id={video_id_for(CLIP)}", f"video_id={video_id_for(inputs[4])}"}
     assert not any((out / "_staging").glob("*"))
+
+
+CROWD = EVAL / "crowd_synth" / "p05" / "video.mp4"  # 50 frames, 5 real people
+
+
+@pytest.mark.parametrize("mode", ["topdown", "auto", "hybrid"])
+def test_other_modes_same_schema_real_clip(local_ray, batch_run, tmp_path, mode):
+    _, bottomup_out, _ = batch_run
+    empty = black_video(tmp_path / "black.mp4")
+    out = tmp_path / "out"
+    status = main(["run", str(CROWD), str(empty), "--out", str(out), "--mode", mode, "--no-progress"])
+    assert status == 0
+    people = ds.dataset(out / "people", partitioning="hive")
+    assert people.schema == ds.dataset(bottomup_out / "people", partitioning="hive").schema
+    table = people.to_table()
+    modes = set(table.column("mode").to_pylist())
+    assert modes == ({"hybrid"} if mode == "hybrid" else {"topdown"})  # 5 people: auto stays top-down
+    frames = ds.dataset(out / "frames", partitioning="hive").to_table()
+    by_video = {v: frames.filter(ds.field("video_id") == v) for v in set(frames.column("video_id").to_pylist())}
+    crowd, black = by_video[video_id_for(CROWD)], by_video[video_id_for(empty)]
+    assert crowd.num_rows == 50 and black.num_rows == 6
+    # nobody in the black clip: its frames are there, with zero people and zero rows
+    assert set(black.column("num_people").to_pylist()) == {0}
+    assert video_id_for(empty) not in set(table.column("video_id").to_pylist())
+    per_frame = np.array(crowd.column("num_people").to_pylist())
+    assert 3 <= np.median(per_frame) <= 6
+    if mode != "hybrid":
+        assert table.column("det_score").null_count == 0  # every top-down person has its detector box

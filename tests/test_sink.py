@@ -25,10 +25,10 @@ def _batch(video_id: str, frames: list[int], people_per_frame: list[int]) -> Pos
 def test_video_is_invisible_until_finished_then_readable(tmp_path):
     sink = ParquetSink(tmp_path)
     sink.open("clip-1")
-    sink.write(_batch("clip-1", [0, 1, 2], [2, 0, 1]), "bottomup", "net")
+    sink.write(_batch("clip-1", [0, 1, 2], [2, 0, 1]), "net")
     # nothing published yet: a reader sees no people rows and no video row
     assert not (tmp_path / "people").exists() and not (tmp_path / "videos").exists()
-    sink.write(_batch("clip-1", [3, 4], [1, 3]), "bottomup", "net")
+    sink.write(_batch("clip-1", [3, 4], [1, 3]), "net")
     row = sink.finish("clip-1", {"path": "/x/clip.mp4", "status": "ok", "fps": 25.0})
     assert row["frames"] == 5 and row["people_rows"] == 7
     assert not (tmp_path / "_staging" / "clip-1").exists()
@@ -54,17 +54,17 @@ def test_video_is_invisible_until_finished_then_readable(tmp_path):
 def test_out_of_order_batch_is_refused(tmp_path):
     sink = ParquetSink(tmp_path)
     sink.open("v")
-    sink.write(_batch("v", [4, 5], [1, 1]), "bottomup", "net")
+    sink.write(_batch("v", [4, 5], [1, 1]), "net")
     with pytest.raises(ValueError, match="after frame 5"):
-        sink.write(_batch("v", [2, 3], [1, 1]), "bottomup", "net")
+        sink.write(_batch("v", [2, 3], [1, 1]), "net")
 
 
 def test_failed_video_leaves_only_its_status_row(tmp_path):
     sink = ParquetSink(tmp_path)
     sink.open("good")
     sink.open("bad")
-    sink.write(_batch("good", [0], [1]), "bottomup", "net")
-    sink.write(_batch("bad", [0], [2]), "bottomup", "net")
+    sink.write(_batch("good", [0], [1]), "net")
+    sink.write(_batch("bad", [0], [2]), "net")
     sink.fail("bad", {"path": "bad.mp4", "error": "boom"})
     sink.finish("good", {"path": "good.mp4", "status": "ok"})
     assert not (tmp_path / "people" / "video_id=bad").exists()
@@ -78,7 +78,7 @@ def test_rerun_replaces_a_videos_output(tmp_path):
     for people in ([1, 1], [3, 0]):
         sink = ParquetSink(tmp_path)
         sink.open("v")
-        sink.write(_batch("v", [0, 1], people), "bottomup", "net")
+        sink.write(_batch("v", [0, 1], people), "net")
         sink.finish("v", {"path": "v.mp4", "status": "ok"})
     table = ds.dataset(tmp_path / "people", partitioning="hive").to_table()
     assert table.num_rows == 3  # second run's rows only, no duplicates

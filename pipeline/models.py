@@ -1,0 +1,139 @@
+"""Which model files a run needs, resolved once by the driver, and how a pose actor builds them.
+
+The driver resolves every file (sha256-checked) before any actor starts, so a missing file fails
+the run at once; actors receive the bytes and never touch the resolver or the network.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config
+from stages.batches import FrameBatch, PoseBatch, PoseOutput
+from stages.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
+from stages.detect import build_detector
+from stages.modes import merge_hybrid
+from stages.tfpose_net import TfPoseNet, TfPoseOnnx
+from stages.topdown import MoveNet, TopDownKeypoints
+from stages.weights import WeightsError, resolve
+
+# Which networks each mode runs.
+MODE_ROLES = {
+    "bottomup": ("bottomup",),
+    "topdown": ("detector", "topdown"),
+    "auto": ("bottomup", "detector", "topdown"),
+    "hybrid": ("bottomup", "detector", "topdown"),
+}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    backend: str  # "torch" or "onnxruntime"
+    filename: str
+    path: Path
+
+
+def choose_bottomup_model(config: Config) -> ModelChoice:
+    """Resolve the bottom-up network for `[pose] backend`.
+
+    auto: torch when the pose stage has GPUs; on a CPU onnxruntime (2x faster than the torch
+    port at one thread on this network) when its file resolves, else torch from the .pb, which the
+    resolver can download.
+    """
+    pose = config.pose
+    backend = pose.backend
+    if backend == "auto":
+        if pose.resources.num_gpus > 0:
+            backend = "torch"
+        else:
+            try:
+                return ModelChoice("onnxruntime", pose.bottomup_onnx_model, resolve(pose.bottomup_onnx_model))
+            except WeightsError:
+                backend = "torch"
+    filename = pose.bottomup_onnx_model if backend == "onnxruntime" else pose.bottomup_model
+    return ModelChoice(backend, filename, resolve(filename))
+
+
+def choose_models(config: Config) -> dict[str, ModelChoice]:
+    """role -> resolved file, for the roles the run's mode needs."""
+    roles = MODE_ROLES[config.run.mode]
+    out = {}
+    if "bottomup" in roles:
+        out["bottomup"] = choose_bottomup_model(config)
+    if "detector" in roles:
+        out["detector"] = ModelChoice("onnxruntime", config.pose.detector_model, resolve(config.pose.detector_model))
+    if "topdown" in roles:
+        out["topdown"] = ModelChoice("onnxruntime", config.pose.topdown_model, resolve(config.pose.topdown_model))
+    return out
+
+
+def model_label(models: dict[str, ModelChoice], mode: str) -> str:
+    """The `model` column for people found in `mode`: the files that produced them."""
+    roles = {"bottomup": ("bottomup",), "topdown": ("detector", "topdown")}.get(mode, MODE_ROLES["hybrid"])
+    return "+".join(models[r].filename for r in roles if r in models)
+
+
+def _providers(device: str) -> list[str]:
+    return (["CUDAExecutionProvider"] if device.startswith("cuda") else []) + ["CPUExecutionProvider"]
+
+
+def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, device: str):
+    """The network runner: torch module from the GraphDef, or onnxruntime."""
+    if backend == "onnxruntime":
+        # onnxruntime wants a file; the bytes came from the resolver, so write them once here.
+        path = Path(tempfile.mkdtemp(prefix="posepipe-")) / config.pose.bottomup_onnx_model
+        path.write_bytes(model_bytes)
+        return TfPoseOnnx(path, num_threads=config.pose.threads, providers=_providers(device))
+    return TorchForward(TfPoseNet.from_bytes(model_bytes), device=device, half=config.pose.half)
+
+
+@dataclass
+class PoseModels:
+    """The built networks of one pose actor (None where the mode does not need one)."""
+
+    bottomup: BottomUpNet | None
+    detector: object | None  # RTMDetPerson | YoloxNano: frames -> per-frame (boxes, scores)
+    topdown: TopDownKeypoints | None
+
+    def __call__(self, batch: FrameBatch, mode: str) -> PoseOutput:
+        """bottomup: the network's maps (grouped later, on CPU); topdown: detector, then every crop
+        through the keypoint model; hybrid: both."""
+        maps = self.bottomup(batch) if mode in ("bottomup", "hybrid") else None
+        people = self.topdown(batch, self.detector(batch.images)) if mode in ("topdown", "hybrid") else None
+        return PoseOutput(mode=mode, maps=maps, people=people)
+
+
+class Grouping:
+    """PoseOutput -> PoseBatch: PAF grouping of bottom-up maps, the hybrid merge; top-down people
+    pass through."""
+
+    def __init__(self, config: Config):
+        self.grouper = BottomUpGrouper(config.bottomup)
+        self.hybrid = config.hybrid
+
+    def __call__(self, out: PoseOutput) -> PoseBatch:
+        if out.maps is None:
+            return out.people
+        bottom = self.grouper(out.maps)
+        if out.people is None:
+            return bottom
+        return merge_hybrid(out.people, bottom, self.hybrid.max_oks, self.hybrid.min_score)
+
+
+def build_pose_models(config: Config, blobs: dict[str, tuple[str, bytes]], device: str) -> PoseModels:
+    """blobs: role -> (backend, file bytes) as shipped by the driver."""
+    bottomup = detector = topdown = None
+    if "bottomup" in blobs:
+        backend, data = blobs["bottomup"]
+        bottomup = BottomUpNet(build_bottomup_forward(config, backend, data, device), config.bottomup)
+    if "detector" in blobs:
+        path = Path(tempfile.mkdtemp(prefix="posepipe-")) / config.pose.detector_model
+        path.write_bytes(blobs["detector"][1])
+        detector = build_detector(config.pose.detector_model, path, config.detect,
+                                  num_threads=config.pose.threads, providers=_providers(device))
+    if "topdown" in blobs:
+        movenet = MoveNet(blobs["topdown"][1], num_threads=config.pose.threads, providers=_providers(device),
+                          max_batch=config.topdown.max_crops_per_call)
+        topdown = TopDownKeypoints(movenet, config.topdown)
+    return PoseModels(bottomup, detector, topdown)

@@ -1,0 +1,92 @@
+"""Choosing between top-down and bottom-up: the `auto` switch and the `hybrid` merge.
+
+auto: top-down is more accurate per person but costs O(people); bottom-up costs about the same for
+any crowd. `AutoSwitch` follows the number of people seen and switches with hysteresis (two
+thresholds and a minimum dwell), so a count hovering at the threshold does not flap.
+hybrid: top-down people plus every bottom-up person that no top-down person explains (OKS below a
+threshold), so a person the detector missed is still found.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from stages.batches import PoseBatch
+from stages.metrics import oks_matrix
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    to_bottomup_at: float = 8.0  # people per frame (recent mean) at or above which bottom-up is used
+    to_topdown_at: float = 5.0  # ...and at or below which top-down comes back
+    window: int = 16  # frames in the recent mean
+    min_dwell: int = 32  # frames to stay in a mode before switching again
+
+
+class AutoSwitch:
+    """Per-video state: which mode the next frames use, from the people counts seen so far."""
+
+    def __init__(self, params: AutoParams, start: str = "topdown"):
+        if params.to_topdown_at >= params.to_bottomup_at:
+            raise ValueError("auto mode needs to_topdown_at < to_bottomup_at (a hysteresis band)")
+        self.params = params
+        self.mode = start
+        self.counts: list[int] = []
+        self.since_switch = 0
+
+    def observe(self, people_per_frame: np.ndarray) -> str:
+        """Record people counts of processed frames (in order); returns the mode for what follows."""
+        for n in np.asarray(people_per_frame, np.int64):
+            self.counts = [*self.counts, int(n)][-self.params.window:]
+            self.since_switch += 1
+            if self.since_switch < self.params.min_dwell:
+                continue
+            recent = float(np.mean(self.counts))
+            if self.mode == "topdown" and recent >= self.params.to_bottomup_at:
+                self.mode, self.since_switch = "bottomup", 0
+            elif self.mode == "bottomup" and recent <= self.params.to_topdown_at:
+                self.mode, self.since_switch = "topdown", 0
+        return self.mode
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    max_oks: float = 0.5  # a bottom-up person with OKS >= this against a top-down person is that person
+    min_score: float = 0.3  # top-down keypoints below this score are not used as the OKS reference
+
+
+def _area(keypoints: np.ndarray, confident: np.ndarray) -> np.ndarray:
+    """OKS scale of each person: the area of the box around its confident keypoints."""
+    lo = np.where(confident[..., None], keypoints[..., :2], np.inf).min(axis=1)
+    hi = np.where(confident[..., None], keypoints[..., :2], -np.inf).max(axis=1)
+    span = np.clip(hi - lo, 0.0, None)  # no confident keypoint: -inf -> 0
+    return span[:, 0] * span[:, 1]
+
+
+def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: float) -> PoseBatch:
+    """Top-down people plus the bottom-up people of the same frames that none of them explains.
+
+    A bottom-up person is kept when its OKS against every top-down person of its frame is below
+    `max_oks` (OKS measured with the top-down person as reference, over its keypoints with score
+    >= min_score). Both batches must cover the same frames. Returns a PoseBatch with mode
+    "hybrid"; det_score is NaN for the people that came from the bottom-up branch.
+    """
+    if not np.array_equal(top.frames, bottom.frames):
+        raise ValueError("hybrid merge needs both branches on the same frames")
+    keep = np.ones(len(bottom), bool)
+    top_conf = top.keypoints[:, :, 2] >= min_score
+    ref = np.concatenate([np.nan_to_num(top.keypoints[:, :, :2]), top_conf[..., None] * 2.0], axis=2)
+    area = _area(top.keypoints, top_conf)
+    for f in np.unique(bottom.frame_index):
+        b = np.nonzero(bottom.frame_index == f)[0]
+        t = np.nonzero(top.frame_index == f)[0]
+        if len(t):
+            keep[b] = oks_matrix(bottom.keypoints[b, :, :2], ref[t], area[t]).max(axis=1) < max_oks
+    b = np.nonzero(keep)[0]
+    merged = {
+        name: np.concatenate([getattr(top, name), getattr(bottom, name)[b]])
+        for name in ("frame_index", "time_s", "keypoints", "bbox", "score", "track_id", "det_bbox", "det_score")
+    }
+    order = np.lexsort((-merged["score"], merged["frame_index"]))  # frame order, best first
+    return replace(top, mode="hybrid", **{k: v[order] for k, v in merged.items()})

@@ -1,0 +1,70 @@
+"""auto switch hysteresis and the hybrid merge (pure)."""
+import numpy as np
+import pytest
+
+from stages.batches import PoseBatch
+from stages.modes import AutoParams, AutoSwitch, merge_hybrid
+
+
+def test_auto_switches_with_hysteresis_and_dwell():
+    sw = AutoSwitch(AutoParams(to_bottomup_at=8, to_topdown_at=5, window=4, min_dwell=6))
+    assert sw.observe([2] * 10) == "topdown"
+    assert sw.observe([12] * 2) == "topdown"  # mean of the last 4 = (2 + 2 + 12 + 12) / 4 < 8
+    assert sw.observe([12]) == "bottomup"  # (2 + 12 + 12 + 12) / 4 >= 8
+    # counts in the band between the thresholds keep the current mode: no flapping
+    assert sw.observe([7, 6, 7, 6, 7, 6, 7, 6, 7, 6]) == "bottomup"
+    assert sw.observe([4, 4]) == "bottomup"  # (7 + 6 + 4 + 4) / 4 > 5
+    assert sw.observe([4]) == "topdown"  # (6 + 4 + 4 + 4) / 4 <= 5
+
+
+def test_auto_dwell_blocks_immediate_switch_back():
+    sw = AutoSwitch(AutoParams(to_bottomup_at=8, to_topdown_at=5, window=1, min_dwell=5))
+    assert sw.observe([0] * 5 + [20]) == "bottomup"
+    assert sw.observe([0, 0, 0, 0]) == "bottomup"  # only 4 frames since the switch
+    assert sw.observe([0]) == "topdown"
+
+
+def test_auto_needs_a_band():
+    with pytest.raises(ValueError, match="hysteresis"):
+        AutoSwitch(AutoParams(to_bottomup_at=5, to_topdown_at=5))
+
+
+def _person(cx: float, cy: float) -> np.ndarray:
+    rng = np.random.default_rng(int(cx))
+    kp = np.zeros((17, 3), np.float32)
+    kp[:, 0] = cx + rng.uniform(-20, 20, 17)
+    kp[:, 1] = cy + rng.uniform(-50, 50, 17)
+    kp[:, 2] = 0.9
+    return kp
+
+
+def _batch(frames, people, det: bool) -> PoseBatch:
+    idx = np.array([f for f, _ in people], np.int64)
+    kp = np.stack([p for _, p in people]) if people else np.zeros((0, 17, 3), np.float32)
+    n = len(idx)
+    return PoseBatch(video_id="v", frames=np.array(frames, np.int64), frame_time_s=np.array(frames, float),
+                     frame_index=idx, time_s=idx.astype(float), keypoints=kp,
+                     bbox=np.zeros((n, 4), np.float32), score=np.full(n, 0.8 if det else 0.5, np.float32),
+                     det_score=np.full(n, 0.9 if det else np.nan, np.float32), mode="topdown" if det else "bottomup")
+
+
+def test_hybrid_adds_only_people_the_detector_missed():
+    a, b, c = _person(100, 200), _person(300, 200), _person(600, 250)
+    top = _batch([0, 1], [(0, a), (0, b), (1, a)], det=True)
+    shifted = a.copy()
+    shifted[:, :2] += 2.0  # the same person found by bottom-up, a few px off
+    bottom = _batch([0, 1], [(0, shifted), (0, c), (1, shifted), (1, b)], det=False)
+    merged = merge_hybrid(top, bottom, max_oks=0.5, min_score=0.3)
+    assert merged.mode == "hybrid"
+    # frame 0: a, b (top-down) + c (missed by the detector); frame 1: a + b (missed in frame 1)
+    assert merged.frame_index.tolist() == [0, 0, 0, 1, 1]
+    from_bottom = np.isnan(merged.det_score)
+    assert from_bottom.tolist() == [False, False, True, False, True]
+    np.testing.assert_allclose(merged.keypoints[2], c)
+    np.testing.assert_allclose(merged.keypoints[4], b)
+
+
+def test_hybrid_with_no_top_down_people_keeps_all_bottom_up():
+    bottom = _batch([3], [(3, _person(50, 60)), (3, _person(400, 60))], det=False)
+    merged = merge_hybrid(_batch([3], [], det=True), bottom, max_oks=0.5, min_score=0.3)
+    assert len(merged) == 2 and np.isnan(merged.det_score).all()
