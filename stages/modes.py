@@ -71,6 +71,11 @@ def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: f
     `max_oks` (OKS measured with the top-down person as reference, over its keypoints with score
     >= min_score). Both batches must cover the same frames. Returns a PoseBatch with mode
     "hybrid"; det_score is NaN for the people that came from the bottom-up branch.
+
+    Scores are tiered: a detector-confirmed person scores 0.5 + score / 2, a person only bottom-up
+    found scores score / 2. Each branch keeps its own order, and every added person ranks below
+    every top-down one, so the additions only extend the precision-recall curve at its tail: on
+    the crowd benchmark, untiered scores let bottom-up people outrank top-down ones and cost AP.
     """
     if not np.array_equal(top.frames, bottom.frames):
         raise ValueError("hybrid merge needs both branches on the same frames")
@@ -86,7 +91,8 @@ def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: f
     b = np.nonzero(keep)[0]
     merged = {
         name: np.concatenate([getattr(top, name), getattr(bottom, name)[b]])
-        for name in ("frame_index", "time_s", "keypoints", "bbox", "score", "track_id", "det_bbox", "det_score")
+        for name in ("frame_index", "time_s", "keypoints", "bbox", "track_id", "det_bbox", "det_score")
     }
+    merged["score"] = np.concatenate([0.5 + top.score / 2, bottom.score[b] / 2]).astype(np.float32)
     order = np.lexsort((-merged["score"], merged["frame_index"]))  # frame order, best first
     return replace(top, mode="hybrid", **{k: v[order] for k, v in merged.items()})

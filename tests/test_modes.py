@@ -62,6 +62,9 @@ def test_hybrid_adds_only_people_the_detector_missed():
     assert from_bottom.tolist() == [False, False, True, False, True]
     np.testing.assert_allclose(merged.keypoints[2], c)
     np.testing.assert_allclose(merged.keypoints[4], b)
+    # every detector-confirmed person ranks above every person only bottom-up found
+    assert merged.score[~from_bottom].min() > merged.score[from_bottom].max()
+    np.testing.assert_allclose(merged.score[~from_bottom], 0.5 + 0.8 / 2)
 
 
 def test_hybrid_with_no_top_down_people_keeps_all_bottom_up():
