@@ -7,9 +7,10 @@ own crop recipe. For each onnxruntime thread count the runners go round after ro
 because shared VMs stall in bursts: a burst then hits every runner instead of one. Reported: the
 median (and 10th percentile) wall time of one round, i.e. all 20 crops, and per crop. Runners:
   batched   MoveNet (batch-dynamic graph), one session.run over [20, 192, 192, 3]
+  chunked   the same, in calls of TopDownParams.max_crops_per_call crops (what the stage does)
   single    the same session, 20 session.run calls of [1, 192, 192, 3]
   original  the unmodified batch-1 ONNX file, 20 calls (what a per-crop loop would use)
-  stage     TopDownKeypoints end to end (warp, one batched call, inverse affine, crowd checks)
+  stage     TopDownKeypoints end to end (warp, chunked calls, inverse affine, crowd checks)
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ def bench(raw: bytes, crops: np.ndarray, frames: FrameBatch, boxes: np.ndarray, 
     feed = net.input_name
     runners = {
         "batched": lambda: net.session.run(None, {feed: crops}),
+        # what the stage runs: MoveNet chunks at TopDownParams.max_crops_per_call
+        "chunked": lambda: net(crops, max_batch=stage.params.max_crops_per_call),
         "single": lambda: [net.session.run(None, {feed: crops[i:i + 1]}) for i in range(n)],
         "original": lambda: [original.run(None, {feed: crops[i:i + 1]}) for i in range(n)],
         "stage": lambda: stage(frames, [(boxes, np.ones(n, np.float32))]),
@@ -100,6 +103,8 @@ def bench(raw: bytes, crops: np.ndarray, frames: FrameBatch, boxes: np.ndarray, 
     print(f"batched / single = {med['batched'] / med['single']:.2f}  "
           f"(batched / original = {med['batched'] / med['original']:.2f}; "
           f"{n} single-crop calls cost {med['single'] / med['batched']:.2f}x one batched call)")
+    print(f"chunked ({stage.params.max_crops_per_call} a call) / single = {med['chunked'] / med['single']:.2f}, "
+          f"/ original = {med['chunked'] / med['original']:.2f}")
 
 if __name__ == "__main__":
     main()
