@@ -47,7 +47,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    resources: StageResources = field(default_factory=StageResources)
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
     batch_size: int = 8
     max_side: int = 1280  # frames larger than this are shrunk in decode; 0 keeps full size
 
@@ -69,12 +69,12 @@ class PoseConfig:
 
 @dataclass(frozen=True)
 class GroupConfig:
-    resources: StageResources = field(default_factory=StageResources)
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
 
 
 @dataclass(frozen=True)
 class SinkConfig:
-    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
     row_group_size: int = 65536
     low_confidence: float = 0.3  # keypoints scoring below are flagged in kp_low_conf (occluded), never dropped
 

@@ -43,6 +43,11 @@ def test_bad_files_name_key_and_file(tmp_path, text, message):
     assert message in str(err.value) and str(f) in str(err.value)
 
 
+def test_default_file_lists_the_dataclass_defaults():
+    # one default per key: configs/default.toml documents them, the dataclasses hold them
+    assert load_config() == Config()
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
