@@ -19,7 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+
+from stages.onnx_session import onnx_session
 
 RTMDET_FILE = "rtmdet_nano_320_person_end2end.onnx"
 YOLOX_FILE = "yolox_nano_416x416.onnx"
@@ -108,15 +109,6 @@ def _to_image(boxes: np.ndarray, scores: np.ndarray, r: float, height: int, widt
     return np.ascontiguousarray(boxes[order]), np.ascontiguousarray(scores[order])
 
 
-def _session(source: str | Path | bytes, num_threads: int, providers: Sequence[str] | None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1  # a sequential graph: more pools only add idle threads
-    if providers is None:
-        available = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(source if isinstance(source, bytes) else str(source), options,
-                                providers=list(providers))
 
 
 def batchable_rtmdet_graph(path: str | Path) -> bytes | None:
@@ -168,7 +160,7 @@ class RTMDetPerson:
         self.params = params
         graph = batchable_rtmdet_graph(path)
         self.batched = graph is not None
-        self.session = _session(graph if graph is not None else path, num_threads, providers)
+        self.session = onnx_session(graph if graph is not None else path, num_threads, providers)
 
     def __call__(self, images_rgb: np.ndarray) -> list[Detections]:
         n, h, w = _frames_shape(images_rgb)
@@ -209,7 +201,7 @@ class YoloxNano:
     def __init__(self, path: str | Path, params: DetectorParams = DetectorParams(), num_threads: int = 1,
                  providers: Sequence[str] | None = None):
         self.params = params
-        self.session = _session(path, num_threads, providers)
+        self.session = onnx_session(path, num_threads, providers)
         # Cell (x, y) and stride of every output row: levels s8, s16, s32, each row-major.
         grids, strides = [], []
         for stride in self.strides:

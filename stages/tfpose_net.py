@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from tensorboard.compat.proto import graph_pb2, node_def_pb2
 from torch import Tensor, nn
+
+from stages.onnx_session import onnx_session
 
 ONNX_INPUT = "image:0"
 ONNX_OUTPUT = "Openpose/concat_stage7:0"
@@ -243,13 +244,7 @@ class TfPoseOnnx:
     batch-statistics normalisation, so a batched run would mix frames: it runs one frame per call."""
 
     def __init__(self, path: str | Path, num_threads: int = 2, providers: Sequence[str] | None = None):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1  # a sequential graph: more pools only add idle threads
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        self.session = onnx_session(path, num_threads, providers)
 
     def __call__(self, images_bgr: np.ndarray) -> np.ndarray:
         if images_bgr.dtype != np.float32 or images_bgr.ndim != 4 or images_bgr.shape[3] != 3:

@@ -21,11 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from stages.batches import NUM_KEYPOINTS, FrameBatch, PoseBatch
 from stages.metrics import COCO_SIGMAS
+from stages.onnx_session import onnx_session
 
 INPUT_SIZE = 192  # MoveNet Lightning's square input
 DROP_REASONS = ("few_keypoints", "outside_box", "duplicate")
@@ -188,13 +188,7 @@ class MoveNet:
     def __init__(self, path_or_bytes: str | Path | bytes, num_threads: int = 1,
                  providers: Sequence[str] | None = None, max_batch: int = 64):
         data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1  # a sequential graph: more pools only add idle threads
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = ort.InferenceSession(make_batch_dynamic(data), options, providers=list(providers))
+        self.session = onnx_session(make_batch_dynamic(data), num_threads, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.max_batch = max_batch
 
