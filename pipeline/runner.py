@@ -123,6 +123,7 @@ class Runner:
                 v.error = f"{type(exc.cause).__name__}: {exc.cause}".splitlines()[0]
                 v.sink_q.clear()
                 v.decode_q.clear()
+                v.decoder.close.remote(v.video_id)
                 return
             v.people += people
             if v.switch:

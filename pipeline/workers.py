@@ -72,13 +72,17 @@ class DecodeWorker(_Busy):
             batch = next(iterator, None) if iterator is not None else None
         if batch is not None:
             return {"frames": len(batch), "done": False, "truncated": None}, batch
-        reader = self.readers.pop(video_id, None)
-        self.iterators.pop(video_id, None)
-        truncated = None
-        if reader is not None:
-            truncated = reader.truncation_reason if reader.truncated else None
-            reader.close()
+        reader = self.close(video_id)
+        truncated = reader.truncation_reason if reader is not None and reader.truncated else None
         return {"frames": 0, "done": True, "truncated": truncated}, None
+
+    def close(self, video_id: str) -> VideoReader | None:
+        """Drop a video's reader (at its end, or when a later stage failed it)."""
+        self.iterators.pop(video_id, None)
+        reader = self.readers.pop(video_id, None)
+        if reader is not None:
+            reader.close()
+        return reader
 
 
 class PoseWorker(_Busy):
