@@ -46,6 +46,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_track(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import mot_rows_from_output
+    from stages.mot import clear_mot, load_mot
+
+    if (args.hyp is None) == (args.out is None):
+        print("posepipe eval-track: give exactly one of --hyp or --out", file=sys.stderr)
+        return 2
+    hyp = load_mot(args.hyp) if args.hyp else mot_rows_from_output(Path(args.out), args.video)
+    m = clear_mot(load_mot(args.gt), hyp, iou_threshold=args.iou)
+    print(f"MOTA {m['MOTA']:.3f}  IDF1 {m['IDF1']:.3f}  ID switches {int(m['IDs'])}  "
+          f"recall {m['Rcll']:.3f}  precision {m['Prcn']:.3f}  FP {int(m['FP'])}  FN {int(m['FN'])}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posepipe", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,6 +81,14 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--gt", required=True, help="COCO keypoints json")
     ev.add_argument("--images", help="image folder (default: the json's folder)")
     ev.set_defaults(func=_cmd_eval)
+
+    et = sub.add_parser("eval-track", help="MOTA, IDF1 and ID switches against MOTChallenge ground truth")
+    et.add_argument("--gt", required=True, help="MOTChallenge gt.txt (frame, id, x, y, w, h, ...)")
+    et.add_argument("--hyp", help="tracker results in MOTChallenge txt")
+    et.add_argument("--out", help="a posepipe output folder (its people table is the hypothesis)")
+    et.add_argument("--video", help="video id in --out when it holds several")
+    et.add_argument("--iou", type=float, default=0.5, help="match IoU (default 0.5)")
+    et.set_defaults(func=_cmd_eval_track)
     return p
 
 

@@ -19,6 +19,7 @@ from stages.bottomup import BottomUpParams
 from stages.detect import DetectorParams
 from stages.modes import AutoParams, HybridParams
 from stages.topdown import TopDownParams
+from stages.track import TrackParams
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_FILE = CONFIG_DIR / "default.toml"
@@ -89,6 +90,7 @@ class Config:
     topdown: TopDownParams = field(default_factory=TopDownParams)
     auto: AutoParams = field(default_factory=AutoParams)
     hybrid: HybridParams = field(default_factory=HybridParams)
+    track: TrackParams = field(default_factory=TrackParams)
     group: GroupConfig = field(default_factory=GroupConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
 

@@ -107,3 +107,26 @@ def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
 
 def report_json(report: EvalReport) -> str:
     return json.dumps(report.__dict__, indent=1)
+
+
+def mot_rows_from_output(out_dir: Path, video_id: str | None = None) -> np.ndarray:
+    """MOTChallenge rows (frame 1-based, id, x, y, w, h) of one video in a posepipe output.
+
+    The box is the detector's where there is one (top-down people; it is what MOT ground truth
+    boxes measure), else the box around the keypoints.
+    """
+    import pyarrow.dataset as ds
+
+    people = ds.dataset(out_dir / "people", partitioning="hive")
+    ids = sorted(set(people.to_table(columns=["video_id"]).column("video_id").to_pylist()))
+    if video_id is None:
+        if len(ids) != 1:
+            raise ValueError(f"{out_dir} holds {len(ids)} videos ({', '.join(ids)}): name one with --video")
+        video_id = ids[0]
+    t = people.to_table(filter=ds.field("video_id") == video_id,
+                        columns=["frame_index", "track_id", "bbox", "det_bbox"]).to_pydict()
+    rows = []
+    for frame, track, bbox, det in zip(t["frame_index"], t["track_id"], t["bbox"], t["det_bbox"]):
+        x1, y1, x2, y2 = det if det is not None else bbox
+        rows.append((frame + 1, track, x1, y1, x2 - x1, y2 - y1))
+    return np.array(rows, np.float64).reshape(-1, 6)

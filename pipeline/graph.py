@@ -1,8 +1,9 @@
 """The actor graph, written once:
 
-    videos -> DecodeWorker --FrameBatch--> PoseWorker --MapBatch--> GroupWorker --PoseBatch--> SinkWorker -> Parquet
-              (CPU; holds      (GPU or CPU:          (CPU: peaks, PAF       (CPU; each video always
-               the readers)     network forward)      matching, assembly)    goes to the same writer)
+    videos -> DecodeWorker --FrameBatch--> PoseWorker --PoseOutput--> GroupWorker --PoseBatch--> SinkWorker -> Parquet
+              (CPU; holds      (GPU or CPU: network   (CPU: peaks, PAF       (CPU: tracking + writer;
+               the readers)     maps and/or detector   matching, assembly,    a video always goes to
+                                + keypoint crops)      hybrid merge)          the same one, in order)
 
 Each box is a pool of actors whose count and logical resources come from the config
 (`[decode.resources]`, `[pose.resources]`, ...). Batches move actor to actor through the object
@@ -101,7 +102,8 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
         ]),
         pose=_RoundRobin([_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]),
         group=_RoundRobin([_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]),
-        sinks=[_remote(SinkWorker, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence) for _ in range(s.actors)],
+        sinks=[_remote(SinkWorker, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
+                                      config.track) for _ in range(s.actors)],
         model_ref=model_ref,
     )
     actors = [*graph.decoders.actors, *graph.pose.actors, *graph.group.actors, *graph.sinks]

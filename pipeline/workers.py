@@ -17,6 +17,7 @@ from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
 from stages.decode import DecodeError, VideoReader
 from stages.sink import ParquetSink
+from stages.track import Tracker, TrackParams
 
 
 class _Busy:
@@ -112,26 +113,34 @@ class GroupWorker(_Busy):
 
 
 class SinkWorker(_Busy):
-    """One ParquetSink; every batch of a given video goes to the same SinkWorker, in order."""
+    """Tracking and Parquet for the videos given to it. Every batch of a video goes to the same
+    SinkWorker and Ray runs one caller's actor calls in order, so each video's tracker sees its
+    frames in order; videos spread over SinkWorkers are tracked in parallel."""
 
-    def __init__(self, out_dir: str, row_group_size: int, low_confidence: float):
+    def __init__(self, out_dir: str, row_group_size: int, low_confidence: float, track: TrackParams):
         super().__init__()
         self.sink = ParquetSink(out_dir, row_group_size, low_confidence)
+        self.track = track
+        self.trackers: dict[str, Tracker] = {}
 
     def open(self, video_id: str) -> None:
         self.sink.open(video_id)
+        self.trackers[video_id] = Tracker(self.track)  # state per video, new for each run of it
 
     def write(self, batch: PoseBatch, model: str) -> tuple[int, int, np.ndarray]:
         """Returns (frames, people, people per frame) written: progress and the auto-mode switch."""
         with self.timed():
+            batch = self.trackers[batch.video_id](batch)
             self.sink.write(batch, model)
             per_frame = np.searchsorted(batch.frame_index, batch.frames, side="right") - np.searchsorted(
                 batch.frame_index, batch.frames, side="left")
             return len(batch.frames), len(batch), per_frame
 
     def finish(self, video_id: str, row: dict) -> dict:
-        return self.sink.finish(video_id, row)
+        tracker = self.trackers.pop(video_id)
+        return self.sink.finish(video_id, {**row, "tracks": tracker.next_id, "flips_corrected": tracker.flips_corrected})
 
     def fail(self, video_id: str, row: dict) -> dict:
+        self.trackers.pop(video_id, None)
         return self.sink.fail(video_id, row)
 

@@ -55,6 +55,8 @@ VIDEOS_SCHEMA = pa.schema([
     ("error", pa.string()),  # null when ok
     ("frames", pa.int64()),  # frames decoded and processed
     ("people_rows", pa.int64()),
+    ("tracks", pa.int64()),  # distinct track ids given in the video
+    ("flips_corrected", pa.int64()),  # poses whose left/right labels the tracker swapped back
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("fps", pa.float64()),

@@ -62,6 +62,13 @@ def test_good_video_complete_and_in_order(batch_run):
     found = kp_s > 0
     assert np.isnan(kp_x[~found]).all() and not np.isnan(kp_x[found]).any()
     assert (kp_x[found] > -5).all() and (kp_x[found] < 1085).all()  # in the 1080-wide frame
+    # every row is tracked; ids are unique within a frame; two people -> a few long tracks
+    tracks = people.column("track_id").to_numpy()
+    assert people.column("track_id").null_count == 0 and (tracks >= 0).all()
+    frame_track = people.column("frame_index").to_numpy() * 1000 + tracks
+    assert len(np.unique(frame_track)) == len(frame_track)
+    lengths = np.bincount(tracks)
+    assert np.sort(lengths)[-2:].min() >= 30  # the two people keep their ids through most frames
 
 
 def test_duckdb_reads_the_same_rows(batch_run):

@@ -1,0 +1,318 @@
+"""Tracking: stable person ids across the frames of one video (pure numpy/scipy; never ray).
+
+    PoseBatch (track_id = -1) --Tracker (one per video, batches in frame order)--> PoseBatch (track_id >= 0)
+
+Per frame: every live track predicts its box with a constant-velocity Kalman filter (DeepSORT's, on
+centre x, y, width, height) and its pose by moving each joint's last confident position with the
+pose's own velocity; detections are assigned to tracks by the Hungarian method on
+    cost = (w_oks * (1 - OKS(predicted pose, detection)) + w_iou * (1 - IoU(predicted box, box))) / (w_oks + w_iou)
+and pairs costing more than match_threshold stay unmatched. A pair with fewer than min_joints
+confident joints in common (box detections, e.g. MOT, have none) costs 1 - IoU alone, so the same
+code tracks boxes only (`track_boxes`). Unmatched detections start tracks; a track unmatched for
+more than max_gap_frames frames (counted in frame indices) ends, so a short occlusion keeps the id.
+With flip_correction, a detection whose left/right-swapped pose (FLIP_PAIRS) fits its track's
+predicted pose clearly better (by flip_margin OKS) is swapped back, keypoints and scores together.
+
+Ids: every row gets an id at once (the Parquet column must never be null), so a track takes the next
+integer when it is created, and ids are never reused within a video. min_hits decides what a
+*tentative* track (matched in fewer than min_hits frames) may do: it ends at its first missed frame
+instead of coasting for max_gap_frames, so a one-off false detection cannot linger and steal a real
+person's detection later. Its id just goes unused afterwards: ids are unique and stable, not
+contiguous. `Tracker.confirmed_ids` lists the ids that reached min_hits (`track_boxes` uses it to drop
+never-confirmed tracks from a MOT evaluation, as SORT-style trackers do).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from stages.batches import COCO17_NAMES, NUM_KEYPOINTS, PoseBatch
+from stages.detect import box_iou
+from stages.metrics import COCO_SIGMAS
+
+# COCO-17 mirror index (left_x <-> right_x), derived from the names so this module does not import
+# the top-down stage (onnx, cv2); equal to stages.topdown.FLIP_PAIRS (a test checks).
+FLIP_PAIRS = np.array([COCO17_NAMES.index(n.replace("left_", "@").replace("right_", "left_").replace("@", "right_"))
+                       for n in COCO17_NAMES])
+_VAR = (2 * COCO_SIGMAS) ** 2  # COCO OKS per-joint variances, (2 sigma)^2
+# DeepSORT's Kalman noise, as fractions of the box size (std of position, std of velocity per frame).
+_STD_POS, _STD_VEL = 1 / 20, 1 / 160
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    """Tracker settings; costs are in [0, 1] (see the module docstring), gaps in frame indices."""
+
+    w_oks: float = 0.5  # weight of 1 - OKS in the cost (pose detections only)
+    w_iou: float = 0.5  # weight of 1 - IoU (the whole cost when a pair shares < min_joints joints)
+    match_threshold: float = 0.7  # max cost of a match; 0.7 = SORT's IoU >= 0.3 for boxes
+    max_gap_frames: int = 30  # frames a confirmed track survives unmatched (an occlusion of <= this keeps the id)
+    min_hits: int = 3  # matched frames before a track is confirmed (tentative tracks end at their first miss)
+    low_confidence: float = 0.3  # keypoints scoring below are ignored for OKS and do not steer the filters
+    min_joints: int = 3  # confident joints a track and a detection must share for OKS to count
+    flip_correction: bool = True
+    flip_margin: float = 0.15  # OKS gain a left/right swap must bring to count (either way)
+    flip_patience: int = 5  # cap of a track's left/right vote: flip_patience + 2 mirrored poses in a row are adopted
+    smoothing: bool = False  # One-Euro filter on output keypoints (off: rows keep the model's output)
+    min_cutoff: float = 1.0  # One-Euro: cutoff (Hz) at rest; lower = smoother, more lag
+    beta: float = 0.01  # One-Euro: cutoff rises by beta per px/s of joint speed (less lag when moving)
+    d_cutoff: float = 1.0  # One-Euro: cutoff (Hz) for the speed estimate
+    fps: float = 25.0  # frame rate for One-Euro time steps where time_s is not finite
+
+
+def pair_oks(pred: np.ndarray, known: np.ndarray, det: np.ndarray, ok: np.ndarray, area: np.ndarray,
+             min_joints: int) -> tuple[np.ndarray, np.ndarray]:
+    """COCO OKS over the joints both sides have: pred float[T, 17, 2] with known bool[T, 17] (track
+    predictions), det float[D, 17, 2] with ok bool[D, 17] (confident detection joints), area float[T].
+    Returns (oks float64[T, D], valid bool[T, D] = at least min_joints shared).
+
+    Unlike metrics.oks_matrix (which scores every labelled GT joint), a joint missing on either side
+    is left out: a half-occluded person must still score high against its own track."""
+    d2 = ((pred[:, None] - det[None]) ** 2).sum(-1)  # [T, D, 17]
+    shared = known[:, None] & ok[None]
+    sim = np.exp(-d2 / _VAR / (area[:, None, None] + np.spacing(1)) / 2)
+    n = shared.sum(-1)
+    oks = np.where(shared, np.nan_to_num(sim), 0.0).sum(-1) / np.maximum(n, 1)
+    return oks, n >= max(min_joints, 1)
+
+
+def _kf_init(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Box z = (cx, cy, w, h) -> state mean float[8] (box, velocity per frame), covariance [8, 8]."""
+    w, h = z[2], z[3]
+    std = np.array([2 * _STD_POS * w, 2 * _STD_POS * h] * 2 + [10 * _STD_VEL * w, 10 * _STD_VEL * h] * 2)
+    return np.r_[z, np.zeros(4)], np.diag(std ** 2)
+
+
+def _kf_predict(mean: np.ndarray, cov: np.ndarray, dt: int) -> tuple[np.ndarray, np.ndarray]:
+    f = np.eye(8)
+    f[:4, 4:] = dt * np.eye(4)
+    w, h = mean[2], mean[3]
+    q = np.diag(np.array([_STD_POS * w, _STD_POS * h] * 2 + [_STD_VEL * w, _STD_VEL * h] * 2) ** 2) * dt
+    mean = f @ mean
+    mean[2:4] = np.maximum(mean[2:4], 1.0)  # a shrinking box extrapolated through a long gap stays a box
+    return mean, f @ cov @ f.T + q
+
+
+def _kf_update(mean: np.ndarray, cov: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r = np.diag(np.array([_STD_POS * mean[2], _STD_POS * mean[3]] * 2) ** 2)
+    s = cov[:4, :4] + r
+    gain = np.linalg.solve(s, cov[:4]).T  # K = P H^T S^-1, [8, 4] (S symmetric)
+    return mean + gain @ (z - mean[:4]), cov - gain @ s @ gain.T
+
+
+def _xyxy(z: np.ndarray) -> np.ndarray:
+    """float[..., 4] (cx, cy, w, h) -> xyxy."""
+    return np.concatenate([z[..., :2] - z[..., 2:4] / 2, z[..., :2] + z[..., 2:4] / 2], -1)
+
+
+class _Track:
+    """One person: Kalman box state, pose memory with its own velocity, One-Euro filter state."""
+
+    def __init__(self, tid: int, frame: int, box_cxcywh: np.ndarray):
+        self.id, self.frame, self.last_frame, self.hits = tid, frame, frame, 1
+        self.mean, self.cov = _kf_init(box_cxcywh)
+        # Each joint is remembered where (and when) it was last confidently seen; the prediction moves
+        # the whole pose with one velocity measured on the pose itself. Per-joint velocities from noisy
+        # keypoints extrapolate badly over gaps, and the box is no reference: a detector's box covers
+        # the visible part, so it jumps and reshapes when a person is partly hidden while the visible
+        # joints stay put (pose memory relative to the box mislabelled left/right after occlusions).
+        self.kp = np.full((NUM_KEYPOINTS, 2), np.nan)
+        self.kp_frame = np.zeros(NUM_KEYPOINTS, np.int64)
+        self.kp_vel: np.ndarray | None = None  # px per frame; the box's until the pose has one
+        self.euro_x = np.full((NUM_KEYPOINTS, 2), np.nan)  # last filtered position
+        self.euro_dx = np.zeros((NUM_KEYPOINTS, 2))  # last filtered speed, px/s
+        self.euro_t = np.full(NUM_KEYPOINTS, np.nan)  # time of the last filtered sample
+        self.lr_votes = 0  # evidence that the memory's left/right labels are right (see Tracker._frame)
+
+    def predict(self, frame: int) -> None:
+        if frame > self.frame:
+            self.mean, self.cov = _kf_predict(self.mean, self.cov, frame - self.frame)
+            self.frame = frame
+
+    def pose(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> (predicted keypoints float[17, 2] at frame, known bool[17])."""
+        vel = self.mean[4:6] if self.kp_vel is None else self.kp_vel
+        return self.kp + vel * (frame - self.kp_frame)[:, None], ~np.isnan(self.kp[:, 0])
+
+    def mirror(self) -> None:
+        """Swap left and right in the pose memory and the filters (the memory was the mirrored one)."""
+        for name in ("kp", "kp_frame", "euro_x", "euro_dx", "euro_t"):
+            setattr(self, name, getattr(self, name)[FLIP_PAIRS])
+
+    def remember(self, xy: np.ndarray, ok: np.ndarray, frame: int) -> None:
+        """Store the confident joints (xy float[17, 2], ok bool[17]) seen at frame; update the pose velocity
+        with the median displacement of the joints seen before (robust to a joint or two jumping)."""
+        again = ok & ~np.isnan(self.kp[:, 0]) & (self.kp_frame < frame)
+        if again.any():
+            v = np.median((xy[again] - self.kp[again]) / (frame - self.kp_frame[again])[:, None], axis=0)
+            self.kp_vel = v if self.kp_vel is None else (self.kp_vel + v) / 2
+        self.kp[ok], self.kp_frame[ok] = xy[ok], frame
+
+
+class Tracker:
+    """PoseBatch -> PoseBatch with track_id filled; one instance per video, fed its batches in order.
+
+    Output rows keep their order; track_id >= 0, unique within a frame and stable across frames and
+    batches. keypoints change only by a left/right swap (flip correction, counted in flips_corrected)
+    and, with params.smoothing, by the One-Euro filter, which moves confident joints only: a NaN
+    joint stays NaN, low-confidence joints pass through, and scores are never changed.
+    """
+
+    def __init__(self, params: TrackParams = TrackParams()):
+        self.params = params
+        self.tracks: list[_Track] = []
+        self.next_id = 0
+        self.last_frame: int | None = None
+        self.video_id: str | None = None
+        self.flips_corrected = 0
+        self.confirmed_ids: set[int] = set()
+
+    def __call__(self, batch: PoseBatch) -> PoseBatch:
+        frames = batch.frames
+        if self.video_id is not None and batch.video_id != self.video_id:
+            raise ValueError(f"tracker of video {self.video_id!r} got a batch of {batch.video_id!r}")
+        self.video_id = batch.video_id
+        backwards = self.last_frame is not None and len(frames) and frames[0] <= self.last_frame
+        if backwards or np.any(np.diff(frames) <= 0):
+            raise ValueError(f"frames must increase across batches: got {frames[:1]}..{frames[-1:]} "
+                             f"after frame {self.last_frame}")
+        if not np.isin(batch.frame_index, frames).all():
+            raise ValueError("a person's frame_index is not in the batch's frames")
+        kps = batch.keypoints.copy()
+        ids = np.full(len(batch), -1, np.int64)
+        order = np.argsort(batch.frame_index, kind="stable")
+        bounds = np.searchsorted(batch.frame_index[order], frames, side="left")
+        ends = np.searchsorted(batch.frame_index[order], frames, side="right")
+        for f, lo, hi in zip(frames.tolist(), bounds, ends):
+            rows = order[lo:hi]
+            ids[rows] = self._frame(f, kps[rows], batch.bbox[rows], batch.time_s[rows], out=kps, rows=rows)
+            self.last_frame = f
+        return dataclasses.replace(batch, keypoints=kps, track_id=ids)
+
+    def _frame(self, f: int, kp: np.ndarray, bbox: np.ndarray, t: np.ndarray, out: np.ndarray, rows: np.ndarray
+               ) -> np.ndarray:
+        """One frame: kp float32[D, 17, 3], bbox float32[D, 4], t float64[D] -> ids int64[D]; writes the
+        flip-corrected / smoothed keypoints into out[rows]."""
+        p = self.params
+        # Tracks out of time: confirmed ones after max_gap_frames missed frames (frame indices, so a
+        # strided run still measures video time), tentative ones when the previous processed frame missed them.
+        self.tracks = [tr for tr in self.tracks if (f - tr.last_frame - 1 <= p.max_gap_frames) and
+                       (tr.id in self.confirmed_ids or tr.last_frame == self.last_frame)]
+        for tr in self.tracks:
+            tr.predict(f)
+        box = bbox.astype(np.float64)
+        xy = kp[:, :, :2].astype(np.float64)
+        ok = np.isfinite(xy).all(-1) & (kp[:, :, 2] >= p.low_confidence)
+        bad = ~np.isfinite(box).all(1) | (box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1])
+        if bad.any():  # no usable box: fall back to the confident keypoints' extent (inf if none)
+            m = ok[bad][..., None]
+            box[bad] = np.concatenate([np.where(m, xy[bad], np.inf).min(1), np.where(m, xy[bad], -np.inf).max(1)], 1)
+        trackable = np.isfinite(box).all(1)
+        ids = np.full(len(kp), -1, np.int64)
+        det = np.flatnonzero(trackable)
+        matches: list[tuple[_Track, int, int]] = []
+        if self.tracks and len(det):
+            pred_box = _xyxy(np.stack([tr.mean[:4] for tr in self.tracks]))
+            iou = box_iou(pred_box, box[det])
+            poses = [tr.pose(f) for tr in self.tracks]
+            pxy, known = np.stack([q[0] for q in poses]), np.stack([q[1] for q in poses])
+            area = np.prod(pred_box[:, 2:] - pred_box[:, :2], axis=1)
+            oks, has = pair_oks(pxy, known, xy[det], ok[det], area, p.min_joints)
+            side = np.zeros(has.shape, np.int64)  # +1: the pose agrees with the track's left/right, -1: mirrored
+            if p.flip_correction:
+                # Association sees the better of the pose and its mirror, so a flipped detection still
+                # finds its own track; the margin keeps side views (left ~ right) undecided (0).
+                oks_f, has_f = pair_oks(pxy, known, xy[det][:, FLIP_PAIRS], ok[det][:, FLIP_PAIRS], area, p.min_joints)
+                side = np.where(has & has_f, (oks > oks_f + p.flip_margin).astype(np.int64)
+                                - (oks_f > oks + p.flip_margin), 0)
+                oks = np.where(side < 0, oks_f, oks)
+            w = p.w_oks + p.w_iou
+            cost = np.where(has, (p.w_oks * (1 - oks) + p.w_iou * (1 - iou)) / w, 1 - iou)
+            r, c = linear_sum_assignment(np.where(cost <= p.match_threshold, cost, 1e6))
+            matches = [(self.tracks[i], int(det[j]), int(side[i, j])) for i, j in zip(r, c)
+                       if cost[i, j] <= p.match_threshold]
+        matched = {j for _, j, _ in matches}
+        for j in det:
+            if j not in matched:  # a new person (or a new false detection): new id, tentative track
+                tr = _Track(self.next_id, f, self._cxcywh(box[j]))
+                self.next_id += 1
+                self.tracks.append(tr)
+                matches.append((tr, int(j), 0))
+        for tr, j, lr in matches:
+            # Which is wrong, the detection or the track's memory of the person? The track keeps a
+            # vote (+1 per detection agreeing, -1 per mirrored one, at most flip_patience): while the
+            # vote is >= 0 the memory wins and the detection is swapped; otherwise the memory is the
+            # odd one out (its first frame was mirrored, or the model labels this person the other way
+            # for good) and is swapped instead, so one bad frame never flips a whole track.
+            if lr > 0:
+                tr.lr_votes = min(tr.lr_votes + 1, p.flip_patience)
+            elif lr < 0 and tr.lr_votes >= 0:
+                kp[j] = kp[j][FLIP_PAIRS]
+                xy[j], ok[j] = xy[j][FLIP_PAIRS], ok[j][FLIP_PAIRS]
+                self.flips_corrected += 1
+                tr.lr_votes -= 1
+            elif lr < 0:
+                tr.mirror()
+                tr.lr_votes = min(1 - tr.lr_votes, p.flip_patience)
+            if tr.last_frame != f:  # an old track: a new track was initialised from this very box
+                tr.mean, tr.cov = _kf_update(tr.mean, tr.cov, self._cxcywh(box[j]))
+                tr.last_frame, tr.hits = f, tr.hits + 1
+            if tr.hits >= p.min_hits:
+                self.confirmed_ids.add(tr.id)
+            tr.remember(xy[j], ok[j], f)
+            if p.smoothing:
+                self._smooth(tr, kp[j], ok[j], t[j] if np.isfinite(t[j]) else f / p.fps)
+            ids[j] = tr.id
+        for j in np.flatnonzero(ids < 0):  # nothing to track it by (no box, no keypoint): an id of its own
+            ids[j], self.next_id = self.next_id, self.next_id + 1
+        out[rows] = kp
+        return ids
+
+    @staticmethod
+    def _cxcywh(b: np.ndarray) -> np.ndarray:
+        # at least 1 px: a one-keypoint "box" has zero size, and the Kalman noise scales with the size
+        return np.r_[(b[:2] + b[2:]) / 2, np.maximum(b[2:] - b[:2], 1.0)]
+
+    def _smooth(self, tr: _Track, kp: np.ndarray, ok: np.ndarray, t: float) -> None:
+        """One-Euro filter (Casiez et al. 2012) on the confident joints of kp float32[17, 3], in place.
+        Low-confidence joints are passed through and do not update the filter: their positions are
+        guesses, and a guess fed to the filter would drag the next confident frames with it."""
+        p = self.params
+        new = ok & np.isnan(tr.euro_t)
+        tr.euro_x[new], tr.euro_dx[new], tr.euro_t[new] = kp[new, :2], 0.0, t
+        upd = ok & ~new
+        dt = np.maximum(t - tr.euro_t[upd], 1e-6)[:, None]  # per joint: it may have been hidden a while
+        alpha = lambda cutoff: 1 / (1 + 1 / (2 * np.pi * cutoff * dt))
+        x = kp[upd, :2].astype(np.float64)
+        dx = tr.euro_dx[upd] + alpha(p.d_cutoff) * ((x - tr.euro_x[upd]) / dt - tr.euro_dx[upd])
+        cutoff = p.min_cutoff + p.beta * np.linalg.norm(dx, axis=-1, keepdims=True)
+        xs = tr.euro_x[upd] + alpha(cutoff) * (x - tr.euro_x[upd])
+        tr.euro_x[upd], tr.euro_dx[upd], tr.euro_t[upd] = xs, dx, t
+        kp[upd, :2] = xs
+
+
+def track_boxes(frames: dict[int, tuple[np.ndarray, np.ndarray]], params: TrackParams = TrackParams(),
+                drop_unconfirmed: bool = True) -> list[tuple[int, int, float, float, float, float]]:
+    """Box-only tracking for MOT evaluation: frames {frame: (boxes float[n, 4] xyxy, scores float[n])}
+    -> rows (frame, id, x, y, w, h) with (x, y) the top-left corner, in frame order.
+
+    Runs the same Tracker on keypoint-less PoseBatches (cost = 1 - IoU). With drop_unconfirmed, rows
+    of tracks that never reached min_hits are left out afterwards (they are mostly false detections;
+    an online caller, which cannot wait, keeps them and has their ids in Tracker.confirmed_ids)."""
+    keys = sorted(frames)
+    boxes = [np.asarray(frames[k][0], np.float32).reshape(-1, 4) for k in keys]
+    scores = [np.asarray(frames[k][1], np.float32).reshape(-1) for k in keys]
+    frame_of = np.repeat(np.asarray(keys, np.int64), [len(b) for b in boxes])
+    n = len(frame_of)
+    bbox = np.concatenate([*boxes, np.zeros((0, 4), np.float32)])
+    batch = PoseBatch(video_id="boxes", frames=np.asarray(keys, np.int64), frame_time_s=np.asarray(keys, np.float64),
+                      frame_index=frame_of, time_s=frame_of.astype(np.float64),
+                      keypoints=np.full((n, NUM_KEYPOINTS, 3), np.nan, np.float32), bbox=bbox,
+                      score=np.concatenate([*scores, np.zeros(0, np.float32)]))
+    tracker = Tracker(params)
+    ids = tracker(batch).track_id
+    return [(int(f), int(i), float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1]))
+            for f, i, b in zip(frame_of, ids, bbox) if not drop_unconfirmed or int(i) in tracker.confirmed_ids]
