@@ -125,3 +125,16 @@ def test_other_modes_same_schema_real_clip(local_ray, batch_run, tmp_path, mode)
     assert 3 <= np.median(per_frame) <= 6
     if mode != "hybrid":
         assert table.column("det_score").null_count == 0  # every top-down person has its detector box
+
+
+def test_eval_track_on_a_run_output(batch_run, tmp_path, capsys):
+    # the people table of a run turns into MOTChallenge rows; against itself the tracking is perfect
+    from pipeline.evaluate import mot_rows_from_output
+
+    _, out, _ = batch_run
+    rows = mot_rows_from_output(out, video_id_for(CLIP))
+    assert len(rows) >= 70 and (rows[:, 0] >= 1).all()
+    gt = tmp_path / "gt.txt"
+    np.savetxt(gt, np.c_[rows, np.ones(len(rows)), -np.ones((len(rows), 3))], delimiter=",", fmt="%.3f")
+    assert main(["eval-track", "--gt", str(gt), "--out", str(out), "--video", video_id_for(CLIP)]) == 0
+    assert "MOTA 1.000  IDF1 1.000  ID switches 0" in capsys.readouterr().out
