@@ -16,7 +16,7 @@ from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
 from stages.decode import DecodeError, VideoReader
-from stages.sink import ParquetSink
+from stages.sink import ParquetSink, people_per_frame
 from stages.track import Tracker, TrackParams
 
 
@@ -132,9 +132,7 @@ class SinkWorker(_Busy):
         with self.timed():
             batch = self.trackers[batch.video_id](batch)
             self.sink.write(batch, model)
-            per_frame = np.searchsorted(batch.frame_index, batch.frames, side="right") - np.searchsorted(
-                batch.frame_index, batch.frames, side="left")
-            return len(batch.frames), len(batch), per_frame
+            return len(batch.frames), len(batch), people_per_frame(batch)
 
     def finish(self, video_id: str, row: dict) -> dict:
         tracker = self.trackers.pop(video_id)

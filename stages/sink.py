@@ -94,10 +94,14 @@ def people_table(batch: PoseBatch, model: str, low_confidence: float) -> pa.Tabl
     return pa.Table.from_arrays(arrays, schema=PEOPLE_SCHEMA)
 
 
+def people_per_frame(batch: PoseBatch) -> np.ndarray:
+    """int64[F]: people of each of batch.frames (people are grouped by frame, frames in order)."""
+    return (np.searchsorted(batch.frame_index, batch.frames, side="right")
+            - np.searchsorted(batch.frame_index, batch.frames, side="left"))
+
+
 def frames_table(batch: PoseBatch) -> pa.Table:
-    counts = np.searchsorted(batch.frame_index, batch.frames, side="right") - np.searchsorted(
-        batch.frame_index, batch.frames, side="left"
-    )
+    counts = people_per_frame(batch)
     return pa.Table.from_arrays([
         pa.array([batch.video_id] * len(batch.frames), pa.string()),
         pa.array(batch.frames), pa.array(batch.frame_time_s), pa.array(counts.astype(np.int32)),
