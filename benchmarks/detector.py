@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
 import av
 import numpy as np
 import onnxruntime as ort
+from timing import measure, print_table
 
 from stages import detect
 from stages.detect import RTMDET_FILE, YOLOX_FILE, DetectorParams, RTMDetPerson, YoloxNano
@@ -40,19 +39,6 @@ def load_frames(count: int) -> np.ndarray:
             if len(frames) == count:
                 break
     return np.stack(frames)
-
-
-def measure(runners: dict[str, tuple[Callable[[], object], int]], rounds: int, iters: int) -> dict[str, list[float]]:
-    """Per runner, ms per frame of every timed call; one warm-up call per runner per round."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, (run, frames) in runners.items():
-            run()
-            for _ in range(iters):
-                start = time.perf_counter()
-                run()
-                times[name].append((time.perf_counter() - start) * 1e3 / frames)
-    return times
 
 
 def main() -> None:
@@ -83,9 +69,7 @@ def main() -> None:
         f"person detectors on crowd_synth/p20 {frames.shape[2]}x{frames.shape[1]} ({people} RTMDet boxes per frame), "
         f"{args.threads} threads (onnxruntime {ort.__version__}, {args.rounds} rounds x {args.iters} calls)"
     )
-    print(f"{'runner':34s} {'median ms/frame':>16s} {'p10 ms/frame':>13s}")
-    for name, ms in times.items():
-        print(f"{name:34s} {np.median(ms):16.1f} {np.percentile(ms, 10):13.1f}")
+    print_table(times, "runner")
 
 
 if __name__ == "__main__":

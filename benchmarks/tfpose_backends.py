@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
+from timing import measure, print_table
 
 from stages.tfpose_net import TfPoseNet, TfPoseOnnx
 
@@ -47,19 +47,6 @@ def torch_runner(net: TfPoseNet, frames: np.ndarray, channels_last: bool) -> Cal
             model(x)
 
     return run
-
-
-def measure(runners: dict[str, tuple[Callable[[], None], int]], rounds: int, iters: int) -> dict[str, list[float]]:
-    """Per backend, ms per frame of every timed call; one warm-up call per backend per round."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, (run, batch) in runners.items():
-            run()
-            for _ in range(iters):
-                start = time.perf_counter()
-                run()
-                times[name].append((time.perf_counter() - start) * 1e3 / batch)
-    return times
 
 
 def main() -> None:
@@ -90,9 +77,7 @@ def main() -> None:
         f"tfpose mobilenet_v2_small {size[0]}x{size[1]}, {args.threads} threads "
         f"(torch {torch.__version__}, onnxruntime {ort.__version__}, {args.rounds} rounds x {args.iters} calls)"
     )
-    print(f"{'backend':32s} {'median ms/frame':>16s} {'p10 ms/frame':>13s}")
-    for name, ms in times.items():
-        print(f"{name:32s} {np.median(ms):16.1f} {np.percentile(ms, 10):13.1f}")
+    print_table(times, "backend")
 
 
 if __name__ == "__main__":
