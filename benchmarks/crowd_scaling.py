@@ -27,6 +27,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from pipeline.config import load_config, mode_file
+from pipeline.evaluate import coco_results
 from pipeline.models import Grouping, build_pose_models, choose_models
 from stages.batches import PoseBatch, PoseOutput
 from stages.decode import VideoReader
@@ -73,9 +74,7 @@ def run_batch(mode: str, models, grouping: Grouping, batch, ms: dict[str, float]
 
 
 def accuracy(gt: COCO, poses: list[PoseBatch], frame_ids: set[int]) -> dict[str, float]:
-    results = [{"image_id": int(f) + 1, "category_id": 1, "score": float(s),
-                "keypoints": np.nan_to_num(kp, nan=0.0).reshape(-1).tolist()}
-               for pb in poses for f, kp, s in zip(pb.frame_index, pb.keypoints, pb.score)]
+    results = [r for pb in poses for r in coco_results(pb, image_id_offset=1)]  # GT image id = frame + 1
     image_ids = sorted(i + 1 for i in frame_ids)
     coco = coco_keypoint_eval(gt, results, max_dets=100, image_ids=image_ids)
     found = total = 0

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 
 from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models, choose_models
-from stages.batches import FrameBatch
+from stages.batches import FrameBatch, PoseBatch
 from stages.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
 
 
@@ -39,6 +39,14 @@ class EvalReport:
         ]
 
 
+def coco_results(poses: PoseBatch, image_id_offset: int = 0) -> list[dict]:
+    """COCO keypoint results of a PoseBatch, image id = frame index + offset; keypoints not found
+    (NaN) become 0, as COCO's format has no missing value (their score is 0 already)."""
+    return [{"image_id": int(f) + image_id_offset, "category_id": 1, "score": float(s),
+             "keypoints": np.nan_to_num(kp, nan=0.0).reshape(-1).tolist()}
+            for f, kp, s in zip(poses.frame_index, poses.keypoints, poses.score)]
+
+
 def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
     """COCO results (one per predicted person) for every image of the set, in the config's mode."""
     if config.run.mode == "auto":
@@ -54,10 +62,7 @@ def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
             raise FileNotFoundError(f"{images_dir / info['file_name']}: image missing or unreadable")
         frames = FrameBatch(video_id="eval", frame_index=np.array([image_id], np.int64),
                             time_s=np.zeros(1), images=np.ascontiguousarray(bgr[None, :, :, ::-1]))
-        poses = grouping(models(frames, config.run.mode))
-        for kp, score in zip(poses.keypoints, poses.score):
-            results.append({"image_id": image_id, "category_id": 1,
-                            "keypoints": np.nan_to_num(kp, nan=0.0).reshape(-1).tolist(), "score": float(score)})
+        results += coco_results(grouping(models(frames, config.run.mode)))
     return results
 
 
