@@ -28,7 +28,7 @@ from pycocotools.coco import COCO
 
 from pipeline.config import load_config, mode_file
 from pipeline.evaluate import coco_results
-from pipeline.models import Grouping, build_pose_models, choose_models
+from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
 from stages.batches import PoseBatch, PoseOutput
 from stages.decode import VideoReader
 from stages.metrics import coco_keypoint_eval, match_people
@@ -48,7 +48,7 @@ def build(mode: str, threads: int | None):
     config = load_config(mode_file(mode))
     if threads is not None:
         config = dataclasses.replace(config, pose=dataclasses.replace(config.pose, threads=threads))
-    blobs = {role: (m.backend, m.path.read_bytes()) for role, m in choose_models(config).items()}
+    blobs = model_blobs(choose_models(config))
     return config, build_pose_models(config, blobs, "cpu"), Grouping(config)
 
 

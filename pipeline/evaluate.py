@@ -14,7 +14,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from pipeline.config import Config
-from pipeline.models import Grouping, build_pose_models, choose_models
+from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
 from stages.batches import FrameBatch, PoseBatch
 from stages.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
 
@@ -51,7 +51,7 @@ def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
     """COCO results (one per predicted person) for every image of the set, in the config's mode."""
     if config.run.mode == "auto":
         raise ValueError("eval scores single images: use --mode bottomup, topdown or hybrid")
-    blobs = {role: (m.backend, m.path.read_bytes()) for role, m in choose_models(config).items()}
+    blobs = model_blobs(choose_models(config))
     models = build_pose_models(config, blobs, "cpu")
     grouping = Grouping(config)
     results = []

@@ -68,6 +68,11 @@ def choose_models(config: Config) -> dict[str, ModelChoice]:
     return out
 
 
+def model_blobs(models: dict[str, ModelChoice]) -> dict[str, tuple[str, bytes]]:
+    """role -> (backend, file bytes): what pose actors are built from (`build_pose_models`)."""
+    return {role: (m.backend, m.path.read_bytes()) for role, m in models.items()}
+
+
 def model_label(models: dict[str, ModelChoice], mode: str) -> str:
     """The `model` column for people found in `mode`: the files that produced them."""
     roles = {"bottomup": ("bottomup",), "topdown": ("detector", "topdown")}.get(mode, MODE_ROLES["hybrid"])

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.graph import Graph, build_graph
-from pipeline.models import choose_models, model_label
+from pipeline.models import choose_models, model_blobs, model_label
 from stages.decode import video_id_for
 from stages.modes import AutoSwitch
 
@@ -144,8 +144,7 @@ class Runner:
         """Process every video; returns one videos-table row per input, in input order."""
         self.out.mkdir(parents=True, exist_ok=True)
         _write_job(self.out, paths, self.config, None)
-        blobs = {role: (m.backend, m.path.read_bytes()) for role, m in self.models.items()}
-        self.graph = build_graph(self.config, str(self.out), blobs)
+        self.graph = build_graph(self.config, str(self.out), model_blobs(self.models))
         pending = deque(enumerate(paths))
         active: dict[int, _Video] = {}
         rows: dict[int, dict] = {}
