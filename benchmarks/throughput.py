@@ -7,11 +7,14 @@
 (b) `posepipe run` on the same video through a local Ray (num_cpus = this machine's cores):
     frames/s over the whole run and over its steady state (first batch written -> end);
 then b/a, grouping ms/frame, and the peak summed RSS of all Ray processes for a video and for the
-same video made 10x longer (its packets repeated with shifted timestamps).
+same video made 10x longer (its packets repeated with shifted timestamps);
+(c) with --track-ab, (b) again with tracking off (track.enabled = false): the cost of tracking as
+    the ratio of the two per-video times, and the tracker's own time in the sink actor.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import threading
@@ -126,6 +129,8 @@ def main() -> None:
     ap.add_argument("--long-video", default=str(EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"),
                     help="video for the 1x vs 10x memory comparison")
     ap.add_argument("--config", default=None)
+    ap.add_argument("--track-ab", action="store_true", help="also run (b) with tracking off")
+    ap.add_argument("--no-memory", action="store_true", help="skip the 1x vs 10x memory runs")
     args = ap.parse_args()
     config = load_config(mode_file("bottomup"), *([args.config] if args.config else []))
     video = Path(args.video)
@@ -136,10 +141,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         b = pipeline_run(config, video, tmp / "out_b")
-        long1 = Path(args.long_video)
-        long10 = repeat_video(long1, tmp / "long10.mp4", 10)
-        r1 = pipeline_run(config, long1, tmp / "out_1x")
-        r10 = pipeline_run(config, long10, tmp / "out_10x")
+        if args.track_ab:
+            off = dataclasses.replace(config, track=dataclasses.replace(config.track, enabled=False))
+            b_off = pipeline_run(off, video, tmp / "out_b_off")
+        if not args.no_memory:
+            long1 = Path(args.long_video)
+            long10 = repeat_video(long1, tmp / "long10.mp4", 10)
+            r1 = pipeline_run(config, long1, tmp / "out_1x")
+            r10 = pipeline_run(config, long10, tmp / "out_10x")
     ray.shutdown()
 
     print(f"video {video.name}; backend {choose_bottomup_model(config).backend}, pose threads {config.pose.threads}, "
@@ -153,6 +162,13 @@ def main() -> None:
     for name, s in b["stages"].items():
         print(f"  stage {name:6s} actors {s['actors']}  busy {s['busy_fraction']:.2f} of its lifetime, "
               f"{1000 * s['busy_s'] / b['frames']:.1f} ms/frame")
+    if args.track_ab:
+        track_s = b["stages"]["sink"].get("track_s", 0.0)
+        print(f"(c) tracking off, per video   {b_off['video_fps']:7.2f} frames/s; tracking on/off time ratio "
+              f"{b['video_wall_s'] / b_off['video_wall_s']:.3f}; tracker time {track_s:.1f} s = "
+              f"{100 * track_s / b['video_wall_s']:.1f}% of the run (in the sink actor, beside the pose actor)")
+    if args.no_memory:
+        return
     print(f"peak RSS {long1.name}: 1x ({r1['frames']} frames) {r1['peak_rss_mb']:.0f} MB, "
           f"10x ({r10['frames']} frames) {r10['peak_rss_mb']:.0f} MB, ratio {r10['peak_rss_mb'] / r1['peak_rss_mb']:.2f}")
 

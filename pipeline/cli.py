@@ -1,7 +1,8 @@
-"""`posepipe` command line: run videos through the Ray graph, or evaluate on a keypoint set.
+"""`posepipe` command line: run videos through the Ray graph (here or on a cluster), show a job's
+status, or evaluate on a keypoint set.
 
-Exit status: 0 every video ok; 1 some video failed or was truncated (see OUT/videos);
-2 bad usage, config or weights.
+Exit status: 0 every video ok; 1 some video failed or was truncated (see OUT/videos), or
+`status` of an unfinished job; 2 bad usage, inputs, config or weights.
 """
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import sys
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config, mode_file
+from pipeline.inputs import InputError, expand_inputs
 from stages.weights import WeightsError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(args: argparse.Namespace):
@@ -23,19 +27,62 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from pipeline.runner import Runner
 
+    videos = expand_inputs(args.videos)
     config = _config(args)
     runner = Runner(config, args.out, progress=not args.no_progress)  # resolves weights: fails before Ray starts
     if not ray.is_initialized():
-        # Quiet workers: the progress bars are the output. An address joins an existing cluster.
-        ray.init(address=args.address, log_to_driver=args.verbose, include_dashboard=False,
+        # Quiet workers: the progress bars are the output. An address joins an existing cluster
+        # ("auto", "HOST:PORT", or "ray://HOST:PORT" through Ray Client from outside it).
+        ray.init(address=args.address, log_to_driver=args.verbose, include_dashboard=False if not args.address else None,
                  num_cpus=args.num_cpus if not args.address else None)
-    rows = runner.run(args.videos)
+    rows = runner.run(videos)
     bad = [r for r in rows if r["status"] != "ok"]
+    skipped = sum(1 for r in rows if r.get("skipped"))
     for r in rows:
         line = f"{r['status']:9s} {r['video_id']}  frames={r['frames']}  people_rows={r['people_rows']}"
-        print(line + (f"  error: {r['error']}" if r["error"] else ""))
-    print(f"{len(rows) - len(bad)}/{len(rows)} videos ok; output in {Path(args.out).resolve()}")
+        print(line + (f"  error: {r['error']}" if r["error"] else "") + ("  (done earlier)" if r.get("skipped") else ""))
+    print(f"{len(rows) - len(bad)}/{len(rows)} videos ok ({skipped} done earlier); output in {runner.out}")
     return 1 if bad else 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    """ray:// (Ray Client): this process drives the graph on the cluster; http(s):// (Ray Jobs API):
+    the job runs on the cluster's head with this project as its working_dir, and this returns."""
+    if not args.address.startswith(("http://", "https://")):
+        return _cmd_run(args)
+    import shlex
+    import tomllib
+
+    from ray.job_submission import JobSubmissionClient
+
+    # Inputs and OUT are passed as given: they must name files the cluster sees (shared storage, URIs).
+    cmd = ["python", "-m", "pipeline.cli", "run", *args.videos, "--out", args.out, "--address", "auto",
+           "--mode", args.mode, "--no-progress"]
+    env: dict = {"working_dir": str(REPO),
+                 "excludes": [".git", ".venv", "benchmarks", "tests", "*.parquet", "*.mp4"]}
+    if args.config:
+        cmd += ["--config", args.config]
+    if args.weights:
+        env["env_vars"] = {"POSEPIPE_WEIGHTS": args.weights}
+    if args.install:  # the project's own dependencies, for a cluster image without them
+        env["pip"] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    client = JobSubmissionClient(args.address)
+    job_id = client.submit_job(entrypoint=shlex.join(cmd), runtime_env=env)
+    print(f"submitted {job_id}; follow it with: ray job logs --address {args.address} -f {job_id}\n"
+          f"progress: posepipe status {args.out}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from pipeline.jobfile import status_lines
+
+    try:
+        lines, finished = status_lines(args.out)
+    except FileNotFoundError as exc:
+        print(f"posepipe: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0 if finished and not any(line.startswith(("failed", "truncated")) for line in lines) else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -68,14 +115,29 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--mode", default="bottomup", choices=["bottomup", "topdown", "auto", "hybrid"],
                         help="pose mode, loads configs/MODE.toml (default bottomup)")
 
-    run = sub.add_parser("run", parents=[common], help="videos -> keypoints in Parquet")
-    run.add_argument("videos", nargs="+", help="video files")
-    run.add_argument("--out", required=True, help="output folder")
+    run_args = argparse.ArgumentParser(add_help=False, parents=[common])
+    run_args.add_argument("videos", nargs="+",
+                          help="video files, globs ('clips/**/*.mp4') or lists of paths (@list.txt or a .txt file)")
+    run_args.add_argument("--out", required=True, help="output folder or pyarrow.fs URI (s3://bucket/prefix, ...)")
+    run_args.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    run_args.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run_args.add_argument("--verbose", action="store_true", help="show Ray worker logs")
+
+    run = sub.add_parser("run", parents=[run_args], help="videos -> keypoints in Parquet")
     run.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
-    run.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     run.set_defaults(func=_cmd_run)
+
+    submit = sub.add_parser("submit", parents=[run_args], help="run a batch on a Ray cluster")
+    submit.add_argument("--address", required=True,
+                        help="ray://HOST:10001 (Ray Client; progress here) or http://HOST:8265 (Ray Jobs API)")
+    submit.add_argument("--weights", help="Jobs API: POSEPIPE_WEIGHTS folder on the cluster")
+    submit.add_argument("--install", action="store_true",
+                        help="Jobs API: pip-install posepipe's dependencies in the job's runtime_env")
+    submit.set_defaults(func=_cmd_submit)
+
+    status = sub.add_parser("status", help="per-video progress of a job's output")
+    status.add_argument("out", help="the job's output folder or URI")
+    status.set_defaults(func=_cmd_status)
 
     ev = sub.add_parser("eval", parents=[common], help="COCO keypoint AP/AR and PCK on an image set")
     ev.add_argument("--gt", required=True, help="COCO keypoints json")
@@ -96,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, WeightsError) as exc:
+    except (ConfigError, WeightsError, InputError) as exc:
         print(f"posepipe: {exc}", file=sys.stderr)
         return 2
 

@@ -51,6 +51,9 @@ class DecodeConfig:
     resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.5))
     batch_size: int = 8
     max_side: int = 1280  # frames larger than this are shrunk in decode; 0 keeps full size
+    # Refused at open from the header alone, before any decode time is spent; 0 = no limit.
+    max_pixels: int = 8294400  # coded width * height; 3840x2160 (4K UHD)
+    max_duration_s: float = 14400.0  # 4 h
 
 
 @dataclass(frozen=True)

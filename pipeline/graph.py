@@ -25,7 +25,7 @@ from pipeline.workers import DecodeWorker, GroupWorker, PoseWorker, SinkWorker
 def _remote(cls: type, res: StageResources):
     # Retries of an actor method only make sense for deterministic stages; the sink's writes
     # are not retried (a half-applied write is caught by its order check and fails the video).
-    retries = 0 if cls is SinkWorker else -1
+    retries = 0 if issubclass(cls, SinkWorker) else -1
     return ray.remote(
         num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=res.max_restarts,
         max_task_retries=retries if res.max_restarts else 0,
@@ -69,6 +69,8 @@ class Graph:
             alive = sum(s["alive_s"] for s in stats)
             out[name] = {"actors": len(actors), "busy_s": busy, "calls": sum(s["calls"] for s in stats),
                          "busy_fraction": busy / alive if alive else 0.0}
+            extra = {k for s in stats for k in s} - {"busy_s", "calls", "alive_s"}  # e.g. the sink's track_s
+            out[name].update({k: sum(s.get(k, 0.0) for s in stats) for k in sorted(extra)})
         return out
 
 
@@ -81,9 +83,10 @@ def required_resources(config: Config) -> dict[str, float]:
     }
 
 
-def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]]) -> Graph:
+def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]],
+                sink_cls: type[SinkWorker] = SinkWorker) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), put in the object
-    store once and shared by every pose actor."""
+    store once and shared by every pose actor. sink_cls: the sink's actor class (injected by tests)."""
     need = required_resources(config)
     have = ray.cluster_resources()
     for kind, amount in need.items():
@@ -97,12 +100,13 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
     graph = Graph(
         decoders=_RoundRobin([
-            _remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side)
+            _remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side,
+                                            config.decode.max_pixels, config.decode.max_duration_s)
             for _ in range(d.actors)
         ]),
         pose=_RoundRobin([_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]),
         group=_RoundRobin([_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]),
-        sinks=[_remote(SinkWorker, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
+        sinks=[_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
                                       config.track) for _ in range(s.actors)],
         model_ref=model_ref,
     )

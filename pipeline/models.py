@@ -14,7 +14,6 @@ from stages.batches import FrameBatch, PoseBatch, PoseOutput
 from stages.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
 from stages.detect import build_detector
 from stages.modes import merge_hybrid
-from stages.tfpose_net import TfPoseNet, TfPoseOnnx
 from stages.topdown import MoveNet, TopDownKeypoints
 from stages.weights import WeightsError, resolve
 
@@ -85,6 +84,9 @@ def _providers(device: str) -> list[str]:
 
 def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, device: str):
     """The network runner: torch module from the GraphDef, or onnxruntime."""
+    # Imported here: torch costs seconds to import, and the grouping actors import this module too.
+    from stages.tfpose_net import TfPoseNet, TfPoseOnnx
+
     if backend == "onnxruntime":
         # onnxruntime wants a file; the bytes came from the resolver, so write them once here.
         path = Path(tempfile.mkdtemp(prefix="posepipe-")) / config.pose.bottomup_onnx_model

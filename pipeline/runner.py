@@ -5,15 +5,14 @@ sink, and at most `run.max_videos_in_flight` videos are open, so memory stays
 O(videos x batches x batch_size) frames whatever the length of the videos. When the bound is
 reached the driver waits (`ray.wait`) on the oldest work, so a slow sink slows decoding.
 Failures are per video: a bad file or a failing stage gives that video a `failed` row and the
-others go on.
+others go on. Re-running a job skips the videos whose output is complete and current
+(pipeline/inputs.py) and redoes the rest; whatever a killed run left half-published is removed first.
 """
 from __future__ import annotations
 
-import json
-import platform
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -21,22 +20,28 @@ from tqdm import tqdm
 
 from pipeline.config import Config
 from pipeline.graph import Graph, build_graph
+from pipeline.inputs import config_hash, done_ids, fingerprint
+from pipeline.jobfile import JobFile
 from pipeline.models import choose_models, model_blobs, model_label
+from pipeline.workers import SinkWorker
 from stages.decode import video_id_for
 from stages.modes import AutoSwitch
+from stages.sink import DONE_STATUSES, read_video_rows, remove_unfinished
 
 
 @dataclass
 class _Video:
     path: str
     video_id: str
+    fingerprint: str | None
     decoder: object
     meta: dict
     bar: tqdm
     started: float = field(default_factory=time.monotonic)
     decode_q: deque = field(default_factory=deque)  # (info_ref, frames_ref), in submission order
     sink_q: deque = field(default_factory=deque)  # sink write refs, in frame order
-    people: int = 0  # people rows written so far
+    frames: int = 0  # frames through the sink so far
+    people: int = 0  # people detected so far
     switch: AutoSwitch | None = None  # auto mode: picks the mode of each next batch
     eof_seen: bool = False
     truncated: str | None = None
@@ -46,56 +51,58 @@ class _Video:
         return len(self.decode_q) + len(self.sink_q)
 
 
-def _video_row(v: _Video, config: Config, models: dict) -> dict:
-    meta = v.meta
-    status = "failed" if v.error else ("truncated" if v.truncated else "ok")
-    return {
-        "path": v.path, "size_bytes": meta.get("size_bytes"), "status": status,
-        "error": v.error or v.truncated, "width": meta.get("width"), "height": meta.get("height"),
-        "fps": meta.get("fps"), "duration_s": meta.get("duration_s"), "rotation": meta.get("rotation"),
-        "wall_s": time.monotonic() - v.started, "mode": config.run.mode,
-        "model": model_label(models, config.run.mode),
-    }
-
-
-def _write_job(out: Path, paths: list[str], config: Config, rows: list[dict] | None,
-               stage_stats: dict | None = None) -> None:
-    job = {
-        "inputs": paths,
-        "config": asdict(config),
-        "versions": {"python": platform.python_version(), "ray": ray.__version__},
-        "videos": rows,
-        "stages": stage_stats,
-    }
-    tmp = out / ".job.json.tmp"
-    tmp.write_text(json.dumps(job, indent=1, default=str))
-    tmp.replace(out / "job.json")
+def _absolute(out: str | Path) -> str:
+    """A local folder as an absolute path (actors may run elsewhere in the cwd); URIs as given."""
+    out = str(out)
+    return out if "://" in out else str(Path(out).absolute())
 
 
 class Runner:
-    def __init__(self, config: Config, out_dir: str | Path, progress: bool = True):
+    """Runs one job: a list of videos -> OUT (a folder or a pyarrow.fs URI).
+
+    sink_cls: the SinkWorker class the graph builds (tests inject a slow one to see backpressure).
+    After run(): stage_stats (busy time per stage), peak_in_flight (most batches between decode and
+    sink at once, all videos), frames_done."""
+
+    def __init__(self, config: Config, out: str | Path, progress: bool = True, sink_cls: type = SinkWorker):
         self.config = config
-        self.out = Path(out_dir).resolve()
+        self.out = _absolute(out)
         self.progress = progress
+        self.sink_cls = sink_cls
         self.models = choose_models(config)  # resolved before Ray work: a missing file fails fast
+        self.config_hash = config_hash(config)
         self.graph: Graph | None = None
         self.stage_stats: dict = {}
+        self.peak_in_flight = 0
+        self.frames_done = 0
+        self.job: JobFile | None = None
 
-    def _start(self, path: str, slot: int) -> _Video | dict:
+    def _row(self, v: _Video) -> dict:
+        meta = v.meta
+        return {
+            "path": v.path, "size_bytes": meta.get("size_bytes"), "status": "failed" if v.error else (
+                "truncated" if v.truncated else "ok"),
+            "error": v.error or v.truncated, "width": meta.get("width"), "height": meta.get("height"),
+            "fps": meta.get("fps"), "duration_s": meta.get("duration_s"), "rotation": meta.get("rotation"),
+            "wall_s": time.monotonic() - v.started, "mode": self.config.run.mode,
+            "model": model_label(self.models, self.config.run.mode),
+            "fingerprint": v.fingerprint, "config_hash": self.config_hash,
+        }
+
+    def _start(self, path: str, video_id: str, slot: int) -> _Video | dict:
         """Open a video on a decoder; a bad file returns its failed row instead."""
-        path = str(Path(path).absolute())
-        video_id = video_id_for(path)
         decoder = self.graph.decoders.next()
         meta = ray.get(decoder.open.remote(path, video_id))
         bar = tqdm(total=meta.get("frame_count") or None, desc=video_id[:32], unit="frame",
                    position=slot, leave=True, disable=not self.progress)
-        v = _Video(path=path, video_id=video_id, decoder=decoder, meta=meta, bar=bar,
-                   switch=AutoSwitch(self.config.auto) if self.config.run.mode == "auto" else None)
+        v = _Video(path=path, video_id=video_id, fingerprint=fingerprint(path), decoder=decoder, meta=meta,
+                   bar=bar, switch=AutoSwitch(self.config.auto) if self.config.run.mode == "auto" else None)
         sink = self.graph.sink_for(video_id)
+        self.job.video(video_id, status="running", frame_count=meta.get("frame_count"))
         if "error" in meta:
             v.error = meta["error"]
             bar.close()
-            return ray.get(sink.fail.remote(video_id, _video_row(v, self.config, self.models)))
+            return ray.get(sink.fail.remote(video_id, self._row(v)))
         ray.get(sink.open.remote(video_id))
         return v
 
@@ -107,7 +114,10 @@ class Runner:
         """Move finished work of one video forward, oldest first (keeps frame order)."""
         while v.decode_q and v.decode_q[0][0] in ready:
             info_ref, frames_ref = v.decode_q.popleft()
-            info = ray.get(info_ref)
+            try:
+                info = ray.get(info_ref)
+            except ray.exceptions.RayError as exc:
+                return self._fail(v, exc)
             if info["frames"]:
                 mode = v.switch.mode if v.switch else self.config.run.mode
                 v.sink_q.append(self.graph.submit_batch(
@@ -118,46 +128,82 @@ class Runner:
         while v.sink_q and v.sink_q[0] in ready:
             try:
                 frames, people, per_frame = ray.get(v.sink_q.popleft())
-            except ray.exceptions.RayTaskError as exc:
-                # A stage failed on this video's data: the video fails, the batch goes on.
-                v.error = f"{type(exc.cause).__name__}: {exc.cause}".splitlines()[0]
-                v.sink_q.clear()
-                v.decode_q.clear()
-                v.decoder.close.remote(v.video_id)
-                return
+            except ray.exceptions.RayError as exc:
+                return self._fail(v, exc)
+            v.frames += frames
             v.people += people
+            self.frames_done += frames
             if v.switch:
                 v.switch.observe(per_frame)
             v.bar.update(frames)
             elapsed = time.monotonic() - v.started
             v.bar.set_postfix(fps=f"{v.bar.n / elapsed:.1f}", people=v.people, refresh=False)
+            self.job.video(v.video_id, frames=v.frames)
+
+    def _fail(self, v: _Video, exc: ray.exceptions.RayError) -> None:
+        """A stage failed on this video's data (or its actor died for good): the video fails, the batch goes on."""
+        cause = getattr(exc, "cause", None) or exc
+        v.error = f"{type(cause).__name__}: {cause}".splitlines()[0]
+        v.sink_q.clear()
+        v.decode_q.clear()
+        v.decoder.close.remote(v.video_id)
 
     def _finish(self, v: _Video) -> dict:
         sink = self.graph.sink_for(v.video_id)
-        row = _video_row(v, self.config, self.models)
         v.bar.close()
-        if v.error:
-            return ray.get(sink.fail.remote(v.video_id, row))
-        return ray.get(sink.finish.remote(v.video_id, row))
+        row = self._row(v)
+        try:
+            return ray.get((sink.fail if v.error else sink.finish).remote(v.video_id, row))
+        except ray.exceptions.RayError as exc:  # the sink itself died: nothing of the video is final
+            self._fail(v, exc)
+            return {**row, "video_id": v.video_id, "status": "failed", "error": v.error, "frames": 0,
+                    "people_rows": 0}
+
+    def plan(self, paths: list[str]) -> tuple[list[tuple[int, str, str]], dict[int, dict]]:
+        """(videos to process as (index, path, video_id), rows of those already done by index)."""
+        ids = [video_id_for(p) for p in paths]
+        existing = {r["video_id"]: r for r in read_video_rows(self.out)}
+        done = done_ids(list(existing.values()), {i: (p, fingerprint(p)) for i, p in zip(ids, paths)},
+                        self.config_hash)
+        # Published files without a final videos row are leftovers of a killed run: never visible.
+        remove_unfinished(self.out, {vid for vid, r in existing.items() if r.get("status") in DONE_STATUSES})
+        todo = [(i, p, vid) for i, (p, vid) in enumerate(zip(paths, ids)) if vid not in done]
+        return todo, {i: {**existing[vid], "skipped": True} for i, vid in enumerate(ids) if vid in done}
 
     def run(self, paths: list[str]) -> list[dict]:
         """Process every video; returns one videos-table row per input, in input order."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        _write_job(self.out, paths, self.config, None)
-        self.graph = build_graph(self.config, str(self.out), model_blobs(self.models))
-        pending = deque(enumerate(paths))
+        paths = [_absolute(p) for p in paths]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        if twice:  # one video id, one sink state: the same file twice would write over itself
+            raise ValueError(f"videos given more than once: {', '.join(twice)}")
+        todo, rows = self.plan(paths)
+        self.job = JobFile(self.out, paths, self.config, self.config_hash)
+        for i, path, vid in todo:
+            self.job.video(vid, path=path, status="queued")
+        for i in rows:
+            self.job.video(rows[i]["video_id"], path=paths[i], status="skipped")
+        self.job.save(force=True)
+        if todo:
+            self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls)
+            self._loop(deque(todo), rows)
+            self.stage_stats = self.graph.stage_stats()
+        self.job.save(force=True, stages=self.stage_stats, finished_at=time.time())
+        return [rows[i] for i in range(len(paths))]
+
+    def _loop(self, pending: deque, rows: dict[int, dict]) -> None:
         active: dict[int, _Video] = {}
-        rows: dict[int, dict] = {}
         while pending or active:
             while pending and len(active) < self.config.run.max_videos_in_flight:
-                i, path = pending.popleft()
-                started = self._start(path, slot=len(active))
+                i, path, vid = pending.popleft()
+                started = self._start(path, vid, slot=len(active))
                 if isinstance(started, dict):
                     rows[i] = started
+                    self.job.video(vid, status=started["status"])
                 else:
                     active[i] = started
             for v in active.values():
                 self._top_up(v)
+            self.peak_in_flight = max(self.peak_in_flight, sum(v.in_flight() for v in active.values()))
             waiting = [ref for v in active.values() for ref in
                        ([v.decode_q[0][0]] if v.decode_q else []) + ([v.sink_q[0]] if v.sink_q else [])]
             ready = set(ray.wait(waiting, num_returns=1)[0]) if waiting else set()
@@ -167,8 +213,6 @@ class Runner:
                 self._advance(v, ready)
                 if (v.eof_seen or v.error) and not v.in_flight():
                     rows[i] = self._finish(v)
+                    self.job.video(v.video_id, status=rows[i]["status"], frames=rows[i]["frames"])
                     del active[i]
-        result = [rows[i] for i in range(len(paths))]
-        self.stage_stats = self.graph.stage_stats()
-        _write_job(self.out, paths, self.config, result, self.stage_stats)
-        return result
+            self.job.save()

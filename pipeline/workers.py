@@ -10,11 +10,11 @@ import contextlib
 import time
 
 import numpy as np
-import torch
 
 from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
+from stages.confirm import TrackOutput
 from stages.decode import DecodeError, VideoReader
 from stages.sink import ParquetSink, people_per_frame
 from stages.track import Tracker, TrackParams
@@ -45,21 +45,25 @@ class _Busy:
 class DecodeWorker(_Busy):
     """Holds one open VideoReader per video it was given; hands out batches in order."""
 
-    def __init__(self, batch_size: int, max_side: int):
+    def __init__(self, batch_size: int, max_side: int, max_pixels: int = 0, max_duration_s: float = 0.0):
         super().__init__()
         self.batch_size = batch_size
         self.max_side = max_side or None
+        self.limits = {"max_pixels": max_pixels, "max_duration_s": max_duration_s}  # 0 = no limit
         self.readers: dict[str, VideoReader] = {}
         self.iterators: dict = {}
+        self.finished: set[str] = set()  # videos closed here (read to the end or failed): ids are small
 
     def open(self, path: str, video_id: str) -> dict:
         """Open a video; returns its metadata fields, or {'error': message} for a bad file."""
         try:
-            reader = VideoReader(path, batch_size=self.batch_size, max_side=self.max_side, video_id=video_id)
+            reader = VideoReader(path, batch_size=self.batch_size, max_side=self.max_side, video_id=video_id,
+                                 **self.limits)
         except DecodeError as exc:
             return {"error": str(exc)}
         self.readers[video_id] = reader
         self.iterators[video_id] = iter(reader)
+        self.finished.discard(video_id)
         return dict(reader.meta.__dict__)
 
     def next_batch(self, video_id: str) -> tuple[dict, FrameBatch | None]:
@@ -69,8 +73,15 @@ class DecodeWorker(_Busy):
         frames go straight to a pose actor.
         """
         iterator = self.iterators.get(video_id)
+        if iterator is None and video_id in self.finished:
+            # The driver asks ahead of knowing where a video ends: calls past the end say so again.
+            return {"frames": 0, "done": True, "truncated": None}, None
+        if iterator is None:
+            # This actor restarted and lost the reader: the video must fail (and be redone by a
+            # re-run) rather than end early and look complete.
+            raise RuntimeError(f"{video_id}: the decoder lost this video's reader (actor restarted?)")
         with self.timed():
-            batch = next(iterator, None) if iterator is not None else None
+            batch = next(iterator, None)
         if batch is not None:
             return {"frames": len(batch), "done": False, "truncated": None}, batch
         reader = self.close(video_id)
@@ -80,6 +91,7 @@ class DecodeWorker(_Busy):
     def close(self, video_id: str) -> VideoReader | None:
         """Drop a video's reader (at its end, or when a later stage failed it)."""
         self.iterators.pop(video_id, None)
+        self.finished.add(video_id)
         reader = self.readers.pop(video_id, None)
         if reader is not None:
             reader.close()
@@ -91,6 +103,8 @@ class PoseWorker(_Busy):
 
     def __init__(self, config: Config, blobs: dict[str, tuple[str, bytes]]):
         super().__init__()
+        import torch  # only pose actors pay for importing torch (seconds per actor start)
+
         device = "cuda" if torch.cuda.is_available() and config.pose.resources.num_gpus > 0 else "cpu"
         torch.set_num_threads(config.pose.threads)
         self.models = build_pose_models(config, blobs, device)
@@ -121,24 +135,36 @@ class SinkWorker(_Busy):
         super().__init__()
         self.sink = ParquetSink(out_dir, row_group_size, low_confidence)
         self.track = track
-        self.trackers: dict[str, Tracker] = {}
+        self.outputs: dict[str, TrackOutput] = {}
+        self.track_s = 0.0  # of busy_s, the time spent tracking (benchmarks report its share)
+        self.labels: dict[str, str] = {}  # batch mode -> model label (held rows are written later)
 
     def open(self, video_id: str) -> None:
         self.sink.open(video_id)
-        self.trackers[video_id] = Tracker(self.track)  # state per video, new for each run of it
+        self.outputs[video_id] = TrackOutput(Tracker(self.track))  # state per video, new for each run of it
 
     def write(self, batch: PoseBatch, model: str) -> tuple[int, int, np.ndarray]:
-        """Returns (frames, people, people per frame) written: progress and the auto-mode switch."""
+        """Returns (frames, people detected, people detected per frame) of this batch: progress and
+        the auto-mode switch. Rows of still-tentative tracks are written by a later call."""
         with self.timed():
-            batch = self.trackers[batch.video_id](batch)
-            self.sink.write(batch, model)
+            t0 = time.perf_counter()
+            ready = self.outputs[batch.video_id].push(batch)
+            self.track_s += time.perf_counter() - t0
+            self.labels[batch.mode] = model
+            for piece in ready:
+                self.sink.write(piece, self.labels[piece.mode])
             return len(batch.frames), len(batch), people_per_frame(batch)
 
     def finish(self, video_id: str, row: dict) -> dict:
-        tracker = self.trackers.pop(video_id)
-        return self.sink.finish(video_id, {**row, "tracks": tracker.next_id, "flips_corrected": tracker.flips_corrected})
+        output = self.outputs.pop(video_id)
+        for piece in output.flush():
+            self.sink.write(piece, self.labels[piece.mode])
+        return self.sink.finish(video_id, {**row, "tracks": output.tracks,
+                                           "flips_corrected": output.tracker.flips_corrected})
 
     def fail(self, video_id: str, row: dict) -> dict:
-        self.trackers.pop(video_id, None)
+        self.outputs.pop(video_id, None)
         return self.sink.fail(video_id, row)
 
+    def stats(self) -> dict:
+        return {**super().stats(), "track_s": self.track_s}

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from stages.batches import FrameBatch, MapBatch, PoseBatch
 from stages.heatmap import find_peaks_stack
 from stages.paf import NUM_PARTS, GroupingParams, group_people
+
+if TYPE_CHECKING:  # torch is imported where it runs, so actors without a network skip it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class TorchForward:
 
     def __init__(self, net: torch.nn.Module, device: str = "cpu", half: bool = True,
                  dtype: torch.dtype | None = None):
+        import torch  # here, not at the top: the sink and decode actors import this module's params only
+
         self.device = torch.device(device)
         if dtype is None:
             dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
@@ -63,6 +68,8 @@ class TorchForward:
         # On a CPU one frame at a time is 10-25% faster per frame than a batch (cache-sized
         # activations; benchmarks/tfpose_backends.py); a GPU takes the whole batch in one call.
         chunks = np.split(images_bgr, len(images_bgr)) if self.device.type == "cpu" else [images_bgr]
+        import torch
+
         with torch.inference_mode():
             # A permuted NHWC tensor is already channels-last in memory: no copy before the net.
             out = [self.net(torch.from_numpy(c).to(self.device, self.dtype).permute(0, 3, 1, 2)) for c in chunks]

@@ -15,6 +15,7 @@ import itertools
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Self
 import av
 import numpy as np
 
+from stages import probe
 from stages.batches import FrameBatch, VideoMeta
 
 # Frames the header lists but that did not decode, before we call a file truncated. Some real files
@@ -31,10 +33,11 @@ from stages.batches import FrameBatch, VideoMeta
 # packet, and that case is caught by the "last packet incomplete" check instead.
 _MISSING_FRAMES_ABS = 2
 _MISSING_FRAMES_REL = 0.01
-# With no frame count in the header we estimate it from duration * fps, which is coarser.
+# With no frame count in the header we compare the time the frames cover with the header duration;
+# the last frame's length is often only the muxer's guess, hence the slack (or two nominal frames).
 _MISSING_DURATION_REL = 0.05
-
-_ISO_BOX_TYPES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}
+# Ids become directory names ("video_id=<id>"): well under the 255-byte limit, still readable.
+_ID_STEM_MAX = 64
 
 
 class DecodeError(Exception):
@@ -47,17 +50,26 @@ class DecodeError(Exception):
 
 
 def video_id_for(path: str | os.PathLike) -> str:
-    """A stable id for a video file, safe to use as one directory name.
+    """A stable id for a video file, safe as one directory name and as a hive partition value.
 
-    "<stem>-<hash8>": the file stem with every character outside [A-Za-z0-9._-] replaced by "_",
-    leading dots removed (so the id is never ".", ".." or hidden) and cut to 64 characters, then the
-    first 8 hex digits of the SHA-1 of the resolved absolute path. The stem keeps ids readable; the
-    hash keeps ".../a/clip.mp4" and ".../b/clip.mp4" apart. The id depends on where the file is, so
-    the same file reached through another mount point gets another id (symlinks are resolved).
+    "<stem>-<hash8>": the file stem folded to ASCII (é -> e), every character outside
+    [A-Za-z0-9._-] replaced by "_" (this removes "/", "\\", "=", NUL, control characters and "%"),
+    runs of dots squeezed to one (no ".."), leading dots and dashes removed (never hidden, never
+    read as an option), cut to 64 characters; then the first 8 hex digits of the SHA-1 of the
+    resolved absolute path. The stem keeps ids readable; the hash keeps ".../a/clip.mp4" and
+    ".../b/clip.mp4" apart, and names that sanitise alike ("a b.mp4", "a_b.mp4"). The id depends
+    on where the file is, so the same file reached through another mount point gets another id
+    (symlinks are resolved).
     """
     p = Path(path).expanduser()
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", p.stem).lstrip(".")[:64] or "video"
-    digest = hashlib.sha1(str(p.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    stem = unicodedata.normalize("NFKD", p.stem).encode("ascii", "ignore").decode("ascii")
+    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "_", stem))
+    stem = stem.lstrip(".-")[:_ID_STEM_MAX] or "video"
+    try:
+        full = str(p.resolve())
+    except (OSError, ValueError):  # NUL in the name, symlink loop: hash the unresolved path
+        full = os.path.abspath(p)
+    digest = hashlib.sha1(full.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{stem}-{digest}"
 
 
@@ -78,41 +90,10 @@ def count_frames(path: str | os.PathLike) -> int:
     return n
 
 
-def _iso_bmff_problem(path: str, size: int) -> str | None:
-    """Why an mp4/mov file is unreadable, judged from its top-level boxes; None if not obvious.
-
-    FFmpeg says "moov atom not found" only in its log (off by default in PyAV), and the exception
-    just reads "Invalid data found", so we look at the box list ourselves when av.open fails.
-    """
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8 or head[4:8] not in _ISO_BOX_TYPES:
-            return None
-        offset, seen = 0, []
-        while offset + 8 <= size and len(seen) < 10000:
-            f.seek(offset)
-            hdr = f.read(16)
-            box_size, box_type = int.from_bytes(hdr[:4], "big"), hdr[4:8]
-            if box_size == 1:
-                box_size = int.from_bytes(hdr[8:16], "big")
-            elif box_size == 0:
-                box_size = size - offset  # box runs to the end of the file
-            if box_size < 8:
-                return "truncated or corrupt: invalid mp4 box structure"
-            seen.append(box_type)
-            if box_type == b"moov" and offset + box_size > size:
-                return (f"truncated or corrupt: moov atom cut short (file ends at byte {size}, "
-                        f"moov needs {offset + box_size})")
-            offset += box_size
-    if b"moov" not in seen:
-        return "truncated or corrupt: moov atom not found (mp4 index missing, file cut short?)"
-    return None
-
-
 class VideoReader:
     """Streams one video as FrameBatch objects of up to `batch_size` consecutive frames.
 
-    with VideoReader(path, batch_size=8, max_side=1280) as reader:
+    with VideoReader(path, batch_size=8, max_side=1280, max_pixels=3840 * 2160) as reader:
         reader.meta                      # VideoMeta, known right after opening
         for batch in reader: ...         # RGB uint8, upright, time_s = pts * time_base
         reader.truncated, reader.truncation_reason, reader.frames_decoded
@@ -122,14 +103,21 @@ class VideoReader:
     ahead, so even a caller that stops right after the last batch sees the verdict.
     `exhausted` says whether the whole file was read (False if the caller stopped early, in which
     case `truncated` is not judged).
+
+    `max_pixels` (coded width * height) and `max_duration_s` refuse a video at open, from the
+    container header alone, with a DecodeError naming the limit; 0 or None means no limit.
     """
 
     def __init__(self, path: str | os.PathLike, batch_size: int = 8, max_side: int | None = None,
-                 video_id: str | None = None) -> None:
+                 video_id: str | None = None, *, max_pixels: int | None = 0,
+                 max_duration_s: float | None = 0.0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_side is not None and max_side < 1:
             raise ValueError(f"max_side must be >= 1 or None, got {max_side}")
+        if (max_pixels or 0) < 0 or (max_duration_s or 0) < 0:
+            raise ValueError(f"max_pixels and max_duration_s must be >= 0 (0 = no limit), got "
+                             f"{max_pixels} and {max_duration_s}")
         self.path = str(path)
         self.batch_size = int(batch_size)
         self.max_side = max_side
@@ -143,6 +131,7 @@ class VideoReader:
         self._container = None
         self._last_packet_cut = False
         self._empty_packets = 0
+        self._span: tuple[float, float] | None = None  # (first pts, last pts + duration) in s
         self._first: av.VideoFrame | None = None
 
         if not os.path.exists(self.path):
@@ -155,47 +144,37 @@ class VideoReader:
         try:
             self._container = av.open(self.path)
         except av.error.InvalidDataError:
-            reason = _iso_bmff_problem(self.path, size)
+            reason = probe.iso_bmff_problem(self.path, size)
             raise DecodeError(self.path, reason or "not a video (no video stream / invalid data)") from None
         except (av.error.FFmpegError, OSError) as e:
             raise DecodeError(self.path, f"cannot open ({getattr(e, 'strerror', None) or e})") from None
         try:
-            self._stream = self._pick_stream()
+            self._stream = probe.video_stream(self._container)
+            if self._stream is None:
+                raise DecodeError(self.path, probe.no_video_reason(self._container))
             self._stream.thread_type = "AUTO"  # frame + slice threads; several x faster on HD H.264
             self._time_base = self._stream.time_base or Fraction(1, 1)
-            self._fps, self._duration = self._rate_and_duration()
+            self._fps, self._duration = probe.rate_and_duration(self._stream, self._container)
+            cc = self._stream.codec_context
+            limits = (max_pixels, max_duration_s)
+            self._refuse_over(cc.width, cc.height, *limits)
             self._frames = self._decode_frames()
             # Rotation lives in the display-matrix side data that FFmpeg attaches to decoded frames;
             # PyAV 18 has a setter on the stream but no getter, so we decode the first frame now.
             self._first = next(self._frames, None)
+            if self._first is not None and not (cc.width and cc.height):
+                # No size in the header (rare raw streams): judge the first frame instead.
+                self._refuse_over(self._first.width, self._first.height, *limits)
             self.meta = self._read_meta(video_id, size)
         except BaseException:
             self.close()
             raise
 
     # ---- opening ---------------------------------------------------------------------------
-    def _pick_stream(self):
-        # Cover art in mp3/m4a shows up as a one-picture "video" stream; it is not a video.
-        disp = av.stream.Disposition.attached_pic
-        videos = [s for s in self._container.streams.video if not (s.disposition & disp)]
-        if videos:
-            return videos[0]
-        kinds = sorted({s.type for s in self._container.streams
-                        if not (s.type == "video" and s.disposition & disp)})
-        what = ("audio only" if kinds == ["audio"] else
-                f"only {', '.join(kinds)} streams" if kinds else "no streams at all")
-        raise DecodeError(self.path, f"no video stream ({what})")
-
-    def _rate_and_duration(self) -> tuple[float, float]:
-        """fps (nan if the header has no rate) and duration in seconds (nan if unknown)."""
-        s = self._stream
-        rate = s.average_rate or s.guessed_rate
-        fps = float(rate) if rate else math.nan
-        if s.duration is not None and s.time_base is not None:
-            return fps, float(s.duration * s.time_base)
-        if self._container.duration is not None:
-            return fps, self._container.duration / av.time_base  # microseconds
-        return fps, math.nan
+    def _refuse_over(self, width: int, height: int, max_pixels, max_duration_s) -> None:
+        problem = probe.limit_problem(width, height, self._duration, max_pixels, max_duration_s)
+        if problem:
+            raise DecodeError(self.path, problem)
 
     def _read_meta(self, video_id: str | None, size: int) -> VideoMeta:
         s = self._stream
@@ -227,6 +206,7 @@ class VideoReader:
                     self._empty_packets += 1
                 for frame in packet.decode():
                     self.frames_decoded += 1
+                    self._note_span(frame)
                     yield frame
         except av.error.FFmpegError as e:
             msg = getattr(e, "strerror", None) or str(e)
@@ -239,17 +219,42 @@ class VideoReader:
         """Did the stream end where the header says it should? Else the file was cut short."""
         s, got = self._stream, self.frames_decoded
         if s.frames:
-            expected, rel = int(s.frames) - self._empty_packets, _MISSING_FRAMES_REL
-            what = f"decoded {got} of {expected} frames the header lists"
+            expected = int(s.frames) - self._empty_packets
+            if expected - got > max(_MISSING_FRAMES_ABS, _MISSING_FRAMES_REL * expected):
+                self._mark_truncated(f"decoded {got} of {expected} frames the header lists")
         else:
+            # Judged in time, not as duration * fps frames: the header rate of variable frame rate
+            # video (screen and browser recordings, mostly mkv/webm, which carry no frame count)
+            # can be far from the real average and would flag complete files as cut.
             dur, fps = self._duration, self._fps
-            expected = round(dur * fps) if math.isfinite(dur) and math.isfinite(fps) else 0
-            rel = _MISSING_DURATION_REL
-            what = f"decoded {got} frames, header duration * fps says about {expected}"
-        if expected and expected - got > max(_MISSING_FRAMES_ABS, rel * expected):
-            self._mark_truncated(what)
+            covered = self._covered_s()
+            slack = max(_MISSING_DURATION_REL * dur, _MISSING_FRAMES_ABS / fps if fps > 0 else 0.0)
+            if math.isfinite(dur) and covered is not None and dur - covered > slack:
+                self._mark_truncated(f"decoded {got} frames covering {covered:.3f} s of the "
+                                     f"{dur:.3f} s header duration")
         if self._last_packet_cut:
             self._mark_truncated("last packet incomplete (file ends inside it)")
+
+    def _note_span(self, frame: av.VideoFrame) -> None:
+        if frame.pts is None:
+            return
+        tb = frame.time_base or self._time_base
+        t = float(frame.pts * tb)
+        end = t + float((frame.duration or 0) * tb)
+        self._span = (t, end) if self._span is None else (
+            min(self._span[0], t), max(self._span[1], end))
+
+    def _covered_s(self) -> float | None:
+        """Seconds from the container's start to the end of the last decoded frame; None: unknown."""
+        if self._span is None:  # no frame had a pts: count nominal frames if the header has a rate
+            if not self.frames_decoded:
+                return 0.0
+            return self.frames_decoded / self._fps if self._fps > 0 else None
+        first, end = self._span
+        # Durations count from the container's start, which may lie before the first video frame
+        # (audio starting first), so measure from there, as the header does.
+        start = self._container.start_time
+        return end - (min(first, start / av.time_base) if start is not None else first)
 
     def _mark_truncated(self, reason: str) -> None:
         self.truncated = True

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stages.boxes import box_iou
 from stages.onnx_session import onnx_session
 
 RTMDET_FILE = "rtmdet_nano_320_person_end2end.onnx"
@@ -59,17 +60,6 @@ def letterbox(images_rgb: np.ndarray, size: int, pad_value: int = 114) -> tuple[
         resized = cv2.resize(images_rgb[i], (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         out[i, :new_h, :new_w] = resized[:, :, ::-1]  # RGB -> BGR in the same copy
     return out, r
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every pair: a [n, 4], b [m, 4] (x1, y1, x2, y2) -> float64 [n, m]; 0 for empty boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    wh = np.clip(np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2]), 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -7,10 +7,13 @@ network's stride mapping (`map_to_image`) use.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it runs, so actors without a network skip it
+    import torch
 
 
 def render_gaussian(height: int, width: int, centers: np.ndarray, sigma: float) -> np.ndarray:
@@ -103,6 +106,8 @@ def soft_argmax(heatmaps: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
     heatmaps: float[..., H, W]. Returns float[..., 2] (x, y) in pixel coordinates.
     """
     *lead, h, w = heatmaps.shape
+    import torch  # lazily: the grouping actors use this module without torch
+
     prob = torch.softmax(beta * heatmaps.reshape(*lead, h * w), dim=-1).reshape(*lead, h, w)
     xs = torch.arange(w, dtype=prob.dtype, device=prob.device)
     ys = torch.arange(h, dtype=prob.dtype, device=prob.device)

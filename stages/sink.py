@@ -4,24 +4,49 @@ Layout under OUT (schemas in README.md):
     people/video_id=<id>/part-0.parquet   one row per person per frame
     frames/video_id=<id>/part-0.parquet   one row per decoded frame (so "nobody" != "not processed")
     videos/<id>.parquet                   one row per video: status, error, counts, timings
-A video streams into OUT/_staging/<id>/ (readers skip names starting with '_' or '.') and is moved
-into place only when complete; its videos row is written last, so a row with status ok/truncated
-means the people and frames files beside it are final.
+OUT is a local path or any pyarrow.fs URI (file://, s3://, gs://; see sink_fs.resolve_output); all
+reads and writes go through that filesystem.
+
+A video streams into OUT/_staging/<id>/ (readers skip names starting with '_' or '.') and its files
+are moved into place only when complete. On a local disk a move is a rename; on object stores it is
+a copy + delete, so people and frames appear one after the other, not together. That is fine
+because the videos row is the commit point: it is removed before a video's files are replaced and
+written (temp name + move) only after they are in place, so a row with status ok/truncated means the
+people and frames files beside it are final. A process killed in between leaves files without a
+row; remove_unfinished() deletes those before a re-run.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from stages.batches import NUM_KEYPOINTS, PoseBatch
+from stages.sink_fs import (
+    delete_dir,
+    delete_file,
+    ensure_dir,
+    join,
+    move,
+    put_atomic,
+    read_json,
+    resolve_output,
+    rmdir_if_empty,
+    write_json,
+)
+
+__all__ = ["DONE_STATUSES", "FRAMES_SCHEMA", "PEOPLE_SCHEMA", "VIDEOS_SCHEMA", "ParquetSink", "frames_table",
+           "people_per_frame", "people_table", "read_json", "read_video_rows", "remove_unfinished",
+           "resolve_output", "write_json"]
+
+# Statuses whose videos row vouches for the people and frames files of the video.
+DONE_STATUSES = ("ok", "truncated")
 
 _KP = pa.list_(pa.float32(), NUM_KEYPOINTS)
 PEOPLE_SCHEMA = pa.schema([
@@ -66,6 +91,10 @@ VIDEOS_SCHEMA = pa.schema([
     ("mode", pa.string()),
     ("model", pa.string()),
     ("finished_at", pa.timestamp("s", tz="UTC")),
+    # Given by the runner, null when it gives none: which input file content and which
+    # output-affecting config produced the row, so a re-run can skip videos already done.
+    ("fingerprint", pa.string()),
+    ("config_hash", pa.string()),
 ])
 
 
@@ -121,27 +150,32 @@ class _OpenVideo:
 class ParquetSink:
     """Streams PoseBatches of many videos to Parquet; memory per video is one row group."""
 
-    def __init__(self, out_dir: str | Path, row_group_size: int = 65536, low_confidence: float = 0.3):
-        self.out = Path(out_dir)
+    def __init__(self, out_dir: str | os.PathLike, row_group_size: int = 65536, low_confidence: float = 0.3):
+        self.fs, self.root = resolve_output(out_dir)
         self.row_group_size = row_group_size
         self.low_confidence = low_confidence
         self.open_videos: dict[str, _OpenVideo] = {}
 
-    def _staging(self, video_id: str) -> Path:
-        return self.out / "_staging" / video_id
+    def _path(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    def _staging(self, video_id: str) -> str:
+        return self._path("_staging", video_id)
 
     def _drop_staging(self, video_id: str) -> None:
-        shutil.rmtree(self._staging(video_id), ignore_errors=True)
-        with contextlib.suppress(OSError):  # not empty: another video is still staging
-            (self.out / "_staging").rmdir()
+        delete_dir(self.fs, self._staging(video_id))
+        rmdir_if_empty(self.fs, self._path("_staging"))  # kept while another video is staging
 
     def open(self, video_id: str) -> None:
         staging = self._staging(video_id)
-        shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed earlier run
-        staging.mkdir(parents=True)
+        delete_dir(self.fs, staging)  # leftovers of a killed earlier run
+        try:
+            ensure_dir(self.fs, staging)
+        except FileNotFoundError:  # another sink removed the empty _staging mid-way: once more
+            ensure_dir(self.fs, staging)
         self.open_videos[video_id] = _OpenVideo(
-            people=pq.ParquetWriter(staging / "people.parquet", PEOPLE_SCHEMA),
-            frames=pq.ParquetWriter(staging / "frames.parquet", FRAMES_SCHEMA),
+            people=pq.ParquetWriter(join(staging, "people.parquet"), PEOPLE_SCHEMA, filesystem=self.fs),
+            frames=pq.ParquetWriter(join(staging, "frames.parquet"), FRAMES_SCHEMA, filesystem=self.fs),
         )
 
     def write(self, batch: PoseBatch, model: str) -> int:
@@ -167,30 +201,37 @@ class ParquetSink:
             state.frames.close()
         return state
 
+    def _row_path(self, video_id: str) -> str:
+        return self._path("videos", f"{video_id}.parquet")
+
     def _write_video_row(self, row: dict) -> None:
-        videos = self.out / "videos"
-        videos.mkdir(parents=True, exist_ok=True)
         full = {name: row.get(name) for name in VIDEOS_SCHEMA.names}
         full["finished_at"] = full["finished_at"] or int(time.time())
-        table = pa.Table.from_pylist([full], schema=VIDEOS_SCHEMA)
-        tmp = videos / f".{row['video_id']}.parquet.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, videos / f"{row['video_id']}.parquet")
+        buf = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist([full], schema=VIDEOS_SCHEMA), buf)
+        put_atomic(self.fs, self._row_path(row["video_id"]), buf.getvalue().to_pybytes())
+
+    def _unpublish(self, video_id: str) -> None:
+        """Withdraw an earlier run's output of the video: its row first, so no ok row ever stands
+        beside half-replaced files, then its partitions."""
+        delete_file(self.fs, self._row_path(video_id))
+        for table in ("people", "frames"):
+            delete_dir(self.fs, self._path(table, f"video_id={video_id}"))
 
     def finish(self, video_id: str, row: dict) -> dict:
         """Make a video's output visible: move its files into place, then write its videos row.
 
-        row: videos-table fields known upstream (path, status, error, fps, ...); counts and wall
-        time are filled in here. Returns the full row.
+        row: videos-table fields known upstream (path, status, error, fps, fingerprint, ...);
+        counts and wall time are filled in here. Returns the full row.
         """
         state = self._close_writers(video_id)
         if state is None:
             raise KeyError(f"{video_id}: finish() without open()")
+        self._unpublish(video_id)
         for table in ("people", "frames"):
-            final = self.out / table / f"video_id={video_id}"
-            shutil.rmtree(final, ignore_errors=True)  # an earlier run's output of the same video
-            final.mkdir(parents=True)
-            os.replace(self._staging(video_id) / f"{table}.parquet", final / "part-0.parquet")
+            final = self._path(table, f"video_id={video_id}")
+            ensure_dir(self.fs, final)
+            move(self.fs, join(self._staging(video_id), f"{table}.parquet"), join(final, "part-0.parquet"))
         self._drop_staging(video_id)
         row = {**row, "video_id": video_id, "frames": state.frame_count, "people_rows": state.people_rows,
                "wall_s": row.get("wall_s") or time.monotonic() - state.started}
@@ -201,9 +242,48 @@ class ParquetSink:
         """Record a failed video: drop anything staged or published for it, write its videos row."""
         self._close_writers(video_id)
         self._drop_staging(video_id)
-        for table in ("people", "frames"):
-            shutil.rmtree(self.out / table / f"video_id={video_id}", ignore_errors=True)
+        self._unpublish(video_id)
         row = {**row, "video_id": video_id, "status": "failed", "frames": row.get("frames", 0),
                "people_rows": 0}
         self._write_video_row(row)
         return row
+
+
+def read_video_rows(out: str | os.PathLike) -> list[dict]:
+    """Every videos-table row under OUT, in video-id order; [] when OUT or OUT/videos is missing.
+
+    Rows written before a column was added (fingerprint, config_hash) read it as null.
+    """
+    fs, root = resolve_output(out)
+    infos = fs.get_file_info(pafs.FileSelector(join(root, "videos"), allow_not_found=True))
+    paths = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                   and not i.base_name.startswith((".", "_")))  # temp names of rows being written
+    if not paths:
+        return []
+    table = ds.dataset(paths, schema=VIDEOS_SCHEMA, format="parquet", filesystem=fs).to_table()
+    return table.sort_by("video_id").to_pylist()
+
+
+def remove_unfinished(out: str | os.PathLike, video_ids_done: set[str] | None = None) -> list[str]:
+    """Delete what a killed run left half-published; returns the video ids whose files were removed.
+
+    Removes people/frames partitions of every video not in video_ids_done (default: ids with a
+    videos row of status ok/truncated, read from OUT), all of OUT/_staging and temp row files.
+    Call it only while no sink writes to OUT (before a run starts): it would take a live video's
+    staging away.
+    """
+    fs, root = resolve_output(out)
+    if video_ids_done is None:
+        video_ids_done = {r["video_id"] for r in read_video_rows(out) if r["status"] in DONE_STATUSES}
+    removed: set[str] = set()
+    for table in ("people", "frames"):
+        for info in fs.get_file_info(pafs.FileSelector(join(root, table), allow_not_found=True)):
+            video_id = info.base_name.removeprefix("video_id=")
+            if info.type == pafs.FileType.Directory and video_id != info.base_name and video_id not in video_ids_done:
+                delete_dir(fs, info.path)
+                removed.add(video_id)
+    delete_dir(fs, join(root, "_staging"))
+    for info in fs.get_file_info(pafs.FileSelector(join(root, "videos"), allow_not_found=True)):
+        if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+            delete_file(fs, info.path)
+    return sorted(removed)

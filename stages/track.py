@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from stages.batches import COCO17_NAMES, NUM_KEYPOINTS, PoseBatch
-from stages.detect import box_iou
+from stages.boxes import box_iou
 from stages.metrics import COCO_SIGMAS
 
 # COCO-17 mirror index (left_x <-> right_x), derived from the names so this module does not import
@@ -46,6 +46,8 @@ _STD_POS, _STD_VEL = 1 / 20, 1 / 160
 class TrackParams:
     """Tracker settings; costs are in [0, 1] (see the module docstring), gaps in frame indices."""
 
+    enabled: bool = True  # off: every row gets an id of its own (no association; for A/B timing)
+    drop_unconfirmed: bool = True  # output only tracks that reached min_hits (stages/confirm.py)
     w_oks: float = 0.5  # weight of 1 - OKS in the cost (pose detections only)
     w_iou: float = 0.5  # weight of 1 - IoU (the whole cost when a pair shares < min_joints joints)
     match_threshold: float = 0.7  # max cost of a match; 0.7 = SORT's IoU >= 0.3 for boxes
@@ -181,6 +183,11 @@ class Tracker:
                              f"after frame {self.last_frame}")
         if not np.isin(batch.frame_index, frames).all():
             raise ValueError("a person's frame_index is not in the batch's frames")
+        if not self.params.enabled:
+            ids = np.arange(self.next_id, self.next_id + len(batch), dtype=np.int64)
+            self.next_id += len(batch)
+            self.last_frame = int(frames[-1]) if len(frames) else self.last_frame
+            return dataclasses.replace(batch, track_id=ids)
         kps = batch.keypoints.copy()
         ids = np.full(len(batch), -1, np.int64)
         order = np.argsort(batch.frame_index, kind="stable")

@@ -1,9 +1,12 @@
-"""Helpers that make damaged or remuxed copies of real videos for tests."""
+"""Helpers that make damaged or remuxed copies of real videos, and small real files, for tests."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 
 def remux(src: Path, dst: Path, rotation: int | None = None, **open_kw) -> Path:
@@ -29,8 +32,6 @@ def cut(src: Path, dst: Path, frac: float) -> Path:
 
 def black_video(dst: Path, frames: int = 6, size: tuple[int, int] = (320, 240), fps: int = 10) -> Path:
     """An H.264 clip of black frames: a real video with nobody in it."""
-    import numpy as np
-
     with av.open(str(dst), "w") as oc:
         stream = oc.add_stream("libx264", rate=fps)
         stream.width, stream.height = size
@@ -41,4 +42,62 @@ def black_video(dst: Path, frames: int = 6, size: tuple[int, int] = (320, 240), 
                 oc.mux(packet)
         for packet in stream.encode():
             oc.mux(packet)
+    return dst
+
+
+def marked_frame(size: tuple[int, int]) -> np.ndarray:
+    """RGB (h, w, 3) grey image with a white top-left quadrant, so orientation survives encoding."""
+    w, h = size
+    img = np.full((h, w, 3), 64, np.uint8)
+    img[: h // 2, : w // 2] = 255
+    return img
+
+
+def encoded_clip(dst: Path, pts: Sequence[int], time_base: Fraction = Fraction(1, 1000),
+                 size: tuple[int, int] = (64, 48), rotation: int | None = None, bframes: int = 0,
+                 codec: str = "libx264", rate: int = 30) -> Path:
+    """Encode marked_frame at the given pts (in time_base units): irregular pts make a VFR file.
+
+    `rate` is only the nominal rate the encoder is told (mp4 uses it for the last frame's length).
+    Each frame carries its duration (gap to the next pts), as a camera's muxer writes it. B-frames
+    are off by default: with them libx264 derives dts from earlier frames' pts, and for uneven pts
+    the mp4 muxer then records a track duration short of the last frame.
+    """
+    with av.open(str(dst), "w") as oc:
+        stream = oc.add_stream(codec, rate=rate, options={"bf": str(bframes)} if codec == "libx264" else {})
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = stream.codec_context.time_base = time_base
+        if rotation is not None:
+            stream.set_display_rotation(rotation)  # counter-clockwise; the tkhd matrix in mp4
+        img = marked_frame(size)
+        for i, p in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = p, time_base
+            frame.duration = (pts[i + 1] - p) if i + 1 < len(pts) else (pts[-1] - pts[-2] if i else 1)
+            for packet in stream.encode(frame):
+                oc.mux(packet)
+        for packet in stream.encode():
+            oc.mux(packet)
+    return dst
+
+
+def audio_file(dst: Path, seconds: float = 1.0, cover_art: bool = False) -> Path:
+    """AAC tone, optionally with an mjpeg cover picture (an attached_pic "video" stream)."""
+    with av.open(str(dst), "w") as oc:
+        audio = oc.add_stream("aac", rate=44100)
+        if cover_art:
+            pic = oc.add_stream("mjpeg")
+            pic.width, pic.height, pic.pix_fmt = 32, 32, "yuvj420p"
+            pic.disposition = av.stream.Disposition.attached_pic
+            frame = av.VideoFrame.from_ndarray(marked_frame((32, 32)), format="rgb24").reformat(format="yuvj420p")
+            for packet in [*pic.encode(frame), *pic.encode()]:
+                oc.mux(packet)
+        n = int(44100 * seconds)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)
+        for i in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(tone[None, i:i + 1024].copy(), format="fltp", layout="mono")
+            frame.sample_rate = 44100
+            oc.mux(audio.encode(frame))
+        oc.mux(audio.encode())
     return dst

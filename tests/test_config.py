@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.config import Config, ConfigError, load_config, mode_file
+from pipeline.config import CONFIG_DIR, Config, ConfigError, load_config, mode_file
 
 
 def test_defaults_and_mode_file_load_into_frozen_dataclasses():
@@ -51,3 +51,13 @@ def test_default_file_lists_the_dataclass_defaults():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_crowd_preset_fits_one_gpu_node():
+    from pipeline.graph import required_resources
+
+    crowd = load_config(CONFIG_DIR / "crowd.toml")
+    assert crowd.run.mode == "auto" and crowd.pose.resources.actors == 2
+    need = required_resources(crowd)
+    assert need["GPU"] == 1.0  # two pose actors share one GPU
+    assert need["CPU"] <= 16  # a common single-GPU node

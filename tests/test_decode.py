@@ -4,6 +4,7 @@ Eval data: /work/shared/eval (next to the repo) or $POSEPIPE_EVAL pointing at th
 """
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import av
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import EVAL
-from media import cut, remux
+from media import audio_file, cut, encoded_clip, marked_frame, remux
 
 from stages.batches import FrameBatch
 from stages.decode import DecodeError, VideoReader, count_frames, video_id_for
@@ -112,6 +113,29 @@ def test_max_side(path, max_side, shape, scale):
     assert np.abs(batches[0].images[0].astype(int) - ref.astype(int)).mean() < 4.0
 
 
+# ---- variable frame rate ------------------------------------------------------------------
+
+VFR_PTS = [0, 33, 50, 120, 200, 210, 400, 433, 466, 600]  # ms: bursts, a stall, a 10 ms gap
+
+
+@pytest.mark.parametrize("ext,bframes", [("mp4", 0), ("mp4", 2), ("mov", 0), ("mkv", 2)])
+def test_variable_frame_rate(tmp_path, ext, bframes):
+    r, batches = read_all(encoded_clip(tmp_path / f"vfr.{ext}", VFR_PTS, bframes=bframes), batch_size=3)
+    times = np.concatenate([b.time_s for b in batches]).tolist()
+    # exactly the pts written, though mp4 rescales 1/1000 to its own 1/16000 time base
+    assert times == [float(Fraction(p, 1000)) for p in VFR_PTS]
+    assert r.frames_decoded == len(VFR_PTS) and r.missing_pts == 0 and r.corrupt_frames == 0
+    # mkv has no frame count: a duration * header-rate estimate would call this complete file cut
+    assert not r.truncated, r.truncation_reason
+    gaps = np.diff(VFR_PTS) / 1000
+    assert 1 / gaps.max() <= r.meta.fps <= 1 / gaps.min()
+    if ext != "mkv":
+        assert r.meta.frame_count == len(VFR_PTS)
+    if not bframes:  # count and duration in the header: fps is their average
+        assert 0.6 < r.meta.duration_s < 0.75  # last pts + the muxer's guess at the last frame's length
+        assert r.meta.fps == pytest.approx(len(VFR_PTS) / r.meta.duration_s)
+
+
 # ---- rotation -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ccw", [90, -90, 180])
@@ -126,6 +150,22 @@ def test_rotation_metadata_gives_upright_frames(tmp_path, ccw):
     # downscaling and rotation together: longer side == max_side, scale in video px per image px
     _, b2 = read_all(rotated, max_side=480)
     assert b2[0].images.shape[1:3] == ((480, 270) if k % 2 else (270, 480)) and b2[0].scale == 4.0
+
+
+@pytest.mark.parametrize("ext,codec", [("mp4", "libx264"), ("mkv", "libx264"), ("webm", "libvpx-vp9")])
+def test_rotation_of_encoded_clip(tmp_path, ext, codec):
+    # A display matrix, as phones write it (tkhd matrix in mp4/mov, projection in mkv/webm). FFmpeg 8
+    # drops a legacy "rotate" metadata tag when muxing, so set_display_rotation is how to write one.
+    path = encoded_clip(tmp_path / f"rot.{ext}", range(0, 400, 100), rotation=90, codec=codec)
+    with av.open(str(path)) as c:
+        cc = c.streams.video[0].codec_context
+        assert (cc.width, cc.height) == (64, 48)  # coded landscape
+    r, batches = read_all(path)
+    assert r.meta.rotation == 90 and (r.meta.width, r.meta.height) == (48, 64)
+    images = np.concatenate([b.images for b in batches])
+    assert images.shape == (4, 64, 48, 3)
+    upright = np.rot90(marked_frame((64, 48)))  # 90 degrees ccw: the white quadrant goes bottom-left
+    assert np.abs(images.astype(int) - upright).mean() < 4
 
 
 # ---- bad input ----------------------------------------------------------------------------
@@ -147,17 +187,19 @@ def test_missing_zero_byte_and_text_file(tmp_path):
     assert "not a regular file" in _open_error(tmp_path)
 
 
-def test_audio_only_file(tmp_path):
-    path = tmp_path / "a.mp4"
-    with av.open(str(path), "w") as oc:
-        st = oc.add_stream("aac", rate=44100)
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)).astype(np.float32)
-        for i in range(0, len(tone), 1024):
-            f = av.AudioFrame.from_ndarray(tone[None, i:i + 1024].copy(), format="fltp", layout="mono")
-            f.sample_rate = 44100
-            oc.mux(st.encode(f))
-        oc.mux(st.encode())
-    assert _open_error(path).endswith("no video stream (audio only)")
+@pytest.mark.parametrize("name,cover_art,streams", [
+    ("a.m4a", False, "#0 audio aac"),
+    ("song.mp4", True, "#0 audio aac, #1 cover art mjpeg"),  # album art is a one-picture "video"
+])
+def test_audio_only_file(tmp_path, name, cover_art, streams):
+    path = audio_file(tmp_path / name, cover_art=cover_art)
+    assert _open_error(path).endswith(f"no video stream (audio only; streams: {streams})")
+
+
+def test_subtitles_only_file(tmp_path):
+    path = tmp_path / "subs.mp4"  # FFmpeg goes by content, not by the name
+    path.write_text("1\n00:00:01,000 --> 00:00:02,000\nhello\n")
+    assert _open_error(path).endswith("no video stream (streams: #0 subtitle srt)")
 
 
 def test_moov_at_end_cut_has_no_index(tmp_path):
@@ -203,7 +245,7 @@ def test_truncation_without_frame_count_uses_duration(tmp_path):
     r, _ = read_all(mkv)
     assert r.meta.frame_count == 0 and not r.truncated and r.frames_decoded == 40
     r, batches = read_all(cut(mkv, tmp_path / "cut.mkv", 0.5))
-    assert r.truncated and "duration * fps" in r.truncation_reason
+    assert r.truncated and "s of the 3.333 s header duration" in r.truncation_reason
     assert 0 < sum(len(b) for b in batches) == r.frames_decoded < 40
 
 
@@ -221,17 +263,73 @@ def test_decode_error_mid_stream_keeps_earlier_frames(tmp_path):
     np.testing.assert_array_equal(batches[0].images, good[0].images)
 
 
+# ---- size and length limits ---------------------------------------------------------------
+
+def test_limits_refuse_at_open_without_decoding(tmp_path, monkeypatch):
+    clip = encoded_clip(tmp_path / "clip.mp4", range(0, 1000, 100), rate=10)  # 64x48, 10 frames, 1.0 s
+    with monkeypatch.context() as m:
+        m.setattr(VideoReader, "_decode_frames", lambda self: pytest.fail("decoded a refused video"))
+        with pytest.raises(DecodeError) as ei:
+            VideoReader(clip, max_pixels=3071)
+        assert str(ei.value) == (f"{clip}: frame size 64x48 = 3072 pixels is over the limit of 3071 pixels "
+                                 "(raise decode.max_pixels, or set it to 0 for no limit)")
+        with pytest.raises(DecodeError) as ei:
+            VideoReader(clip, max_duration_s=0.5)
+        assert str(ei.value) == (f"{clip}: duration 1.000 s is over the limit of 0.5 s "
+                                 "(raise decode.max_duration_s, or set it to 0 for no limit)")
+    for ok in [{"max_pixels": 3072, "max_duration_s": 1.0}, {"max_pixels": 0, "max_duration_s": 0}, {}]:
+        r, _ = read_all(clip, **ok)
+        assert r.frames_decoded == 10 and not r.truncated
+    with pytest.raises(ValueError):
+        VideoReader(clip, max_pixels=-1)
+
+
+def test_decode_worker_gets_limits_from_config():
+    from pipeline.config import load_config
+    from pipeline.workers import DecodeWorker
+
+    d = load_config().decode
+    assert (d.max_pixels, d.max_duration_s) == (3840 * 2160, 4 * 3600.0)
+    worker = DecodeWorker(d.batch_size, d.max_side, d.max_pixels, d.max_duration_s)
+    assert worker.open(str(PORTRAIT), "p")["width"] == 1080  # 1080p, 3 s: well inside the defaults
+    worker.close("p")
+    small = DecodeWorker(d.batch_size, d.max_side, max_pixels=1920 * 1080 - 1)
+    assert "raise decode.max_pixels" in small.open(str(PORTRAIT), "p")["error"]
+    assert "p" not in small.readers
+
+
 # ---- ids and lifetime -----------------------------------------------------------------------
+
+HOSTILE_NAMES = ["../../etc/passwd.mp4", "..", "/", "a=b.mp4", ".hidden.mp4", "-rf.mp4", "a..b.mp4",
+                 "...mp4", "my video (1).mp4", "my_video_1_.mp4", "d/é ü.mov", "日本語.mp4", "tab\there.mp4",
+                 "nul\x00.mp4", "back\\slash.mp4", "%2e%2e%2f.mp4", "x" * 300 + ".mp4"]
+
 
 def test_video_id_for(tmp_path):
     a, b = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4"
     assert video_id_for(a) != video_id_for(b)
     assert video_id_for(a).startswith("clip-") and video_id_for(a) == video_id_for(str(a))
-    for weird in ["../../etc/passwd", "..", "my video (1).mp4", ".hidden.mp4", "d/é ü.mov", "/"]:
-        vid = video_id_for(weird)
-        assert vid and "/" not in vid and "\\" not in vid and not vid.startswith(".")
-        assert set(vid) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-    assert video_id_for("my video (1).mp4").startswith("my_video_1_-")
+
+
+def test_video_id_for_hostile_names(tmp_path):
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    hive = ds.HivePartitioning(pa.schema([("video_id", pa.string())]))
+    ids = [video_id_for(tmp_path / name) for name in HOSTILE_NAMES]
+    for vid in ids:
+        # one path component, never hidden or option-like, no "..", bounded: "<=64 chars>-<8 hex>"
+        assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}-[0-9a-f]{8}", vid), vid
+        assert ".." not in vid
+        # and a hive partition value that reads back unchanged ("=" and "%" would not)
+        assert hive.parse(f"/video_id={vid}/part-0.parquet").equals(ds.field("video_id") == vid)
+    assert len(set(ids)) == len(ids)  # names that sanitise alike still get their own id
+    assert ids == [video_id_for(tmp_path / name) for name in HOSTILE_NAMES]  # stable
+    readable = dict(zip(HOSTILE_NAMES, (i.rsplit("-", 1)[0] for i in ids)))
+    assert [readable[n] for n in ["../../etc/passwd.mp4", "a=b.mp4", ".hidden.mp4", "-rf.mp4", "a..b.mp4"]] == [
+        "passwd", "a_b", "hidden", "rf", "a.b"]
+    assert [readable[n] for n in ["..", "...mp4", "日本語.mp4", "d/é ü.mov"]] == ["video", "video", "video", "e_u"]
+    assert readable["x" * 300 + ".mp4"] == "x" * 64
 
 
 def test_iterate_once_and_close():

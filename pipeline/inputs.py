@@ -1,0 +1,95 @@
+"""What a job is made of: input lists expanded to video paths, and fingerprints that decide on a
+re-run whether a video's existing output can be kept.
+
+A video is done when OUT/videos holds a row for it with status ok or truncated, the same path, the
+same content fingerprint and the same config hash. Anything else (failed, missing, changed file,
+changed settings) is redone; the sink replaces its old output whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from pipeline.config import Config
+
+_CHUNK = 1 << 20  # hashed at each end of a file: enough to tell re-encodes and truncations apart
+
+
+class InputError(ValueError):
+    """An input argument matched no file, or a list file could not be read."""
+
+
+def expand_inputs(items: list[str]) -> list[str]:
+    """Paths, globs ('clips/*.mp4', '**' recursive) and text files of paths ('@list.txt' or a
+    .txt/.lst file: one path or glob per line, '#' comments; relative to the list's folder) ->
+    absolute paths in the order given, duplicates dropped. A path that does not exist is kept (it
+    gets a failed row, like any bad video); a glob that matches nothing is an error (a typo would
+    otherwise run an empty job)."""
+    out: list[str] = []
+    for item in items:
+        out += _expand(item, Path.cwd())
+    return list(dict.fromkeys(out))
+
+
+def _expand(item: str, base: Path) -> list[str]:
+    is_list = item.startswith("@") or Path(item).suffix.lower() in (".txt", ".lst")
+    if is_list:
+        list_file = base / item.lstrip("@")
+        try:
+            lines = list_file.read_text().splitlines()
+        except OSError as exc:
+            raise InputError(f"cannot read the list of videos {list_file}: {exc.strerror}") from None
+        paths = [line.strip() for line in lines]
+        return [p for line in paths if line and not line.startswith("#") for p in _expand(line, list_file.parent)]
+    if glob.has_magic(item):
+        matches = sorted(glob.glob(str(base / item), recursive=True))
+        if not matches:
+            raise InputError(f"no file matches {item!r}")
+        return [str(Path(m).absolute()) for m in matches if Path(m).is_file()]
+    return [str((base / item).absolute())]
+
+
+def fingerprint(path: str | os.PathLike) -> str | None:
+    """sha256 of the size and the first and last MiB: a changed, re-encoded or truncated file gets a
+    new one; reading 2 MiB keeps it cheap for long videos. None if the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            h = hashlib.sha256(str(size).encode())
+            h.update(f.read(_CHUNK))
+            if size > 2 * _CHUNK:
+                f.seek(size - _CHUNK)
+            h.update(f.read(_CHUNK))
+    except OSError:
+        return None
+    return f"sha256:{h.hexdigest()[:32]}"
+
+
+def config_hash(config: Config) -> str:
+    """Hash of the settings that change output rows. Placement (actors, CPUs, GPUs, retries) and the
+    in-flight bounds do not, so a job resumed on a bigger cluster keeps its finished videos."""
+    data = dataclasses.asdict(config)
+    data["mode"] = data.pop("run")["mode"]
+    for section in data.values():
+        if isinstance(section, dict):
+            section.pop("resources", None)
+    data["pose"].pop("threads", None)
+    return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def done_ids(rows: list[dict], wanted: dict[str, tuple[str, str | None]], cfg_hash: str) -> set[str]:
+    """Video ids whose existing row (rows: OUT's videos table) is complete and current.
+
+    wanted: video_id -> (path, fingerprint) of this job's inputs."""
+    done = set()
+    for row in rows:
+        want = wanted.get(row.get("video_id"))
+        if (want and row.get("status") in ("ok", "truncated") and want[1] is not None
+                and row.get("path") == want[0] and row.get("fingerprint") == want[1]
+                and row.get("config_hash") == cfg_hash):
+            done.add(row["video_id"])
+    return done

@@ -1,0 +1,73 @@
+"""OUT/job.json: what a job was asked to do and how far it got, for `posepipe status` and re-runs.
+
+The videos table (OUT/videos/<id>.parquet) is the record of finished videos; job.json adds what is
+queued or running, so `posepipe status OUT` can show a job in progress from another shell or
+machine. It is rewritten whole (temp + move) at most every `period_s` seconds and at the end, so a
+reader never sees half a file.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict
+
+import ray
+
+from pipeline.config import Config
+from stages.sink import read_json, read_video_rows, write_json
+
+JOB_FILE = "job.json"
+
+
+class JobFile:
+    """Per-video progress of one run: video_id -> {path, fingerprint, status, frames, ...}."""
+
+    def __init__(self, out: str, paths: list[str], config: Config, config_hash: str, period_s: float = 2.0):
+        self.out = out
+        self.period_s = period_s
+        self.last = 0.0
+        self.job = {
+            "inputs": paths, "config": asdict(config), "config_hash": config_hash,
+            "versions": {"python": platform.python_version(), "ray": ray.__version__},
+            "started_at": time.time(), "finished_at": None, "videos": {}, "stages": None,
+        }
+
+    def video(self, video_id: str, **fields) -> None:
+        self.job["videos"].setdefault(video_id, {}).update(fields)
+
+    def save(self, force: bool = False, **fields) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= self.period_s:
+            self.job.update(fields)
+            write_json(self.out, JOB_FILE, self.job)
+            self.last = now
+
+
+def status_lines(out: str) -> tuple[list[str], bool]:
+    """Per-video lines for `posepipe status OUT` and whether every video is finished.
+
+    A video's status comes from its videos row when there is one (final), else from job.json
+    (queued / running with frames so far)."""
+    job = read_json(out, JOB_FILE)
+    rows = {r["video_id"]: r for r in read_video_rows(out)}
+    if job is None and not rows:
+        raise FileNotFoundError(f"{out}: no job.json and no videos table: not a posepipe output")
+    videos = dict((job or {}).get("videos") or {})
+    for vid, row in rows.items():
+        videos.setdefault(vid, {"path": row.get("path")})
+    lines, counts, finished = [], {}, True
+    for vid, info in videos.items():
+        row = rows.get(vid)
+        job_status = info.get("status", "queued")
+        if row is not None and job_status not in ("queued", "running"):
+            status, frames, extra = row["status"], row.get("frames"), row.get("error") or ""
+        else:
+            status, frames, extra = job_status, info.get("frames", 0), ""
+            total = info.get("frame_count")
+            extra = f"of ~{total}" if total else ""
+        finished &= status not in ("queued", "running")
+        counts[status] = counts.get(status, 0) + 1
+        lines.append(f"{status:9s} {vid}  frames={frames} {extra}".rstrip())
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    state = "finished" if job and job.get("finished_at") else ("running or interrupted" if job else "")
+    return [*lines, f"{len(videos)} videos: {summary}" + (f"; job {state}" if state else "")], finished
