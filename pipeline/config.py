@@ -44,6 +44,7 @@ class RunConfig:
     mode: Literal["bottomup", "topdown", "auto", "hybrid"] = "bottomup"
     max_videos_in_flight: int = 2  # videos decoded at once
     max_batches_in_flight: int = 4  # per video, between decode and sink (the backpressure bound)
+    start_timeout_s: float = 600.0  # actors not placed by then: a clear error, not a hang
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,24 @@ def required_resources(config: Config) -> dict[str, float]:
     }
 
 
+def _wait_ready(actors: list, timeout_s: float, also_kill: list = ()) -> None:
+    """Wait for the actors' constructors. A model that fails to load is one clear error for the run
+    (not the same failure on every video); actors still unplaced after timeout_s are an error too."""
+    ready = [a.__ray_ready__.remote() for a in actors]
+    try:
+        done, waiting = ray.wait(ready, num_returns=len(ready), timeout=timeout_s)
+        ray.get(done)
+    except ray.exceptions.RayActorError as exc:
+        raise RuntimeError(f"an actor of the graph failed to start: {exc}") from exc
+    if waiting:
+        for a in [*actors, *also_kill]:
+            ray.kill(a)
+        raise RuntimeError(
+            f"{len(waiting)} actor(s) of the graph not placed after {timeout_s:g} s: no node has the CPUs/GPUs "
+            "one actor asks for (the totals fit, a single node does not), or the cluster is still scaling up; "
+            "lower the [*.resources] values or raise run.start_timeout_s")
+
+
 def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]],
                 sink_cls: type[SinkWorker] = SinkWorker) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), put in the object
@@ -98,23 +116,18 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
             )
     model_ref = ray.put(blobs)
     d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
-    graph = Graph(
-        decoders=_RoundRobin([
-            _remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side,
-                                            config.decode.max_pixels, config.decode.max_duration_s)
-            for _ in range(d.actors)
-        ]),
-        pose=_RoundRobin([_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]),
-        group=_RoundRobin([_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]),
-        sinks=[_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
-                                      config.track) for _ in range(s.actors)],
-        model_ref=model_ref,
-    )
-    actors = [*graph.decoders.actors, *graph.pose.actors, *graph.group.actors, *graph.sinks]
-    try:
-        # Wait for every constructor: a model that fails to load is one clear error for the run,
-        # not the same failure repeated on every video.
-        ray.get([a.__ray_ready__.remote() for a in actors])
-    except ray.exceptions.RayActorError as exc:
-        raise RuntimeError(f"an actor of the graph failed to start: {exc}") from exc
+    # Pose actors first, and placed before the rest are created: Ray places actors as they come,
+    # and small ones placed first can fragment a node so a pose actor fits nowhere although the
+    # totals add up (seen on a two-node cluster).
+    pose = [_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]
+    _wait_ready(pose, config.run.start_timeout_s)
+    group = [_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]
+    sinks = [_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
+                                         config.track) for _ in range(s.actors)]
+    decoders = [_remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side,
+                                                config.decode.max_pixels, config.decode.max_duration_s)
+                for _ in range(d.actors)]
+    _wait_ready([*group, *sinks, *decoders], config.run.start_timeout_s, also_kill=pose)
+    graph = Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), sinks=sinks,
+                  model_ref=model_ref)
     return graph

@@ -6,10 +6,13 @@ the run at once; actors receive the bytes and never touch the resolver or the ne
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.config import Config
+from stages.appearance import appearance, thumbnails
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
 from stages.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
 from stages.detect import build_detector
@@ -102,13 +105,15 @@ class PoseModels:
     bottomup: BottomUpNet | None
     detector: object | None  # RTMDetPerson | YoloxNano: frames -> per-frame (boxes, scores)
     topdown: TopDownKeypoints | None
+    thumb_side: int = 0  # thumbnails for the tracker's appearance descriptor; 0 = none
 
     def __call__(self, batch: FrameBatch, mode: str) -> PoseOutput:
         """bottomup: the network's maps (grouped later, on CPU); topdown: detector, then every crop
-        through the keypoint model; hybrid: both."""
+        through the keypoint model; hybrid: both. Plus frame thumbnails when appearance is on."""
         maps = self.bottomup(batch) if mode in ("bottomup", "hybrid") else None
         people = self.topdown(batch, self.detector(batch.images)) if mode in ("topdown", "hybrid") else None
-        return PoseOutput(mode=mode, maps=maps, people=people)
+        thumbs, scale = thumbnails(batch.images, self.thumb_side) if self.thumb_side else (None, 1.0)
+        return PoseOutput(mode=mode, maps=maps, people=people, thumbs=thumbs, thumb_scale=scale * batch.scale)
 
 
 class Grouping:
@@ -121,11 +126,17 @@ class Grouping:
 
     def __call__(self, out: PoseOutput) -> PoseBatch:
         if out.maps is None:
-            return out.people
-        bottom = self.grouper(out.maps)
-        if out.people is None:
-            return bottom
-        return merge_hybrid(out.people, bottom, self.hybrid.max_oks, self.hybrid.min_score)
+            people = out.people
+        elif out.people is None:
+            people = self.grouper(out.maps)
+        else:
+            people = merge_hybrid(out.people, self.grouper(out.maps), self.hybrid.max_oks, self.hybrid.min_score)
+        if out.thumbs is None:
+            return people
+        # The detector's box where there is one: it covers the person, not just the found joints.
+        boxes = np.where(np.isfinite(people.det_bbox), people.det_bbox, people.bbox)
+        thumb_of = np.searchsorted(people.frames, people.frame_index)
+        return replace(people, appearance=appearance(out.thumbs, thumb_of, boxes, out.thumb_scale))
 
 
 def build_pose_models(config: Config, blobs: dict[str, tuple[str, bytes]], device: str) -> PoseModels:
@@ -143,4 +154,4 @@ def build_pose_models(config: Config, blobs: dict[str, tuple[str, bytes]], devic
         movenet = MoveNet(blobs["topdown"][1], num_threads=config.pose.threads, providers=_providers(device),
                           max_batch=config.topdown.max_crops_per_call)
         topdown = TopDownKeypoints(movenet, config.topdown)
-    return PoseModels(bottomup, detector, topdown)
+    return PoseModels(bottomup, detector, topdown, config.track.appearance_side if config.track.reid else 0)

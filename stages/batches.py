@@ -86,6 +86,8 @@ class PoseBatch:
     det_bbox: float32[P, 4] detector box (x1, y1, x2, y2) of a top-down person, NaN for bottom-up;
     det_score: float32[P] its detector score, NaN for bottom-up.
     mode: how these people were found ("bottomup" or "topdown"), one value per batch.
+    appearance: float16[P, D] colour descriptor for re-identification (stages/appearance.py), D = 0
+      when none was computed; used by the tracker, not written to Parquet.
     """
 
     video_id: str
@@ -100,12 +102,13 @@ class PoseBatch:
     det_bbox: np.ndarray = field(default=None)  # type: ignore[assignment]
     det_score: np.ndarray = field(default=None)  # type: ignore[assignment]
     mode: str = "bottomup"
+    appearance: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         f = len(self.frames)
         p = len(self.frame_index)
         defaults = {"track_id": np.full(p, -1, np.int64), "det_bbox": np.full((p, 4), np.nan, np.float32),
-                    "det_score": np.full(p, np.nan, np.float32)}
+                    "det_score": np.full(p, np.nan, np.float32), "appearance": np.zeros((p, 0), np.float16)}
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -119,6 +122,7 @@ class PoseBatch:
         _check("track_id", self.track_id, np.int64, (p,))
         _check("det_bbox", self.det_bbox, np.float32, (p, 4))
         _check("det_score", self.det_score, np.float32, (p,))
+        _check("appearance", self.appearance, np.float16, (p, None))
 
     def __len__(self) -> int:
         return len(self.frame_index)
@@ -131,6 +135,10 @@ class PoseOutput:
     mode: str  # "bottomup", "topdown" or "hybrid"
     maps: MapBatch | None = None
     people: PoseBatch | None = None
+    # Small copies of the frames (uint8[N, h, w, 3] RGB) for the appearance descriptor computed with
+    # the people, downstream; thumb_scale = video pixels per thumbnail pixel.
+    thumbs: np.ndarray | None = None
+    thumb_scale: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def take(batch: PoseBatch, frames: np.ndarray, rows: np.ndarray) -> PoseBatch:
         batch, frames=batch.frames[frames], frame_time_s=batch.frame_time_s[frames],
         frame_index=batch.frame_index[rows], time_s=batch.time_s[rows], keypoints=batch.keypoints[rows],
         bbox=batch.bbox[rows], score=batch.score[rows], track_id=batch.track_id[rows],
-        det_bbox=batch.det_bbox[rows], det_score=batch.det_score[rows])
+        det_bbox=batch.det_bbox[rows], det_score=batch.det_score[rows], appearance=batch.appearance[rows])
 
 
 class TrackOutput:

@@ -91,7 +91,7 @@ def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: f
     b = np.nonzero(keep)[0]
     merged = {
         name: np.concatenate([getattr(top, name), getattr(bottom, name)[b]])
-        for name in ("frame_index", "time_s", "keypoints", "bbox", "track_id", "det_bbox", "det_score")
+        for name in ("frame_index", "time_s", "keypoints", "bbox", "track_id", "det_bbox", "det_score", "appearance")
     }
     merged["score"] = np.concatenate([0.5 + top.score / 2, bottom.score[b] / 2]).astype(np.float32)
     order = np.lexsort((-merged["score"], merged["frame_index"]))  # frame order, best first

@@ -13,6 +13,13 @@ more than max_gap_frames frames (counted in frame indices) ends, so a short occl
 With flip_correction, a detection whose left/right-swapped pose (FLIP_PAIRS) fits its track's
 predicted pose clearly better (by flip_margin OKS) is swapped back, keypoints and scores together.
 
+Re-identification (params.reid, when batches carry appearance descriptors): a detection that motion
+could not place is compared by clothing colour (stages/appearance.py) with the confirmed tracks
+unseen for reid_min_gap_frames or more, including those past max_gap_frames (kept in `lost` for
+reid_max_gap_frames); a pair at least reid_min_similarity alike, and near enough to where the track
+was last seen (reid_max_speed body heights per frame of the gap), continues the old track with its
+motion state restarted. This is what keeps an id through a long occlusion or an exit and re-entry.
+
 Ids: every row gets an id at once (the Parquet column must never be null), so a track takes the next
 integer when it is created, and ids are never reused within a video. min_hits decides what a
 *tentative* track (matched in fewer than min_hits frames) may do: it ends at its first missed frame
@@ -29,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from stages.appearance import similarity
 from stages.batches import COCO17_NAMES, NUM_KEYPOINTS, PoseBatch
 from stages.boxes import box_iou
 from stages.metrics import COCO_SIGMAS
@@ -63,6 +71,12 @@ class TrackParams:
     beta: float = 0.01  # One-Euro: cutoff rises by beta per px/s of joint speed (less lag when moving)
     d_cutoff: float = 1.0  # One-Euro: cutoff (Hz) for the speed estimate
     fps: float = 25.0  # frame rate for One-Euro time steps where time_s is not finite
+    reid: bool = True  # re-identify lost tracks by appearance (stages/appearance.py) after long gaps
+    appearance_side: int = 256  # px, longest side of the frame thumbnails the descriptor is taken from
+    reid_min_similarity: float = 0.85  # Bhattacharyya coefficient a re-identification needs
+    reid_min_gap_frames: int = 5  # a track unseen this long may be re-identified (shorter: motion decides)
+    reid_max_gap_frames: int = 300  # ... and is forgotten after this long (12 s at 25 fps)
+    reid_max_speed: float = 0.1  # body heights per frame a re-identified person may have moved (a run at 25 fps)
 
 
 def pair_oks(pred: np.ndarray, known: np.ndarray, det: np.ndarray, ok: np.ndarray, area: np.ndarray,
@@ -128,6 +142,8 @@ class _Track:
         self.euro_dx = np.zeros((NUM_KEYPOINTS, 2))  # last filtered speed, px/s
         self.euro_t = np.full(NUM_KEYPOINTS, np.nan)  # time of the last filtered sample
         self.lr_votes = 0  # evidence that the memory's left/right labels are right (see Tracker._frame)
+        self.app: np.ndarray | None = None  # running mean of the appearance descriptor
+        self.seen = box_cxcywh  # the last detected box (the Kalman state drifts while unseen)
 
     def predict(self, frame: int) -> None:
         if frame > self.frame:
@@ -138,6 +154,24 @@ class _Track:
         """-> (predicted keypoints float[17, 2] at frame, known bool[17])."""
         vel = self.mean[4:6] if self.kp_vel is None else self.kp_vel
         return self.kp + vel * (frame - self.kp_frame)[:, None], ~np.isnan(self.kp[:, 0])
+
+    def restart(self, frame: int, box_cxcywh: np.ndarray) -> None:
+        """Re-identified after a gap: the motion state is stale, start it again at the new box."""
+        self.mean, self.cov = _kf_init(box_cxcywh)
+        self.frame = frame
+        self.kp[:] = np.nan
+        self.kp_vel = None
+        self.euro_t[:] = np.nan
+
+    def see(self, app: np.ndarray) -> None:
+        """Fold an appearance descriptor into the running mean (halves a detection lacks keep theirs)."""
+        app = app.astype(np.float64)
+        if self.app is None:
+            self.app = app
+            return
+        halves = app.reshape(2, -1).sum(-1) > 0
+        mean = self.app.reshape(2, -1)
+        mean[halves] = 0.9 * mean[halves] + 0.1 * app.reshape(2, -1)[halves]
 
     def mirror(self) -> None:
         """Swap left and right in the pose memory and the filters (the memory was the mirrored one)."""
@@ -171,6 +205,8 @@ class Tracker:
         self.video_id: str | None = None
         self.flips_corrected = 0
         self.confirmed_ids: set[int] = set()
+        self.lost: list[_Track] = []  # confirmed tracks past max_gap_frames, kept for re-identification
+        self.reidentified = 0
 
     def __call__(self, batch: PoseBatch) -> PoseBatch:
         frames = batch.frames
@@ -195,19 +231,27 @@ class Tracker:
         ends = np.searchsorted(batch.frame_index[order], frames, side="right")
         for f, lo, hi in zip(frames.tolist(), bounds, ends):
             rows = order[lo:hi]
-            ids[rows] = self._frame(f, kps[rows], batch.bbox[rows], batch.time_s[rows], out=kps, rows=rows)
+            app = batch.appearance[rows] if batch.appearance.shape[1] else None
+            ids[rows] = self._frame(f, kps[rows], batch.bbox[rows], batch.time_s[rows], app, out=kps, rows=rows)
             self.last_frame = f
         return dataclasses.replace(batch, keypoints=kps, track_id=ids)
 
-    def _frame(self, f: int, kp: np.ndarray, bbox: np.ndarray, t: np.ndarray, out: np.ndarray, rows: np.ndarray
-               ) -> np.ndarray:
-        """One frame: kp float32[D, 17, 3], bbox float32[D, 4], t float64[D] -> ids int64[D]; writes the
-        flip-corrected / smoothed keypoints into out[rows]."""
+    def _frame(self, f: int, kp: np.ndarray, bbox: np.ndarray, t: np.ndarray, app: np.ndarray | None,
+               out: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """One frame: kp float32[D, 17, 3], bbox float32[D, 4], t float64[D], app float16[D, DIM] or None
+        -> ids int64[D]; writes the flip-corrected / smoothed keypoints into out[rows]."""
         p = self.params
         # Tracks out of time: confirmed ones after max_gap_frames missed frames (frame indices, so a
-        # strided run still measures video time), tentative ones when the previous processed frame missed them.
-        self.tracks = [tr for tr in self.tracks if (f - tr.last_frame - 1 <= p.max_gap_frames) and
-                       (tr.id in self.confirmed_ids or tr.last_frame == self.last_frame)]
+        # strided run still measures video time), tentative ones when the previous processed frame
+        # missed them. Confirmed ones with an appearance wait in `lost` for a re-identification.
+        reid = p.reid and app is not None
+        alive = [(f - tr.last_frame - 1 <= p.max_gap_frames) and
+                 (tr.id in self.confirmed_ids or tr.last_frame == self.last_frame) for tr in self.tracks]
+        if reid:
+            self.lost += [tr for tr, a in zip(self.tracks, alive) if not a and tr.id in self.confirmed_ids
+                          and tr.app is not None]
+            self.lost = [tr for tr in self.lost if f - tr.last_frame <= p.reid_max_gap_frames]
+        self.tracks = [tr for tr, a in zip(self.tracks, alive) if a]
         for tr in self.tracks:
             tr.predict(f)
         box = bbox.astype(np.float64)
@@ -241,6 +285,9 @@ class Tracker:
             r, c = linear_sum_assignment(np.where(cost <= p.match_threshold, cost, 1e6))
             matches = [(self.tracks[i], int(det[j]), int(side[i, j])) for i, j in zip(r, c)
                        if cost[i, j] <= p.match_threshold]
+        if reid:
+            matches += self._reidentify(f, [j for j in det if j not in {m[1] for m in matches}], app, box,
+                                        {id(m[0]) for m in matches})
         matched = {j for _, j, _ in matches}
         for j in det:
             if j not in matched:  # a new person (or a new false detection): new id, tentative track
@@ -264,12 +311,15 @@ class Tracker:
             elif lr < 0:
                 tr.mirror()
                 tr.lr_votes = min(1 - tr.lr_votes, p.flip_patience)
+            tr.seen = self._cxcywh(box[j])
             if tr.last_frame != f:  # an old track: a new track was initialised from this very box
-                tr.mean, tr.cov = _kf_update(tr.mean, tr.cov, self._cxcywh(box[j]))
+                tr.mean, tr.cov = _kf_update(tr.mean, tr.cov, tr.seen)
                 tr.last_frame, tr.hits = f, tr.hits + 1
             if tr.hits >= p.min_hits:
                 self.confirmed_ids.add(tr.id)
             tr.remember(xy[j], ok[j], f)
+            if app is not None and app[j].any():
+                tr.see(app[j])
             if p.smoothing:
                 self._smooth(tr, kp[j], ok[j], t[j] if np.isfinite(t[j]) else f / p.fps)
             ids[j] = tr.id
@@ -277,6 +327,39 @@ class Tracker:
             ids[j], self.next_id = self.next_id, self.next_id + 1
         out[rows] = kp
         return ids
+
+    def _reidentify(self, f: int, dets: list[int], app: np.ndarray, box: np.ndarray, taken: set[int]
+                    ) -> list[tuple[_Track, int, int]]:
+        """Detections motion could not place vs confirmed tracks unseen for >= reid_min_gap_frames
+        (coasting or lost): Hungarian on appearance similarity, pairs >= reid_min_similarity only.
+        Matched tracks restart their motion state at the detection (they may have moved anywhere)."""
+        p = self.params
+        cands = [tr for tr in self.tracks if id(tr) not in taken and tr.id in self.confirmed_ids
+                 and tr.app is not None and f - tr.last_frame >= p.reid_min_gap_frames] + self.lost
+        dets = [j for j in dets if app[j].any()]
+        if not cands or not dets:
+            return []
+        sim = np.nan_to_num(similarity(np.stack([tr.app for tr in cands]), app[dets]), nan=0.0)
+        # Nobody teleports: the new box must be within reach of where the track was last seen.
+        last = np.stack([tr.seen for tr in cands])
+        gap = np.array([f - tr.last_frame for tr in cands], np.float64)
+        centre = (box[dets, :2] + box[dets, 2:]) / 2
+        # In body heights, the taller of the two boxes: a half-hidden person's box is short.
+        height = np.maximum(last[:, None, 3], (box[dets, 3] - box[dets, 1])[None])
+        dist = np.linalg.norm(centre[None] - last[:, None, :2], axis=-1) / height
+        sim = np.where(dist <= 1 + p.reid_max_speed * gap[:, None], sim, 0.0)
+        r, c = linear_sum_assignment(-np.where(sim >= p.reid_min_similarity, sim, -1e6))
+        out = []
+        for i, k in zip(r, c):
+            if sim[i, k] >= p.reid_min_similarity:
+                tr, j = cands[i], dets[k]
+                if tr in self.lost:
+                    self.lost.remove(tr)
+                    self.tracks.append(tr)
+                tr.restart(f, self._cxcywh(box[j]))
+                self.reidentified += 1
+                out.append((tr, j, 0))
+        return out
 
     @staticmethod
     def _cxcywh(b: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from stages.decode import video_id_for
 VIDEOS = [EVAL / "videos" / "mmtracking_demo.mp4", EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"]
 # The head has 1 CPU, taken by decode + group + sink (0.5 + 0.25 + 0.25); the pose actor asks for
 # 2 CPUs, which only the second node has: every batch crosses between the nodes twice.
-PLACED = "[decode]\nbatch_size = 4\n[pose.resources]\nnum_cpus = 2.0\n"
+PLACED = "[run]\nstart_timeout_s = 60.0\n[decode]\nbatch_size = 4\n[pose.resources]\nnum_cpus = 2.0\n"
 
 
 def _node_of(actor) -> str:
