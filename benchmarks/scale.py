@@ -19,12 +19,11 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import ray
-from throughput import RssSampler, repeat_video
+from throughput import PeakSampler, RssSampler, repeat_video
 
 from pipeline.config import load_config, mode_file
 from pipeline.runner import Runner
@@ -33,33 +32,20 @@ REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))
 
 
-class PlasmaSampler:
+class PlasmaSampler(PeakSampler):
     """Peak object-store use in MiB across the cluster."""
 
     def __init__(self, period_s: float = 0.1):
         from ray._private.internal_api import memory_summary  # what `ray memory --stats-only` prints
 
+        super().__init__(period_s)
         self._summary = memory_summary
         self.address = ray.get_runtime_context().gcs_address
-        self.period_s = period_s
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            text = self._summary(address=self.address, stats_only=True)
-            m = re.search(r"Plasma memory usage (\d+) MiB", text)
-            self.peak = max(self.peak, float(m.group(1)) if m else 0.0)
-            time.sleep(self.period_s)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def measure(self) -> float:
+        text = self._summary(address=self.address, stats_only=True)
+        m = re.search(r"Plasma memory usage (\d+) MiB", text)
+        return float(m.group(1)) if m else 0.0
 
 
 def run(config, videos: list[Path], out: Path) -> dict:

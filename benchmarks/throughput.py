@@ -52,26 +52,21 @@ def repeat_video(src: Path, dst: Path, times: int) -> Path:
     return dst
 
 
-class RssSampler:
-    """Peak of the summed resident memory of this process and every Ray process."""
+class PeakSampler:
+    """Peak of measure() sampled every period_s seconds on a thread, inside a `with` block."""
 
     def __init__(self, period_s: float = 0.1):
         self.period_s = period_s
-        self.peak = 0
+        self.peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _total(self) -> int:
-        total = 0
-        for proc in psutil.process_iter(["cmdline", "memory_info"]):
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if proc.pid == os.getpid() or "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd:
-                total += proc.info["memory_info"].rss if proc.info["memory_info"] else 0
-        return total
+    def measure(self) -> float:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
+            self.peak = max(self.peak, self.measure())
             time.sleep(self.period_s)
 
     def __enter__(self):
@@ -81,6 +76,18 @@ class RssSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class RssSampler(PeakSampler):
+    """Peak of the summed resident memory (bytes) of this process and every Ray process."""
+
+    def measure(self) -> float:
+        total = 0
+        for proc in psutil.process_iter(["cmdline", "memory_info"]):
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.pid == os.getpid() or "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd:
+                total += proc.info["memory_info"].rss if proc.info["memory_info"] else 0
+        return total
 
 
 def bare_forward_fps(config, video: Path, max_frames: int = 200) -> tuple[float, list]:
