@@ -8,8 +8,8 @@
     frames/s over the whole run and over its steady state (first batch written -> end);
 then b/a, grouping ms/frame, and the peak summed RSS of all Ray processes for a video and for the
 same video made 10x longer (its packets repeated with shifted timestamps);
-(c) with --track-ab, (b) again with tracking off (track.enabled = false): the cost of tracking as
-    the ratio of the two per-video times, and the tracker's own time in the sink actor.
+(c) with --track-ab, (b) again with tracking off (track.enabled = false, track.reid = false): the cost
+    of tracking as the ratio of the two per-video times, and the tracker's own time in the sink actor.
 """
 from __future__ import annotations
 
@@ -149,7 +149,9 @@ def main() -> None:
         tmp = Path(tmp)
         b = pipeline_run(config, video, tmp / "out_b")
         if args.track_ab:
-            off = dataclasses.replace(config, track=dataclasses.replace(config.track, enabled=False))
+            # Off means no association and no appearance (thumbnails in the pose actor, histograms in
+            # grouping): everything tracking adds to the graph.
+            off = dataclasses.replace(config, track=dataclasses.replace(config.track, enabled=False, reid=False))
             b_off = pipeline_run(off, video, tmp / "out_b_off")
         if not args.no_memory:
             long1 = Path(args.long_video)
