@@ -8,8 +8,9 @@
     frames/s over the whole run and over its steady state (first batch written -> end);
 then b/a, grouping ms/frame, and the peak summed RSS of all Ray processes for a video and for the
 same video made 10x longer (its packets repeated with shifted timestamps);
-(c) with --track-ab, (b) again with tracking off (track.enabled = false, track.reid = false): the cost
-    of tracking as the ratio of the two per-video times, and the tracker's own time in the sink actor.
+(c) with --track-ab N, N pairs of (b) with tracking off (track.enabled = false, track.reid = false) and
+    on, alternating: the cost of tracking as the median ratio of per-video times, and the tracker's
+    own time in the sink actor.
 """
 from __future__ import annotations
 
@@ -136,7 +137,8 @@ def main() -> None:
     ap.add_argument("--long-video", default=str(EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"),
                     help="video for the 1x vs 10x memory comparison")
     ap.add_argument("--config", default=None)
-    ap.add_argument("--track-ab", action="store_true", help="also run (b) with tracking off")
+    ap.add_argument("--track-ab", type=int, default=0, metavar="N",
+                    help="also N pairs of runs with tracking off / on, alternating")
     ap.add_argument("--no-memory", action="store_true", help="skip the 1x vs 10x memory runs")
     args = ap.parse_args()
     config = load_config(mode_file("bottomup"), *([args.config] if args.config else []))
@@ -148,11 +150,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         b = pipeline_run(config, video, tmp / "out_b")
+        ratios = []
         if args.track_ab:
             # Off means no association and no appearance (thumbnails in the pose actor, histograms in
-            # grouping): everything tracking adds to the graph.
+            # grouping): everything tracking adds to the graph. On and off alternate, so drift in
+            # this machine's speed (10% between runs here) hits both alike; the median ratio is reported.
             off = dataclasses.replace(config, track=dataclasses.replace(config.track, enabled=False, reid=False))
-            b_off = pipeline_run(off, video, tmp / "out_b_off")
+            for k in range(args.track_ab):
+                b_off = pipeline_run(off, video, tmp / f"out_b_off{k}")
+                b_on = b if k == 0 else pipeline_run(config, video, tmp / f"out_b_on{k}")
+                ratios.append(b_on["video_wall_s"] / b_off["video_wall_s"])
         if not args.no_memory:
             long1 = Path(args.long_video)
             long10 = repeat_video(long1, tmp / "long10.mp4", 10)
@@ -173,9 +180,9 @@ def main() -> None:
               f"{1000 * s['busy_s'] / b['frames']:.1f} ms/frame")
     if args.track_ab:
         track_s = b["stages"]["sink"].get("track_s", 0.0)
-        print(f"(c) tracking off, per video   {b_off['video_fps']:7.2f} frames/s; tracking on/off time ratio "
-              f"{b['video_wall_s'] / b_off['video_wall_s']:.3f}; tracker time {track_s:.1f} s = "
-              f"{100 * track_s / b['video_wall_s']:.1f}% of the run (in the sink actor, beside the pose actor)")
+        print(f"(c) tracking on/off time ratio per pair {', '.join(f'{r:.3f}' for r in ratios)}; median "
+              f"{sorted(ratios)[len(ratios) // 2]:.3f}; tracker time {track_s:.1f} s = "
+              f"{100 * track_s / b['video_wall_s']:.1f}% of the first run (in the sink actor, beside the pose actor)")
     if args.no_memory:
         return
     print(f"peak RSS {long1.name}: 1x ({r1['frames']} frames) {r1['peak_rss_mb']:.0f} MB, "
