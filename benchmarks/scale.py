@@ -75,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     config = load_config(mode_file(args.mode), *([args.config] if args.config else []))
     four = dataclasses.replace(config, run=dataclasses.replace(config.run, max_videos_in_flight=4))
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         short = Path(args.short)

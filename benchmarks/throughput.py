@@ -146,7 +146,7 @@ def main() -> None:
 
     fps_a, map_batches = bare_forward_fps(config, video)
     group_ms = grouping_ms_per_frame(config, map_batches)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         b = pipeline_run(config, video, tmp / "out_b")

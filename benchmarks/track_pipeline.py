@@ -80,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     track_a = EVAL / "crowd_synth" / "track_a"
     videos = [EVAL / "videos" / v for v in args.videos.split(",") if v]
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     for mode in args.modes.split(","):
         config = load_config(mode_file(mode), *([args.config] if args.config else []))
         with tempfile.TemporaryDirectory() as tmp:

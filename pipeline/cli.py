@@ -32,8 +32,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     runner = Runner(config, args.out, progress=not args.no_progress)  # resolves weights: fails before Ray starts
     if not ray.is_initialized():
         # Quiet workers: the progress bars are the output. An address joins an existing cluster
-        # ("auto", "HOST:PORT", or "ray://HOST:PORT" through Ray Client from outside it).
-        ray.init(address=args.address, log_to_driver=args.verbose, include_dashboard=False if not args.address else None,
+        # ("auto", "HOST:PORT", or "ray://HOST:PORT" through Ray Client from outside it); without
+        # one the run gets a Ray of its own, even where a `ray start` cluster is up on this machine.
+        ray.init(address=args.address or "local", log_to_driver=args.verbose,
+                 include_dashboard=False if not args.address else None,
                  num_cpus=args.num_cpus if not args.address else None)
     rows = runner.run(videos)
     bad = [r for r in rows if r["status"] != "ok"]

@@ -30,7 +30,7 @@ FAST = "[decode]\nbatch_size = 4\n"
 @pytest.fixture(scope="module")
 def gpu_ray():
     # Two logical GPUs: Ray places and accounts for them without any real device behind them.
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

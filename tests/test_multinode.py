@@ -37,7 +37,7 @@ def test_batch_across_two_nodes_equals_single_node(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert pose_node == worker.node_id and worker.node_id not in other  # really two nodes at work
 
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
         single = Runner(config, tmp_path / "one_node", progress=False).run([str(v) for v in VIDEOS])
     finally:
