@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from pipeline.config import Config
+from stages.sink import DONE_STATUSES
 
 _CHUNK = 1 << 20  # hashed at each end of a file: enough to tell re-encodes and truncations apart
 
@@ -88,7 +89,7 @@ def done_ids(rows: list[dict], wanted: dict[str, tuple[str, str | None]], cfg_ha
     done = set()
     for row in rows:
         want = wanted.get(row.get("video_id"))
-        if (want and row.get("status") in ("ok", "truncated") and want[1] is not None
+        if (want and row.get("status") in DONE_STATUSES and want[1] is not None
                 and row.get("path") == want[0] and row.get("fingerprint") == want[1]
                 and row.get("config_hash") == cfg_hash):
             done.add(row["video_id"])

@@ -89,13 +89,13 @@ class Runner:
             "fingerprint": v.fingerprint, "config_hash": self.config_hash,
         }
 
-    def _start(self, path: str, video_id: str, slot: int) -> _Video | dict:
-        """Open a video on a decoder; a bad file returns its failed row instead."""
+    def _start(self, path: str, video_id: str, fp: str | None, slot: int) -> _Video | dict:
+        """Open a video on a decoder (fp: its content fingerprint); a bad file returns its failed row instead."""
         decoder = self.graph.decoders.next()
         meta = ray.get(decoder.open.remote(path, video_id))
         bar = tqdm(total=meta.get("frame_count") or None, desc=video_id[:32], unit="frame",
                    position=slot, leave=True, disable=not self.progress)
-        v = _Video(path=path, video_id=video_id, fingerprint=fingerprint(path), decoder=decoder, meta=meta,
+        v = _Video(path=path, video_id=video_id, fingerprint=fp, decoder=decoder, meta=meta,
                    bar=bar, switch=AutoSwitch(self.config.auto) if self.config.run.mode == "auto" else None)
         sink = self.graph.sink_for(video_id)
         self.job.video(video_id, status="running", frame_count=meta.get("frame_count"))
@@ -159,15 +159,16 @@ class Runner:
             return {**row, "video_id": v.video_id, "status": "failed", "error": v.error, "frames": 0,
                     "people_rows": 0}
 
-    def plan(self, paths: list[str]) -> tuple[list[tuple[int, str, str]], dict[int, dict]]:
-        """(videos to process as (index, path, video_id), rows of those already done by index)."""
+    def plan(self, paths: list[str]) -> tuple[list[tuple[int, str, str, str | None]], dict[int, dict]]:
+        """(videos to process as (index, path, video_id, fingerprint), rows of those already done by index)."""
         ids = [video_id_for(p) for p in paths]
+        fps = [fingerprint(p) for p in paths]  # read once: the rows written later carry the same value
         existing = {r["video_id"]: r for r in read_video_rows(self.out)}
-        done = done_ids(list(existing.values()), {i: (p, fingerprint(p)) for i, p in zip(ids, paths)},
+        done = done_ids(list(existing.values()), {i: (p, fp) for i, p, fp in zip(ids, paths, fps)},
                         self.config_hash)
         # Published files without a final videos row are leftovers of a killed run: never visible.
         remove_unfinished(self.out, {vid for vid, r in existing.items() if r.get("status") in DONE_STATUSES})
-        todo = [(i, p, vid) for i, (p, vid) in enumerate(zip(paths, ids)) if vid not in done]
+        todo = [(i, p, vid, fp) for i, (p, vid, fp) in enumerate(zip(paths, ids, fps)) if vid not in done]
         return todo, {i: {**existing[vid], "skipped": True} for i, vid in enumerate(ids) if vid in done}
 
     def run(self, paths: list[str]) -> list[dict]:
@@ -178,7 +179,7 @@ class Runner:
             raise ValueError(f"videos given more than once: {', '.join(twice)}")
         todo, rows = self.plan(paths)
         self.job = JobFile(self.out, paths, self.config, self.config_hash)
-        for i, path, vid in todo:
+        for _, path, vid, _ in todo:
             self.job.video(vid, path=path, status="queued")
         for i in rows:
             self.job.video(rows[i]["video_id"], path=paths[i], status="skipped")
@@ -194,8 +195,8 @@ class Runner:
         active: dict[int, _Video] = {}
         while pending or active:
             while pending and len(active) < self.config.run.max_videos_in_flight:
-                i, path, vid = pending.popleft()
-                started = self._start(path, vid, slot=len(active))
+                i, path, vid, fp = pending.popleft()
+                started = self._start(path, vid, fp, slot=len(active))
                 if isinstance(started, dict):
                     rows[i] = started
                     self.job.video(vid, status=started["status"])

@@ -286,8 +286,9 @@ class Tracker:
             matches = [(self.tracks[i], int(det[j]), int(side[i, j])) for i, j in zip(r, c)
                        if cost[i, j] <= p.match_threshold]
         if reid:
-            matches += self._reidentify(f, [j for j in det if j not in {m[1] for m in matches}], app, box,
-                                        {id(m[0]) for m in matches})
+            placed = {j for _, j, _ in matches}
+            matches += self._reidentify(f, [j for j in det if j not in placed], app, box,
+                                        {id(tr) for tr, _, _ in matches})
         matched = {j for _, j, _ in matches}
         for j in det:
             if j not in matched:  # a new person (or a new false detection): new id, tentative track
