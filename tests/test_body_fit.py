@@ -1,0 +1,115 @@
+"""Fitting recovers bodies it can know: poses and shapes sampled from the body model itself,
+projected with a known camera, 2 px noise, 20% of the keypoints dropped (tests/body_synth.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stages.body.fit import BodyFitter, FitParams
+from tests.body_synth import pa_mpjpe, sample_track
+
+# Monocular fitting cannot tell a bone tilted towards the camera from one tilted away when its 2D
+# image is the same, so even a perfect model leaves an error: SMPLify reports 82 mm PA-MPJPE on
+# Human3.6M with a real-vs-model mismatch; here the model is exact and we measure ~40 mm (Anny),
+# so 60 mm leaves room for seeds and still fails a fit that gets limbs wrong (rest pose: ~150 mm).
+PA_MPJPE_BOUND_M = 0.060
+
+
+def _batch(tracks):
+    kps = np.concatenate([t.keypoints for t in tracks])
+    joints = np.concatenate([t.joints for t in tracks])
+    track_id = np.concatenate([np.full(len(t.keypoints), i, np.int64) for i, t in enumerate(tracks)])
+    frame_index = np.concatenate([np.arange(len(t.keypoints), dtype=np.int64) for t in tracks])
+    return kps, joints, track_id, frame_index
+
+
+def _errors(result, joints):
+    return np.array([pa_mpjpe(result.joints[i], joints[r]) for i, r in enumerate(result.rows)])
+
+
+@pytest.fixture(scope="module")
+def anny():
+    from stages.body.anny_body import AnnyBody
+
+    return AnnyBody()
+
+
+def test_anny_round_trip_adults_and_children(anny):
+    rng = np.random.default_rng(1)
+    ages = [0.33, 0.67, 0.4, 0.9]  # child, young adult, older child, old
+    tracks = [sample_track(anny, np.array([rng.uniform(0.2, 0.8), a, 0.5, 0.5, 0.5, 0.5]), 12, rng) for a in ages]
+    kps, joints, track_id, frame_index = _batch(tracks)
+    fitter = BodyFitter(anny)
+    result = fitter.fit("v", kps, track_id, frame_index, (1280, 720))
+    err = _errors(result, joints)
+    assert len(result.rows) >= 0.9 * len(kps)
+    assert np.median(err) < PA_MPJPE_BOUND_M, np.median(err)
+    assert np.isfinite(result.joints).all() and np.isfinite(result.translation).all()
+    assert np.median(result.reproj_px) < 4.0  # 2 px noise per axis: ~2.5 px expected
+    # One shape per track, and the fitted joints keep the input's low-confidence flags.
+    assert sorted(fitter.shapes("v")) == [0, 1, 2, 3]
+    assert (result.low_conf == (kps[result.rows, :, 2] < 0.3)).all()
+
+
+def test_child_and_adult_at_unknown_depth_are_told_apart(anny):
+    """Same pose family, a child (age 1/3) near and an adult (2/3) far, so both are the same size
+    in the image: only proportions tell them apart, and the fitted age phenotype must."""
+    rng = np.random.default_rng(7)
+    child = sample_track(anny, np.array([0.5, 1 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(2.5, 2.6))
+    adult = sample_track(anny, np.array([0.5, 2 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(3.3, 3.4))
+    kps, _, track_id, frame_index = _batch([child, adult])
+    fitter = BodyFitter(anny)
+    fitter.fit("v", kps, track_id, frame_index, (1280, 720))
+    age = {t: s[anny.shape_names.index("age")] for t, s in fitter.shapes("v").items()}
+    assert age[0] < age[1] - 0.05, age
+
+
+def test_smpl_format_round_trip(tmp_path):
+    """The SMPL path end to end on the test's own SMPL-format model (tests/smpl_fixture.py: tube limbs,
+    a cylinder head, so its face points say little about the head's turn). Measured there: 97 mm median
+    PA-MPJPE (73 mm with betas 0), against 131 mm for the root-only fit with the limbs at rest; the
+    bound asks for under 120 mm and at least 15% better than the limbs at rest. Weaker than Anny's
+    (~40 mm): the fake model, not the path, is the open question (see the issue note)."""
+    from stages.body.smpl_body import SmplBody
+    from tests.smpl_fixture import write_fake_smpl
+
+    write_fake_smpl(tmp_path)
+    smpl = SmplBody(tmp_path)
+    rng = np.random.default_rng(3)
+    tracks = [sample_track(smpl, rng.normal(0, 0.7, 10).astype(np.float32), 12, rng) for _ in range(2)]
+    kps, joints, track_id, frame_index = _batch(tracks)
+    result = BodyFitter(smpl).fit("v", kps, track_id, frame_index, (1280, 720))
+    rest = BodyFitter(smpl, FitParams(iters_full=0)).fit("v", kps, track_id, frame_index, (1280, 720))
+    err, rest_err = np.median(_errors(result, joints)), np.median(_errors(rest, joints))
+    assert err < 0.120 and err < 0.85 * rest_err, (err, rest_err)
+    assert result.bone_rotvec.shape[1:] == (24, 3)
+    assert np.median(result.reproj_px) < 4.0
+
+
+def test_too_few_confident_joints_are_skipped_and_counted(anny):
+    rng = np.random.default_rng(5)
+    track = sample_track(anny, anny.shape_default.numpy(), 6, rng)
+    kps = track.keypoints.copy()
+    kps[2:4, 3:, 2] = 0.0  # two frames keep only nose and eyes
+    kps[2:4, 3:, :2] = np.nan
+    result = BodyFitter(anny).fit("v", kps, np.zeros(6, np.int64), np.arange(6, dtype=np.int64), (1280, 720))
+    assert list(result.rows) == [0, 1, 4, 5]
+    assert result.skipped == {"few_confident_joints": 2}
+    nothing = BodyFitter(anny).fit("v", kps[2:4], np.zeros(2, np.int64), np.arange(2, dtype=np.int64), (1280, 720))
+    assert len(nothing.rows) == 0 and nothing.skipped == {"few_confident_joints": 2}
+
+
+def test_warm_start_continues_a_track_with_its_frozen_shape(anny):
+    rng = np.random.default_rng(11)
+    track = sample_track(anny, np.array([0.5, 0.6, 0.5, 0.5, 0.5, 0.5]), 16, rng)
+    fitter = BodyFitter(anny, FitParams())
+    ids = np.zeros(8, np.int64)
+    first = fitter.fit("v", track.keypoints[:8], ids, np.arange(8, dtype=np.int64), (1280, 720))
+    shape = fitter.shapes("v")[0].copy()
+    second = fitter.fit("v", track.keypoints[8:], ids, np.arange(8, 16, dtype=np.int64), (1280, 720))
+    assert np.array_equal(fitter.shapes("v")[0], shape)
+    err = np.concatenate([_errors(first, track.joints[:8]), _errors(second, track.joints[8:])])
+    assert np.median(err) < PA_MPJPE_BOUND_M
+    fitter.close("v")
+    assert fitter.shapes("v") == {}
