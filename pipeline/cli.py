@@ -7,11 +7,15 @@ Exit status: 0 every video ok; 1 some video failed or was truncated (see OUT/vid
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import os
 import sys
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config, mode_file
 from pipeline.inputs import InputError, expand_inputs
+from stages.body.errors import BodyModelError
 from stages.weights import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _config(args: argparse.Namespace):
     files = [mode_file(args.mode)] + ([args.config] if args.config else [])
-    return load_config(*files)
+    config = load_config(*files)
+    if getattr(args, "mesh", False) or getattr(args, "body_model", None):
+        mesh = config.mesh
+        mesh = dataclasses.replace(mesh, enabled=mesh.enabled or args.mesh,
+                                   body_model=args.body_model or mesh.body_model,
+                                   body_model_path=args.body_model_path or mesh.body_model_path)
+        config = dataclasses.replace(config, mesh=mesh)  # a new frozen config, built before the run starts
+    return config
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -36,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # one the run gets a Ray of its own, even where a `ray start` cluster is up on this machine.
         ray.init(address=args.address or "local", log_to_driver=args.verbose,
                  include_dashboard=False if not args.address else None,
-                 num_cpus=args.num_cpus if not args.address else None)
+                 num_cpus=None if args.address else args.num_cpus or _local_cpus(config))
     rows = runner.run(videos)
     bad = [r for r in rows if r["status"] != "ok"]
     skipped = sum(1 for r in rows if r.get("skipped"))
@@ -45,6 +56,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(line + (f"  error: {r['error']}" if r["error"] else "") + ("  (done earlier)" if r.get("skipped") else ""))
     print(f"{len(rows) - len(bad)}/{len(rows)} videos ok ({skipped} done earlier); output in {runner.out}")
     return 1 if bad else 0
+
+
+def _local_cpus(config) -> int:
+    """A local Ray's logical CPUs: the machine's, or what the config's actors reserve if more (the
+    mesh stage adds a CPU share to the four that fill a 2-core laptop; logical units only place)."""
+    from pipeline.graph import required_resources
+
+    return max(os.cpu_count() or 1, math.ceil(required_resources(config)["CPU"] - 1e-9))
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -87,6 +106,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if finished and not any(line.startswith(("failed", "truncated")) for line in lines) else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """One fitted track of OUT as BVH / GLB (animation) or OBJ (one frame's mesh)."""
+    from stages.body.export import write_bvh, write_obj
+    from stages.body.export_gltf import write_glb
+    from stages.body.load import load_body_model
+    from stages.body.read import OutputError, read_track
+
+    try:
+        motion = read_track(args.out, args.video, args.track)
+        model = load_body_model(motion.body_model, args.body_model_path or "")
+        if args.format == "bvh":
+            write_bvh(model, motion, args.output)
+        elif args.format == "glb":
+            write_glb(model, motion, args.output)
+        else:
+            frame = int(motion.frame_index[0]) if args.frame is None else args.frame
+            write_obj(model, motion, frame, args.output)
+    except (OutputError, ValueError) as exc:
+        print(f"posepipe export: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: track {args.track} of {args.video}, {len(motion.frame_index)} fitted frames "
+          f"({int(motion.frame_index[0])}..{int(motion.frame_index[-1])})")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pipeline.evaluate import evaluate
 
@@ -124,6 +168,10 @@ def parser() -> argparse.ArgumentParser:
     run_args.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     run_args.add_argument("--no-progress", action="store_true", help="no progress bars")
     run_args.add_argument("--verbose", action="store_true", help="show Ray worker logs")
+    run_args.add_argument("--mesh", action="store_true", help="fit a 3D body to every tracked person ([mesh])")
+    run_args.add_argument("--body-model", choices=["anny", "smpl"], default=None,
+                          help="body model for --mesh (default anny; smpl needs --body-model-path)")
+    run_args.add_argument("--body-model-path", default=None, help="folder with the user's SMPL_NEUTRAL.npz")
 
     run = sub.add_parser("run", parents=[run_args], help="videos -> keypoints in Parquet")
     run.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
@@ -140,6 +188,16 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="per-video progress of a job's output")
     status.add_argument("out", help="the job's output folder or URI")
     status.set_defaults(func=_cmd_status)
+
+    ex = sub.add_parser("export", help="one fitted track (needs a --mesh run) as BVH, GLB or OBJ")
+    ex.add_argument("out", help="the job's output folder or URI")
+    ex.add_argument("--video", required=True, help="video id (see posepipe status OUT)")
+    ex.add_argument("--track", required=True, type=int, help="track id")
+    ex.add_argument("--format", required=True, choices=["bvh", "glb", "obj"])
+    ex.add_argument("-o", "--output", required=True, help="file to write")
+    ex.add_argument("--frame", type=int, default=None, help="obj: the video frame (default the track's first)")
+    ex.add_argument("--body-model-path", default=None, help="smpl: the folder the run used")
+    ex.set_defaults(func=_cmd_export)
 
     ev = sub.add_parser("eval", parents=[common], help="COCO keypoint AP/AR and PCK on an image set")
     ev.add_argument("--gt", required=True, help="COCO keypoints json")
@@ -160,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, WeightsError, InputError) as exc:
+    except (ConfigError, WeightsError, InputError, BodyModelError) as exc:
         print(f"posepipe: {exc}", file=sys.stderr)
         return 2
 

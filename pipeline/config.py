@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from stages.body.params import FitParams
 from stages.bottomup import BottomUpParams
 from stages.detect import DetectorParams
 from stages.modes import AutoParams, HybridParams
@@ -85,6 +86,19 @@ class SinkConfig:
 
 
 @dataclass(frozen=True)
+class MeshConfig:
+    """The 3D body stage (after tracking): off unless `posepipe run --mesh` or enabled = true."""
+
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=1.0))
+    enabled: bool = False
+    body_model: Literal["anny", "smpl"] = "anny"
+    body_model_path: str = ""  # smpl: the folder holding the user's SMPL_NEUTRAL.npz (never shipped)
+    chunk_frames: int = 32  # frames of a video fitted together (one batched optimisation)
+    threads: int = 1  # intra-op threads per mesh actor on CPU
+    fit: FitParams = field(default_factory=FitParams)
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -97,6 +111,7 @@ class Config:
     track: TrackParams = field(default_factory=TrackParams)
     group: GroupConfig = field(default_factory=GroupConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
 def _check_value(name: str, value: Any, hint: Any, source: str) -> None:

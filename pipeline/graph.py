@@ -4,6 +4,11 @@
               (CPU; holds      (GPU or CPU: network   (CPU: peaks, PAF       (CPU: tracking + writer;
                the readers)     maps and/or detector   matching, assembly,    a video always goes to
                                 + keypoint crops)      hybrid merge)          the same one, in order)
+                                                                                 |  tracked rows  ^ bodies rows
+                                                                                 v                |
+                                                                              MeshWorker (--mesh; GPU or CPU:
+                                                                              body fits per chunk of frames,
+                                                                              a video always on the same one)
 
 Each box is a pool of actors whose count and logical resources come from the config
 (`[decode.resources]`, `[pose.resources]`, ...). Batches move actor to actor through the object
@@ -19,13 +24,14 @@ from dataclasses import dataclass
 import ray
 
 from pipeline.config import Config, ConfigError, StageResources
-from pipeline.workers import DecodeWorker, GroupWorker, PoseWorker, SinkWorker
+from pipeline.workers import DecodeWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker
 
 
 def _remote(cls: type, res: StageResources):
-    # Retries of an actor method only make sense for deterministic stages; the sink's writes
-    # are not retried (a half-applied write is caught by its order check and fails the video).
-    retries = 0 if issubclass(cls, SinkWorker) else -1
+    # Retries of an actor method only make sense for stateless deterministic stages; the sink's
+    # writes are not retried (a half-applied write is caught by its order check and fails the
+    # video), nor the mesh stage's (its held chunk and warm starts die with it: the video fails).
+    retries = 0 if issubclass(cls, (SinkWorker, MeshWorker)) else -1
     return ray.remote(
         num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=res.max_restarts,
         max_task_retries=retries if res.max_restarts else 0,
@@ -48,22 +54,51 @@ class Graph:
     group: _RoundRobin
     sinks: list  # a video's sink is chosen by a stable hash of its id: one writer per video
     model_ref: ray.ObjectRef  # held so restarted pose actors can still read their constructor argument
+    meshes: list = ()  # mesh actors (empty without --mesh); a video's is chosen like its sink
 
     def sink_for(self, video_id: str):
         return self.sinks[sum(video_id.encode()) % len(self.sinks)]
 
-    def submit_batch(self, frames_ref, video_id: str, mode: str, model: str):
-        """Chain one batch through pose -> group -> sink; returns the sink's (frames, people, per frame) ref."""
+    def mesh_for(self, video_id: str):
+        return self.meshes[sum(video_id.encode()) % len(self.meshes)]
+
+    def submit_batch(self, frames_ref, video_id: str, mode: str, model: str, image_size: tuple[int, int]):
+        """Chain one batch through pose -> group -> sink (-> mesh -> sink); returns a ref to the sink's
+        (frames, people, per frame), ready when every row of the batch is written."""
         pose_ref = self.pose.next().process.remote(frames_ref, mode)
         people_ref = self.group.next().process.remote(pose_ref)
-        return self.sink_for(video_id).write.remote(people_ref, model)
+        sink = self.sink_for(video_id)
+        if not self.meshes:
+            return sink.write.remote(people_ref, model)
+        info_ref, rows_ref = sink.write_tracked.options(num_returns=2).remote(people_ref, model)
+        bodies_ref = self.mesh_for(video_id).fit.remote(rows_ref, image_size)
+        return sink.write_bodies.remote(video_id, bodies_ref, info_ref)
+
+    def finish_video(self, video_id: str, row: dict, image_size: tuple[int, int]):
+        """Ref to the sink's final videos row: the held rows flushed (and fitted, with --mesh), files published."""
+        sink = self.sink_for(video_id)
+        if not self.meshes:
+            return sink.finish.remote(video_id, row)
+        end_ref = self.mesh_for(video_id).finish.remote(sink.flush.remote(video_id), image_size)
+        return sink.finish.remote(video_id, row, end_ref)
+
+    def open_video(self, video_id: str) -> None:
+        ray.get([self.sink_for(video_id).open.remote(video_id),
+                 *([self.mesh_for(video_id).open.remote(video_id)] if self.meshes else [])])
+
+    def fail_video(self, video_id: str, row: dict):
+        if self.meshes:
+            self.mesh_for(video_id).drop.remote(video_id)
+        return self.sink_for(video_id).fail.remote(video_id, row)
 
 
     def stage_stats(self) -> dict[str, dict]:
         """Per stage: summed busy seconds, calls, and busy fraction of the actors' lifetime."""
         out = {}
         for name, actors in (("decode", self.decoders.actors), ("pose", self.pose.actors),
-                             ("group", self.group.actors), ("sink", self.sinks)):
+                             ("group", self.group.actors), ("sink", self.sinks), ("mesh", list(self.meshes))):
+            if not actors:
+                continue
             stats = ray.get([a.stats.remote() for a in actors])
             busy = sum(s["busy_s"] for s in stats)
             alive = sum(s["alive_s"] for s in stats)
@@ -77,6 +112,7 @@ class Graph:
 def required_resources(config: Config) -> dict[str, float]:
     """Logical CPUs and GPUs the graph's actors reserve in all."""
     stages = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
+    stages += (config.mesh.resources,) if config.mesh.enabled else ()
     return {
         "CPU": sum(r.actors * r.num_cpus for r in stages),
         "GPU": sum(r.actors * r.num_gpus for r in stages),
@@ -127,7 +163,9 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     decoders = [_remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side,
                                                 config.decode.max_pixels, config.decode.max_duration_s)
                 for _ in range(d.actors)]
-    _wait_ready([*group, *sinks, *decoders], config.run.start_timeout_s, also_kill=pose)
+    m = config.mesh.resources
+    meshes = [_remote(MeshWorker, m).remote(config) for _ in range(m.actors)] if config.mesh.enabled else []
+    _wait_ready([*group, *sinks, *decoders, *meshes], config.run.start_timeout_s, also_kill=pose)
     graph = Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), sinks=sinks,
-                  model_ref=model_ref)
+                  model_ref=model_ref, meshes=meshes)
     return graph

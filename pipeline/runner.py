@@ -24,6 +24,7 @@ from pipeline.inputs import config_hash, done_ids, fingerprint
 from pipeline.jobfile import JobFile
 from pipeline.models import choose_models, model_blobs, model_label
 from pipeline.workers import SinkWorker
+from stages.body.load import check_body_model
 from stages.decode import video_id_for
 from stages.modes import AutoSwitch
 from stages.sink import DONE_STATUSES, read_video_rows, remove_unfinished
@@ -57,6 +58,11 @@ def _absolute(out: str | Path) -> str:
     return out if "://" in out else str(Path(out).absolute())
 
 
+def _size(meta: dict) -> tuple[int, int]:
+    """(width, height) of the upright video: the frame the keypoints are in (the mesh stage's camera)."""
+    return int(meta.get("width") or 0), int(meta.get("height") or 0)
+
+
 class Runner:
     """Runs one job: a list of videos -> OUT (a folder or a pyarrow.fs URI).
 
@@ -70,6 +76,8 @@ class Runner:
         self.progress = progress
         self.sink_cls = sink_cls
         self.models = choose_models(config)  # resolved before Ray work: a missing file fails fast
+        if config.mesh.enabled:  # SMPL files checked, Anny's cache built once per machine, before Ray starts
+            check_body_model(config.mesh.body_model, config.mesh.body_model_path)
         self.config_hash = config_hash(config)
         self.graph: Graph | None = None
         self.stage_stats: dict = {}
@@ -97,13 +105,12 @@ class Runner:
                    position=slot, leave=True, disable=not self.progress)
         v = _Video(path=path, video_id=video_id, fingerprint=fp, decoder=decoder, meta=meta,
                    bar=bar, switch=AutoSwitch(self.config.auto) if self.config.run.mode == "auto" else None)
-        sink = self.graph.sink_for(video_id)
         self.job.video(video_id, status="running", frame_count=meta.get("frame_count"))
         if "error" in meta:
             v.error = meta["error"]
             bar.close()
-            return ray.get(sink.fail.remote(video_id, self._row(v)))
-        ray.get(sink.open.remote(video_id))
+            return ray.get(self.graph.fail_video(video_id, self._row(v)))
+        self.graph.open_video(video_id)
         return v
 
     def _top_up(self, v: _Video) -> None:
@@ -121,7 +128,7 @@ class Runner:
             if info["frames"]:
                 mode = v.switch.mode if v.switch else self.config.run.mode
                 v.sink_q.append(self.graph.submit_batch(
-                    frames_ref, v.video_id, mode, model_label(self.models, mode)))
+                    frames_ref, v.video_id, mode, model_label(self.models, mode), _size(v.meta)))
             if info["done"]:
                 v.eof_seen = True
                 v.truncated = v.truncated or info["truncated"]
@@ -149,15 +156,19 @@ class Runner:
         v.decoder.close.remote(v.video_id)
 
     def _finish(self, v: _Video) -> dict:
-        sink = self.graph.sink_for(v.video_id)
         v.bar.close()
         row = self._row(v)
         try:
-            return ray.get((sink.fail if v.error else sink.finish).remote(v.video_id, row))
-        except ray.exceptions.RayError as exc:  # the sink itself died: nothing of the video is final
+            if v.error:
+                return ray.get(self.graph.fail_video(v.video_id, row))
+            return ray.get(self.graph.finish_video(v.video_id, row, _size(v.meta)))
+        except ray.exceptions.RayError as exc:  # a last stage failed (or the sink died): nothing is final
             self._fail(v, exc)
-            return {**row, "video_id": v.video_id, "status": "failed", "error": v.error, "frames": 0,
-                    "people_rows": 0}
+            row = {**row, "status": "failed", "error": v.error}
+            try:  # the sink may still be alive to record why (a mesh-stage failure at the end)
+                return ray.get(self.graph.fail_video(v.video_id, row))
+            except ray.exceptions.RayError:
+                return {**row, "video_id": v.video_id, "frames": 0, "people_rows": 0}
 
     def plan(self, paths: list[str]) -> tuple[list[tuple[int, str, str, str | None]], dict[int, dict]]:
         """(videos to process as (index, path, video_id, fingerprint), rows of those already done by index)."""

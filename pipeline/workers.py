@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
+from stages.body.stream import BodyStream, TrackedRows, tracked_rows
 from stages.confirm import TrackOutput
 from stages.decode import DecodeError, VideoReader
 from stages.sink import ParquetSink, people_per_frame
@@ -146,6 +147,10 @@ class SinkWorker(_Busy):
     def write(self, batch: PoseBatch, model: str) -> tuple[int, int, np.ndarray]:
         """Returns (frames, people detected, people detected per frame) of this batch: progress and
         the auto-mode switch. Rows of still-tentative tracks are written by a later call."""
+        return self.write_tracked(batch, model)[0]
+
+    def write_tracked(self, batch: PoseBatch, model: str) -> tuple[tuple[int, int, np.ndarray], TrackedRows]:
+        """write(), and the tracked rows it wrote (for the mesh stage; called with num_returns=2)."""
         with self.timed():
             t0 = time.perf_counter()
             ready = self.outputs[batch.video_id].push(batch)
@@ -153,14 +158,36 @@ class SinkWorker(_Busy):
             self.labels[batch.mode] = model
             for piece in ready:
                 self.sink.write(piece, self.labels[piece.mode])
-            return len(batch.frames), len(batch), people_per_frame(batch)
+            return (len(batch.frames), len(batch), people_per_frame(batch)), tracked_rows(batch.video_id, ready)
 
-    def finish(self, video_id: str, row: dict) -> dict:
+    def flush(self, video_id: str) -> TrackedRows:
+        """At a video's end: write the rows still held, return them as tracked rows."""
+        ready = self.outputs[video_id].flush()
+        for piece in ready:
+            self.sink.write(piece, self.labels[piece.mode])
+        return tracked_rows(video_id, ready)
+
+    def write_bodies(self, video_id: str, bodies, info):
+        """bodies: a bodies-table slice (or None); info passes through, so the driver waits on this call."""
+        with self.timed():
+            if bodies is not None:
+                self.sink.write_table(video_id, "bodies", bodies)
+            return info
+
+    def finish(self, video_id: str, row: dict, bodies_end: tuple | None = None) -> dict:
+        """bodies_end: the mesh stage's (last bodies rows, body_tracks rows, skip counts), when it ran."""
         output = self.outputs.pop(video_id)
         for piece in output.flush():
             self.sink.write(piece, self.labels[piece.mode])
-        return self.sink.finish(video_id, {**row, "tracks": output.tracks,
-                                           "flips_corrected": output.tracker.flips_corrected})
+        row = {**row, "tracks": output.tracks, "flips_corrected": output.tracker.flips_corrected}
+        if bodies_end is not None:
+            last, tracks, skipped = bodies_end
+            if last is not None:
+                self.sink.write_table(video_id, "bodies", last)
+            self.sink.write_table(video_id, "body_tracks", tracks)
+            row.update(body_tracks=tracks.num_rows, body_rows=sum(tracks.column("frames").to_pylist()),
+                       body_skipped=",".join(f"{k}={v}" for k, v in sorted(skipped.items())) or None)
+        return self.sink.finish(video_id, row)
 
     def fail(self, video_id: str, row: dict) -> dict:
         self.outputs.pop(video_id, None)
@@ -168,3 +195,34 @@ class SinkWorker(_Busy):
 
     def stats(self) -> dict:
         return {**super().stats(), "track_s": self.track_s}
+
+
+class MeshWorker(_Busy):
+    """Tracked rows -> bodies rows (stages/body/stream.py) on this actor's device. A video's calls all
+    go to the same MeshWorker, in order (warm start and the frozen shape of each track live here)."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        import torch
+
+        from stages.body.fit import BodyFitter
+        from stages.body.load import load_body_model
+
+        device = "cuda" if torch.cuda.is_available() and config.mesh.resources.num_gpus > 0 else "cpu"
+        torch.set_num_threads(config.mesh.threads)
+        model = load_body_model(config.mesh.body_model, config.mesh.body_model_path, device)
+        self.stream = BodyStream(BodyFitter(model, config.mesh.fit), config.mesh.chunk_frames)
+
+    def open(self, video_id: str) -> None:
+        self.stream.open(video_id)
+
+    def fit(self, rows: TrackedRows, image_size: tuple[int, int]):
+        with self.timed():
+            return self.stream.push(rows, image_size)
+
+    def finish(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple:
+        with self.timed():
+            return self.stream.finish(rows, image_size)
+
+    def drop(self, video_id: str) -> None:
+        self.stream.drop(video_id)

@@ -41,12 +41,14 @@ from stages.sink_fs import (
     write_json,
 )
 
-__all__ = ["DONE_STATUSES", "FRAMES_SCHEMA", "PEOPLE_SCHEMA", "VIDEOS_SCHEMA", "ParquetSink", "frames_table",
+__all__ = ["DONE_STATUSES", "TABLES", "FRAMES_SCHEMA", "PEOPLE_SCHEMA", "VIDEOS_SCHEMA", "ParquetSink", "frames_table",
            "people_per_frame", "people_table", "read_json", "read_video_rows", "remove_unfinished",
            "resolve_output", "write_json"]
 
 # Statuses whose videos row vouches for the people and frames files of the video.
 DONE_STATUSES = ("ok", "truncated")
+# Every per-video table under OUT; bodies and body_tracks exist when the mesh stage ran.
+TABLES = ("people", "frames", "bodies", "body_tracks")
 
 _KP = pa.list_(pa.float32(), NUM_KEYPOINTS)
 PEOPLE_SCHEMA = pa.schema([
@@ -95,6 +97,11 @@ VIDEOS_SCHEMA = pa.schema([
     # output-affecting config produced the row, so a re-run can skip videos already done.
     ("fingerprint", pa.string()),
     ("config_hash", pa.string()),
+    # Mesh stage (null when it did not run): fitted person-frames, tracks with a shape, and the
+    # person-frames left without a body, by reason ("few_confident_joints=12").
+    ("body_rows", pa.int64()),
+    ("body_tracks", pa.int64()),
+    ("body_skipped", pa.string()),
 ])
 
 
@@ -145,6 +152,7 @@ class _OpenVideo:
     frame_count: int = 0
     people_rows: int = 0
     last_frame: int = -1
+    extra: dict = field(default_factory=dict)  # table name -> ParquetWriter, opened at its first rows
 
 
 class ParquetSink:
@@ -194,11 +202,20 @@ class ParquetSink:
             state.last_frame = int(batch.frames[-1])
         return len(batch)
 
+    def write_table(self, video_id: str, name: str, table: pa.Table) -> int:
+        """Append rows to one of the video's other tables (bodies, body_tracks), staged like people."""
+        state = self.open_videos[video_id]
+        if name not in state.extra:
+            state.extra[name] = pq.ParquetWriter(join(self._staging(video_id), f"{name}.parquet"), table.schema,
+                                                 filesystem=self.fs)
+        state.extra[name].write_table(table, row_group_size=self.row_group_size)
+        return table.num_rows
+
     def _close_writers(self, video_id: str) -> _OpenVideo | None:
         state = self.open_videos.pop(video_id, None)
         if state is not None:
-            state.people.close()
-            state.frames.close()
+            for writer in (state.people, state.frames, *state.extra.values()):
+                writer.close()
         return state
 
     def _row_path(self, video_id: str) -> str:
@@ -215,7 +232,7 @@ class ParquetSink:
         """Withdraw an earlier run's output of the video: its row first, so no ok row ever stands
         beside half-replaced files, then its partitions."""
         delete_file(self.fs, self._row_path(video_id))
-        for table in ("people", "frames"):
+        for table in TABLES:
             delete_dir(self.fs, self._path(table, f"video_id={video_id}"))
 
     def finish(self, video_id: str, row: dict) -> dict:
@@ -228,7 +245,7 @@ class ParquetSink:
         if state is None:
             raise KeyError(f"{video_id}: finish() without open()")
         self._unpublish(video_id)
-        for table in ("people", "frames"):
+        for table in ("people", "frames", *state.extra):
             final = self._path(table, f"video_id={video_id}")
             ensure_dir(self.fs, final)
             move(self.fs, join(self._staging(video_id), f"{table}.parquet"), join(final, "part-0.parquet"))
@@ -276,7 +293,7 @@ def remove_unfinished(out: str | os.PathLike, video_ids_done: set[str] | None = 
     if video_ids_done is None:
         video_ids_done = {r["video_id"] for r in read_video_rows(out) if r["status"] in DONE_STATUSES}
     removed: set[str] = set()
-    for table in ("people", "frames"):
+    for table in TABLES:
         for info in fs.get_file_info(pafs.FileSelector(join(root, table), allow_not_found=True)):
             video_id = info.base_name.removeprefix("video_id=")
             if info.type == pafs.FileType.Directory and video_id != info.base_name and video_id not in video_ids_done:

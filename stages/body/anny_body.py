@@ -81,6 +81,9 @@ class AnnyBody:
         self.shape_default = torch.full((n,), 0.5, dtype=dtype, device=device)
         self.shape_low = torch.zeros(n, dtype=dtype, device=device)
         self.shape_high = torch.ones(n, dtype=dtype, device=device)
+        # Left at 0.5 by the fit: height changes the size, which depth absorbs, and proportions and
+        # muscle trade with age and weight in 17 keypoints (measured: fitting them moved age less).
+        self.fixed_shape = ("height", "proportions", "muscle")
         # Starting shapes a new track is fitted from (fit.py keeps the best): default, child, old.
         age = self.shape_names.index("age")
         self.shape_starts = [self.shape_default.clone() for _ in range(3)]

@@ -25,30 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
 from stages.body.skeleton import forward_kinematics, placement, project, rotmat_to_rotvec, skinned_keypoints
 
 # COCO-17 indices of the torso (shoulders, hips): what stage 1 fits the root to.
 TORSO = (5, 6, 11, 12)
-
-
-@dataclass(frozen=True)
-class FitParams:
-    focal_factor: float = 1.0  # focal length = this x the image diagonal (about 53 degrees across a 16:9 frame)
-    low_confidence: float = 0.3  # keypoints below weigh low_conf_weight x their score; flagged in 3D
-    low_conf_weight: float = 0.2
-    min_joints: int = 6  # confident keypoints (incl. 2 of the torso) a person-frame needs to be fitted
-    iters_root: int = 25
-    iters_full: int = 100
-    lr: float = 0.04
-    robust_sigma: float = 0.1  # Geman-McClure scale, in person sizes (diagonal of the keypoints' box)
-    root_sigma: float = 0.5  # stage 1's: nearly quadratic, since a cold start is far off and GM would be flat there
-    w_pose: float = 1e-3
-    w_limits: float = 1e-1
-    w_shape: float = 1e-3
-    fixed_shape: tuple[str, ...] = ("height", "proportions", "muscle")
-    w_accel: float = 0.01  # per (m/frame^2)^2 summed over the 17 keypoints: see the jitter measurement in README
-    w_velocity: float = 0.0  # root translation, per (m/frame)^2
 
 
 @dataclass
@@ -88,9 +70,9 @@ class BodyFitter:
         rest = model.full_rest(model.shape_default[None])[0]
         self.hinges = flexion_axes(model, rest, model.front)
         self.state: dict[tuple[str, int], TrackFit] = {}  # (video, track) -> warm start
-        # Shape parameters left at their default: those 17 keypoints cannot tell apart (anny's height
-        # changes the size, which the depth absorbs, and its proportions trade with age).
-        self._shape_fixed = torch.tensor([n in params.fixed_shape for n in model.shape_names],
+        # Shape parameters the model says 17 keypoints cannot tell apart stay at their default.
+        fixed = getattr(model, "fixed_shape", ())
+        self._shape_fixed = torch.tensor([n in fixed for n in model.shape_names],
                                          device=model.shape_default.device)
         self._torso0 = float(_torso_length(model.rig(model.shape_default[None]))[0])
 
@@ -186,7 +168,8 @@ class BodyFitter:
         focal_t = torch.full((b,), focal, dtype=dtype, device=dev)
         center = torch.tensor([[w / 2, h / 2]], dtype=dtype, device=dev).expand(b, 2)
 
-        shape0, frozen, bones0, root0, trans0, prev = self._init(video_id, tracks, track, kp, good, focal, (w, h), start)
+        shape0, frozen, bones0, root0, trans0, prev = self._init(video_id, tracks, track, kp, good, focal, (w, h),
+                                                                 start)
         shape_free = torch.logit(((shape0 - self.model.shape_low) / (self.model.shape_high - self.model.shape_low))
                                  .clamp(1e-3, 1 - 1e-3)).requires_grad_()
         bones = bones0.clone().requires_grad_()
@@ -298,7 +281,8 @@ class BodyFitter:
         trans = np.zeros((b, 3), np.float32)
         w, h = size
         for r in range(b):
-            sh = kpn[r, [5, 6]][g[r, [5, 6]]].mean(0) if g[r, [5, 6]].any() else kpn[r, [11, 12]][g[r, [11, 12]]].mean(0)
+            hips = kpn[r, [11, 12]][g[r, [11, 12]]]
+            sh = kpn[r, [5, 6]][g[r, [5, 6]]].mean(0) if g[r, [5, 6]].any() else hips.mean(0)
             hp = kpn[r, [11, 12]][g[r, [11, 12]]].mean(0) if g[r, [11, 12]].any() else sh
             torso_px = max(float(np.linalg.norm(sh - hp)), 0.35 * _person_scale(kpn[r:r + 1], g[r:r + 1])[0])
             z = focal * model_torso / max(torso_px, 1.0)  # at the default shape

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stages.body.errors import BodyModelError
 from stages.body.rig import Rig, fold_to_fitted, folded_coeffs
 
 JOINT_NAMES = ("pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -47,10 +48,6 @@ REQUIRED = {"v_template": (NUM_VERTICES, 3), "shapedirs": (NUM_VERTICES, 3, ">=1
             "posedirs": (NUM_VERTICES, 3, 207), "J_regressor": (24, NUM_VERTICES),
             "weights": (NUM_VERTICES, 24), "kintree_table": (2, 24), "f": (None, 3)}
 _INTEGER = ("kintree_table", "f")
-
-
-class BodyModelError(ValueError):
-    """A user-supplied body model folder or file that cannot be used; the message is one line."""
 
 
 def _fail(path: Path, why: str) -> BodyModelError:

@@ -1,0 +1,22 @@
+"""The fit's settings ([mesh.fit] in the config), apart from fit.py so loading a config needs no torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FitParams:
+    focal_factor: float = 1.0  # focal length = this x the image diagonal (about 53 degrees across a 16:9 frame)
+    low_confidence: float = 0.3  # keypoints below weigh low_conf_weight x their score; flagged in 3D
+    low_conf_weight: float = 0.2
+    min_joints: int = 6  # confident keypoints (incl. 2 of the torso) a person-frame needs to be fitted
+    iters_root: int = 25
+    iters_full: int = 100
+    lr: float = 0.04
+    robust_sigma: float = 0.1  # Geman-McClure scale, in person sizes (diagonal of the keypoints' box)
+    root_sigma: float = 0.5  # stage 1's: nearly quadratic, since a cold start is far off and GM would be flat there
+    w_pose: float = 1e-3
+    w_limits: float = 1e-1
+    w_shape: float = 1e-3
+    w_accel: float = 0.01  # per (m/frame^2)^2 summed over the 17 keypoints: see the jitter measurement in README
+    w_velocity: float = 0.0  # root translation, per (m/frame)^2

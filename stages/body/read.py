@@ -1,0 +1,48 @@
+"""Reading a finished output's bodies back: one track as a TrackMotion (for export), pure pyarrow."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from stages.body.export import TrackMotion
+from stages.sink import read_video_rows, resolve_output
+from stages.sink_fs import join
+
+
+class OutputError(ValueError):
+    """What was asked of an output folder is not in it; one line."""
+
+
+def _table(out: str, name: str, video_id: str):
+    fs, root = resolve_output(out)
+    path = join(root, name, f"video_id={video_id}")
+    info = fs.get_file_info(path)
+    if info.type.name != "Directory":
+        raise OutputError(f"{out}: no {name} for video {video_id!r} (was it run with --mesh?)")
+    return ds.dataset(path, format="parquet", filesystem=fs).to_table()
+
+
+def read_track(out: str, video_id: str, track_id: int) -> TrackMotion:
+    """The bodies rows of one track, with its shape and the video's frame rate."""
+    rows = {r["video_id"]: r for r in read_video_rows(out)}
+    if video_id not in rows:
+        raise OutputError(f"{out}: no video {video_id!r} (videos: {', '.join(sorted(rows)) or 'none'})")
+    bodies = _table(out, "bodies", video_id)
+    bodies = bodies.filter(pc.equal(bodies["track_id"], track_id)).sort_by("frame_index")
+    if bodies.num_rows == 0:
+        have = sorted(set(_table(out, "bodies", video_id)["track_id"].to_pylist()))
+        raise OutputError(f"{out}: video {video_id!r} has no bodies for track {track_id} (tracks: {have})")
+    tracks = _table(out, "body_tracks", video_id)
+    tracks = tracks.filter(pc.equal(tracks["track_id"], track_id))
+    n = bodies.num_rows
+
+    def fixed(name: str, width: int) -> np.ndarray:
+        return bodies[name].combine_chunks().flatten().to_numpy().reshape(n, width).astype(np.float32)
+
+    rot = fixed("bone_rotvec", bodies.schema.field("bone_rotvec").type.list_size)
+    return TrackMotion(
+        body_model=bodies["body_model"][0].as_py(), shape=np.asarray(tracks["shape"][0].as_py(), np.float32),
+        frame_index=bodies["frame_index"].to_numpy(), time_s=bodies["time_s"].to_numpy(),
+        bone_rotvec=rot.reshape(n, -1, 3), root_rotvec=fixed("root_rotvec", 3), translation=fixed("translation", 3),
+        fps=float(rows[video_id]["fps"] or 25.0))

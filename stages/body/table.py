@@ -1,0 +1,77 @@
+"""The bodies tables: one row per fitted person-frame, and one row per track for its shape.
+
+    bodies/video_id=<id>/part-0.parquet        video_id, frame_index, time_s, track_id, body_model,
+                                               bone_rotvec, root_rotvec, translation, focal_px,
+                                               joint_x/y/z, joint_low_conf, reproj_px
+    body_tracks/video_id=<id>/part-0.parquet   video_id, track_id, body_model, shape_names, shape, frames
+
+Meshes are rebuilt from these parameters (rig.pose_full, model.vertices), never stored.
+bone_rotvec is the local axis-angle of every bone of the model's rig, flattened (J x 3; anny's
+Mixamo rig J = 52, SMPL 24), zeros for the bones the fit leaves at rest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from stages.batches import NUM_KEYPOINTS
+from stages.body.fit import FitResult
+
+_KP = pa.list_(pa.float32(), NUM_KEYPOINTS)
+
+
+def bodies_schema(num_bones: int) -> pa.Schema:
+    return pa.schema([
+        ("video_id", pa.string()),
+        ("frame_index", pa.int64()),
+        ("time_s", pa.float64()),
+        ("track_id", pa.int64()),
+        ("body_model", pa.string()),
+        ("bone_rotvec", pa.list_(pa.float32(), 3 * num_bones)),  # local axis-angle per bone, J x 3 flattened
+        ("root_rotvec", pa.list_(pa.float32(), 3)),  # model -> camera orientation
+        ("translation", pa.list_(pa.float32(), 3)),  # camera frame (x right, y down, z forward), metres
+        ("focal_px", pa.float32()),
+        ("joint_x", _KP),  # COCO-17 keypoints of the fitted body, camera frame, metres
+        ("joint_y", _KP),
+        ("joint_z", _KP),
+        ("joint_low_conf", pa.list_(pa.bool_(), NUM_KEYPOINTS)),  # 2D input low-confidence or missing: not measured
+        ("reproj_px", pa.float32()),  # mean reprojection error over the confident keypoints
+    ])
+
+
+BODY_TRACKS_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("track_id", pa.int64()),
+    ("body_model", pa.string()),
+    ("shape_names", pa.list_(pa.string())),
+    ("shape", pa.list_(pa.float32())),  # anny: phenotypes in [0, 1]; smpl: betas
+    ("frames", pa.int64()),  # fitted person-frames of the track
+])
+
+
+def _fixed(values: np.ndarray, size: int) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values, np.float32).reshape(-1)), size)
+
+
+def bodies_table(video_id: str, body_model: str, frame_index: np.ndarray, time_s: np.ndarray,
+                 track_id: np.ndarray, fit: FitResult) -> pa.Table:
+    """Rows of one fit; frame_index, time_s, track_id: the inputs' columns (fit.rows picks from them)."""
+    n, j = len(fit.rows), fit.bone_rotvec.shape[1]
+    r = fit.rows
+    return pa.Table.from_arrays([
+        pa.array([video_id] * n, pa.string()), pa.array(frame_index[r].astype(np.int64)),
+        pa.array(time_s[r].astype(np.float64)), pa.array(track_id[r].astype(np.int64)),
+        pa.array([body_model] * n, pa.string()), _fixed(fit.bone_rotvec, 3 * j), _fixed(fit.root_rotvec, 3),
+        _fixed(fit.translation, 3), pa.array(np.full(n, fit.focal, np.float32)),
+        *(_fixed(fit.joints[:, :, c], NUM_KEYPOINTS) for c in range(3)),
+        pa.FixedSizeListArray.from_arrays(pa.array(fit.low_conf.reshape(-1)), NUM_KEYPOINTS),
+        pa.array(fit.reproj_px.astype(np.float32)),
+    ], schema=bodies_schema(j))
+
+
+def body_tracks_table(video_id: str, body_model: str, shape_names: list[str], shapes: dict[int, np.ndarray],
+                      frames: dict[int, int]) -> pa.Table:
+    ids = sorted(shapes)
+    return pa.Table.from_pylist([
+        {"video_id": video_id, "track_id": t, "body_model": body_model, "shape_names": shape_names,
+         "shape": [float(v) for v in shapes[t]], "frames": frames.get(t, 0)} for t in ids], schema=BODY_TRACKS_SCHEMA)

@@ -1,0 +1,87 @@
+"""`posepipe run --mesh` on a real clip, then `posepipe export` of a track, read back by bvhio."""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import ray
+import torch
+from conftest import EVAL
+
+from pipeline.cli import main
+from stages.body.anny_body import AnnyBody
+from stages.body.read import read_track
+from stages.body.rig import pose_full
+from stages.decode import video_id_for
+
+CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, portrait
+CAM_TO_EXPORT = np.diag([1.0, -1.0, -1.0])  # stages/body/export.py: 180 degrees about x, y up
+
+
+@pytest.fixture(scope="module")
+def mesh_run(tmp_path_factory):
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+    out = tmp_path_factory.mktemp("mesh") / "out"
+    status = main(["run", str(CLIP), "--out", str(out), "--mesh", "--no-progress"])
+    yield status, out
+    ray.shutdown()
+
+
+def test_every_tracked_person_frame_has_a_body(mesh_run):
+    status, out = mesh_run
+    assert status == 0
+    q = lambda sql: duckdb.sql(sql.replace("OUT", str(out))).fetchall()  # noqa: E731
+    tracked = q("SELECT frame_index, track_id FROM read_parquet('OUT/people/*/*.parquet') WHERE track_id IS NOT NULL")
+    bodies = q("SELECT frame_index, track_id FROM read_parquet('OUT/bodies/*/*.parquet')")
+    (row,) = q("SELECT body_rows, body_tracks, body_skipped, tracks FROM read_parquet('OUT/videos/*.parquet')")
+    assert len(tracked) > 60  # two people over most of the 40 frames
+    skipped = 0 if row[2] is None else sum(int(kv.split("=")[1]) for kv in row[2].split(","))
+    assert sorted(bodies) == sorted(set(bodies)) and set(bodies) <= set(tracked)
+    assert len(bodies) + skipped == len(tracked) == row[0] + skipped
+    assert row[1] == row[3]  # a shape for every track
+    table = ds.dataset(out / "bodies", partitioning="hive").to_table()
+    for name in ("bone_rotvec", "root_rotvec", "translation", "joint_x", "joint_y", "joint_z"):
+        assert np.isfinite(table[name].combine_chunks().flatten().to_numpy()).all(), name
+    z = table["translation"].combine_chunks().flatten().to_numpy().reshape(-1, 3)[:, 2]
+    assert (z > 0.5).all() and (z < 30).all()  # in front of the camera, at a plausible distance
+    assert np.median(table["reproj_px"].to_numpy()) < 15.0  # 1080x1920 frames, people ~1000 px tall
+
+
+def test_bvh_of_a_track_reads_back_with_one_frame_per_frame(mesh_run, tmp_path):
+    import bvhio
+
+    _, out = mesh_run
+    vid = video_id_for(CLIP)
+    path = tmp_path / "t0.bvh"
+    assert main(["export", str(out), "--video", vid, "--track", "0", "--format", "bvh", "-o", str(path)]) == 0
+    motion = read_track(str(out), vid, 0)
+    raw = bvhio.readAsBvh(str(path))
+    assert raw.FrameCount == motion.frame_index[-1] - motion.frame_index[0] + 1
+    root = bvhio.readAsHierarchy(str(path))
+    joints = [joint for joint, _, _ in root.layout()]
+    model = AnnyBody()
+    as_t = lambda x: torch.as_tensor(x, dtype=torch.float32)  # noqa: E731
+    with torch.no_grad():
+        _, frames, _ = pose_full(model, as_t(motion.shape), as_t(motion.bone_rotvec), as_t(motion.root_rotvec),
+                                 as_t(motion.translation))
+    heads = frames[..., :3, 3].double().numpy() @ CAM_TO_EXPORT.T * 100  # cm, as the BVH
+    worst = 0.0
+    for k, f in enumerate(motion.frame_index):
+        root.loadPose(int(f - motion.frame_index[0]))
+        fk = np.array([list(jt.PositionWorld) for jt in joints])
+        worst = max(worst, float(np.linalg.norm(fk - heads[k], axis=1).max()))
+    assert worst < 1.0, worst  # cm
+    for fmt in ("glb", "obj"):
+        assert main(["export", str(out), "--video", vid, "--track", "0", "--format", fmt,
+                     "-o", str(tmp_path / f"t0.{fmt}")]) == 0
+    assert main(["export", str(out), "--video", vid, "--track", "99", "--format", "bvh",
+                 "-o", str(tmp_path / "x.bvh")]) == 2
+
+
+def test_rerun_with_mesh_skips_the_finished_video(mesh_run, capsys):
+    _, out = mesh_run
+    before = sorted(p.stat().st_mtime_ns for p in (out / "bodies").rglob("*.parquet"))
+    assert main(["run", str(CLIP), "--out", str(out), "--mesh", "--no-progress"]) == 0
+    assert "(done earlier)" in capsys.readouterr().out
+    assert sorted(p.stat().st_mtime_ns for p in (out / "bodies").rglob("*.parquet")) == before
