@@ -47,7 +47,7 @@ def tracked(set_dir: Path) -> tuple[list[TrackedRows], tuple[int, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", default="p01,p10,p50")
+    ap.add_argument("--sets", default="p01,p10,p50,track_a")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -53,16 +53,23 @@ def test_anny_round_trip_adults_and_children(anny):
 
 
 def test_child_and_adult_at_unknown_depth_are_told_apart(anny):
-    """Same pose family, a child (age 1/3) near and an adult (2/3) far, so both are the same size
-    in the image: only proportions tell them apart, and the fitted age phenotype must."""
-    rng = np.random.default_rng(7)
-    child = sample_track(anny, np.array([0.5, 1 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(2.5, 2.6))
-    adult = sample_track(anny, np.array([0.5, 2 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(3.3, 3.4))
-    kps, _, track_id, frame_index = _batch([child, adult])
-    fitter = BodyFitter(anny)
-    fitter.fit("v", kps, track_id, frame_index, (1280, 720))
-    age = {t: s[anny.shape_names.index("age")] for t, s in fitter.shapes("v").items()}
-    assert age[0] < age[1] - 0.05, age
+    """A child (age 1/3) near and an adult (2/3) far, so both are about the same size in the image:
+    only proportions tell them apart. One pair's fitted ages are noisy (17 keypoints, a free pose
+    per frame), so three pairs are fitted and the mean fitted ages must be ordered with a margin."""
+    ages = {"child": [], "adult": []}
+    for seed in (1, 2, 3):
+        rng = np.random.default_rng(seed)
+        child = sample_track(anny, np.array([0.5, 1 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(2.5, 2.6))
+        adult = sample_track(anny, np.array([0.5, 2 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(3.3, 3.4))
+        kps, _, track_id, frame_index = _batch([child, adult])
+        fitter = BodyFitter(anny)
+        fitter.fit("v", kps, track_id, frame_index, (1280, 720))
+        shapes = fitter.shapes("v")
+        age = anny.shape_names.index("age")
+        ages["child"].append(float(shapes[0][age]))
+        ages["adult"].append(float(shapes[1][age]))
+    print("fitted ages (true child 0.33, adult 0.67):", ages)
+    assert np.mean(ages["child"]) < np.mean(ages["adult"]) - 0.1, ages
 
 
 def test_smpl_format_round_trip(tmp_path):

@@ -1,11 +1,12 @@
 """Fitting bodies to tracked 2D keypoints: HMR's reprojection loss, optimised per track (no open
 image-to-body regressor weights exist), batched over every person-frame of a chunk.
 
-    rows (track, frame, COCO-17 x/y/score)  ->  stage 1: root orientation + translation from the torso
-                                             ->  stage 2: fitted bones, root, translation and (per track) shape
-                                             ->  FitResult (bone rotations, root, translation, 3D joints, error)
+    rows (track, frame, COCO-17 x/y/score) -> [new tracks: shape probe, a few frames from each start]
+                                           -> stage 1: root orientation + translation from the torso
+                                           -> stage 2: fitted bones, root, translation, shape (new tracks)
+                                           -> FitResult (bone rotations, root, translation, 3D joints, error)
 
-Loss (stage 2), all terms means over what they cover:
+Loss (stage 2), each term a mean over what it covers:
 - Geman-McClure reprojection of the 17 keypoints in units of the person's size in the image, each
   weighted by its score; low-confidence keypoints weigh `low_conf_weight` x their score, missing
   ones (score 0) nothing;
@@ -13,10 +14,10 @@ Loss (stage 2), all terms means over what they cover:
   hinge (off-axis rotation and hyper-extension cost `w_limits`); no learned prior: no motion-capture
   data with a permissive licence is at hand to learn one honestly;
 - shape prior: squared distance of the shape parameters from the model's default;
-- temporal: 3D joint acceleration and root-translation velocity across consecutive frames of a
-  track (the last frame of the previous chunk included as a fixed anchor), against jitter.
-Shape is one per track: it is fitted with the track's first chunk and frozen after (FitState), so
-every row of a track is written with the shape stored once for it.
+- temporal: 3D keypoint acceleration (and root velocity) across consecutive frames of a track, the
+  previous chunk's last frame a fixed anchor, against jitter.
+Shape is one per track: fitted with the track's first chunk and frozen after, so every row of a
+track is written with the shape stored once for it. Later chunks start from the track's last frame.
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stages.body.fit_init import cold_start, person_scale, predecessors, torso_length
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
-from stages.body.skeleton import forward_kinematics, placement, project, rotmat_to_rotvec, skinned_keypoints
+from stages.body.skeleton import placement, pose_relations, project, rest_relations, rotvec_to_rotmat, \
+    skinned_keypoints
 
-# COCO-17 indices of the torso (shoulders, hips): what stage 1 fits the root to.
-TORSO = (5, 6, 11, 12)
+TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips: what stage 1 fits the root to
 
 
 @dataclass
@@ -40,14 +42,14 @@ class TrackFit:
     shape: torch.Tensor  # float[S]
     bones: torch.Tensor  # float[F, 3] last frame's fitted-bone axis-angle
     root: torch.Tensor  # float[3]
-    trans: torch.Tensor  # float[3] (ox, oy, log z)
+    trans: torch.Tensor  # float[3] (x/z, y/z, log of depth per body size)
     joints: torch.Tensor  # float[17, 3] last frame's keypoints (the temporal anchor)
     frame: int
 
 
 @dataclass
 class FitResult:
-    """Per fitted row (B rows) and per track (T tracks) of one chunk."""
+    """Per fitted row (B rows of the chunk's input)."""
 
     rows: np.ndarray  # int64[B] indices into the chunk's input rows that were fitted
     bone_rotvec: np.ndarray  # float32[B, J, 3] local axis-angle of every bone of the full rig (rest = 0)
@@ -60,6 +62,21 @@ class FitResult:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> person-frames not fitted
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """A chunk's fitted rows as the optimiser sees them."""
+
+    kp: np.ndarray  # float32[B, 17, 3]
+    track_id: np.ndarray  # int64[B]
+    frames: np.ndarray  # int64[B]
+    good: np.ndarray  # bool[B, 17] confident keypoints
+    weight: np.ndarray  # float32[B, 17] reprojection weights
+
+    def take(self, index: np.ndarray, track_id: np.ndarray | None = None) -> "_Rows":
+        return _Rows(self.kp[index], self.track_id[index] if track_id is None else track_id, self.frames[index],
+                     self.good[index], self.weight[index])
+
+
 class BodyFitter:
     """Fits chunks of tracked people with one body model, on the model's device."""
 
@@ -67,30 +84,181 @@ class BodyFitter:
         self.model = model
         self.p = params
         self.parents = fitted_parents(model.parents, model.fitted)
-        rest = model.full_rest(model.shape_default[None])[0]
-        self.hinges = flexion_axes(model, rest, model.front)
+        self.hinges = flexion_axes(model, model.full_rest(model.shape_default[None])[0], model.front)
         self.state: dict[tuple[str, int], TrackFit] = {}  # (video, track) -> warm start
         # Shape parameters the model says 17 keypoints cannot tell apart stay at their default.
         fixed = getattr(model, "fixed_shape", ())
-        self._shape_fixed = torch.tensor([n in fixed for n in model.shape_names],
-                                         device=model.shape_default.device)
-        self._torso0 = float(_torso_length(model.rig(model.shape_default[None]))[0])
+        self._shape_fixed = torch.tensor([n in fixed for n in model.shape_names], device=model.shape_default.device)
+        self._torso0 = float(torso_length(model.rig(model.shape_default[None]))[0])
+        self._starts = list(getattr(model, "shape_starts", [model.shape_default]))
+
+    # -- public ----------------------------------------------------------------------------------
+    def fit(self, video_id: str, keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.ndarray,
+            image_size: tuple[int, int]) -> FitResult:
+        """keypoints: float32[N, 17, 3] (x, y, score; video pixels, NaN/0 where missing); track_id, frame_index:
+        int64[N], each track's rows in frame order. Rows with too few confident keypoints are skipped and
+        counted. Tracks seen before (same video_id) continue from their last fit with their shape frozen."""
+        p = self.p
+        conf = np.nan_to_num(keypoints[..., 2]) * np.isfinite(keypoints[..., :2]).all(-1)
+        good = conf >= p.low_confidence
+        ok = (good.sum(1) >= p.min_joints) & (good[:, TORSO].sum(1) >= 2)
+        rows = np.flatnonzero(ok)
+        skipped = {"few_confident_joints": int((~ok).sum())} if (~ok).any() else {}
+        focal = float(p.focal_factor * np.hypot(*image_size))
+        if not len(rows):
+            return _empty(len(self.model.parents), focal, skipped)
+        weight = np.where(good, conf, p.low_conf_weight * conf).astype(np.float32)
+        data = _Rows(keypoints, track_id, frame_index, good, weight).take(rows)
+        start = self._probe(video_id, data, image_size, focal)
+        iters = p.iters_full if any((video_id, int(t)) not in self.state for t in data.track_id) else p.iters_warm
+        out = self._solve(video_id, data, image_size, focal, start, iters, remember=True)
+        full = np.zeros((len(rows), len(self.model.parents), 3), np.float32)
+        full[:, self.model.fitted[1:]] = out["bones"][:, 1:]
+        return FitResult(rows=rows, bone_rotvec=full, root_rotvec=out["root"], translation=out["translation"],
+                         joints=out["joints"], low_conf=~data.good, reproj_px=out["err"], focal=focal,
+                         skipped=skipped)
+
+    def shapes(self, video_id: str) -> dict[int, np.ndarray]:
+        """track id -> float32[S] shape of every track of the video fitted so far."""
+        return {t: s.shape.cpu().numpy() for (v, t), s in self.state.items() if v == video_id}
+
+    def close(self, video_id: str) -> None:
+        for key in [k for k in self.state if k[0] == video_id]:
+            del self.state[key]
+
+    # -- the shape probe -------------------------------------------------------------------------
+    def _probe(self, video_id: str, data: _Rows, size, focal) -> dict[int, torch.Tensor]:
+        """Starting shape of each new track: the model's `shape_starts` (anny: the default, a child's and an
+        old person's age) each fitted to a few of its frames; the lowest loss wins. From one start the
+        age barely moves: a pose change explains most of what a proportion change would."""
+        cold = np.array([(video_id, int(t)) not in self.state for t in data.track_id])
+        if len(self._starts) < 2 or not cold.any():
+            return {}
+        picks = []
+        for t in np.unique(data.track_id[cold]):  # a few frames spread over the chunk
+            rows = np.flatnonzero(cold & (data.track_id == t))
+            picks.append(rows[np.linspace(0, len(rows) - 1, min(len(rows), self.p.probe_frames)).astype(int)])
+        pick = np.concatenate(picks)
+        span = int(data.track_id.max()) + 1  # hypothesis k of track t is track k * span + t
+        probe = [data.take(pick, k * span + data.track_id[pick]) for k in range(len(self._starts))]
+        rows = _Rows(*(np.concatenate([getattr(r, n) for r in probe]) for n in _Rows.__dataclass_fields__))
+        start = {k * span + int(t): s for k, s in enumerate(self._starts) for t in data.track_id[pick]}
+        # Shapes held at the starts: a free shape blurs the comparison (gender and weight drift to make up
+        # for a wrong age), and which start fits best is what the probe asks.
+        out = self._solve(video_id, rows, size, focal, start, self.p.iters_full, remember=False, shape_free=False)
+        best = {}
+        for t in np.unique(data.track_id[pick]):
+            scores = [out["loss"][rows.track_id == k * span + t].mean() for k in range(len(self._starts))]
+            best[int(t)] = self._starts[int(np.argmin(scores))]
+        return best
+
+    # -- one optimisation ------------------------------------------------------------------------
+    def _solve(self, video_id, data: _Rows, size, focal, start, iters, remember, shape_free=True) -> dict:
+        """Stages 1 and 2 on rows that all get fitted; start: track id -> initial shape of a new track."""
+        p, m = self.p, self.model
+        dev, dtype = m.shape_default.device, m.shape_default.dtype
+        t_ = lambda x: torch.as_tensor(x, dtype=dtype, device=dev)  # noqa: E731
+        tracks, track = np.unique(data.track_id, return_inverse=True)
+        b = len(track)
+        track_t = torch.as_tensor(track, device=dev)
+        kp, weight, scale = t_(np.nan_to_num(data.kp[..., :2])), t_(data.weight), t_(person_scale(data.kp, data.good))
+        focal_t = torch.full((b,), focal, dtype=dtype, device=dev)
+        center = t_([[size[0] / 2, size[1] / 2]]).expand(b, 2)
+
+        prev = [self.state.get((video_id, int(t))) for t in tracks]
+        shape0 = torch.stack([s.shape if s is not None else start.get(int(t), m.shape_default)
+                              for t, s in zip(tracks, prev)])
+        fixed = torch.as_tensor([s is not None or not shape_free for s in prev], device=dev)[:, None] \
+            | self._shape_fixed[None]
+        root0, trans0 = (t_(a) for a in cold_start(m, data.kp, data.good, focal, size, self._torso0))
+        bones = torch.zeros(b, len(m.fitted), 3, dtype=dtype, device=dev)
+        for ti, s in enumerate(prev):  # warm start: every row of a known track from its last frame
+            if s is not None:
+                sel = torch.as_tensor(track == ti, device=dev)
+                bones[sel], root0[sel], trans0[sel] = s.bones, s.root, s.trans
+        span = m.shape_high - m.shape_low
+        shape_free = torch.logit(((shape0 - m.shape_low) / span).clamp(1e-3, 1 - 1e-3)).requires_grad_()
+        bones.requires_grad_()
+        root = root0.requires_grad_()
+        txy, tz = trans0[:, :2].clone().requires_grad_(), trans0[:, 2:].clone().requires_grad_()
+        pred, anchor = predecessors(track, data.frames, {i: s.frame for i, s in enumerate(prev) if s is not None})
+        anchors = torch.stack([s.joints if s is not None else kp.new_zeros(17, 3) for s in prev])
+        torso_w = torch.zeros(17, dtype=dtype, device=dev)
+        torso_w[list(TORSO)] = 1.0
+        torso_w[0] = 0.5  # the nose tells facing and head-down from head-up
+
+        def shape_of():
+            return torch.where(fixed, shape0, m.shape_low + span * torch.sigmoid(shape_free))
+
+        def residual(proj, sigma, w=weight):
+            e2 = ((proj - kp) ** 2).sum(-1) / scale[:, None] ** 2
+            return (w * e2 / (e2 + sigma ** 2)).sum(1) / w.sum(1).clamp(min=1e-6)
+
+        const_rig = None
+        if not bool((~fixed).any()):  # no shape to fit: the rig is a constant of the chunk (no gradient)
+            with torch.no_grad():
+                const_rig = self._rig_rows(shape_of(), track_t)
+
+        def evaluate():
+            rig = const_rig if const_rig is not None else self._rig_rows(shape_of(), track_t)
+            return self._keypoints(rig, bones, root, txy, tz, focal_t, center)
+
+        # Per-parameter steps: x/z, y/z move the body by focal x step pixels, so their step is small.
+        lr = p.lr
+        if any(s is None for s in prev) and p.iters_root:
+            opt = torch.optim.Adam([{"params": [root], "lr": lr}, {"params": [txy], "lr": lr * p.lr_xy},
+                                    {"params": [tz], "lr": lr * p.lr_depth}])
+            for _ in range(p.iters_root):
+                opt.zero_grad()
+                residual(evaluate()[1], p.root_sigma, weight * torso_w).mean().backward()
+                opt.step()
+        opt = torch.optim.Adam([{"params": [bones, shape_free], "lr": lr}, {"params": [root], "lr": lr},
+                                {"params": [txy], "lr": lr * p.lr_xy}, {"params": [tz], "lr": lr * p.lr_depth}])
+        for _ in range(iters):
+            opt.zero_grad()
+            kp3, proj, t3 = evaluate()
+            shape_t = shape_of()
+            loss = residual(proj, p.robust_sigma).mean() + self._prior(bones)
+            loss = loss + p.w_shape * ((shape_t - m.shape_default) ** 2).sum(1).mean()
+            loss = loss + self._temporal(kp3, t3, pred, anchor, anchors)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            kp3, proj, t3 = evaluate()
+            good = torch.as_tensor(data.good, device=dev)
+            err = ((proj - kp).norm(dim=-1) * good).sum(1) / good.sum(1)
+            final = residual(proj, p.robust_sigma)
+            shape_t = shape_of()
+        trans = torch.cat([txy, tz], 1).detach()
+        if remember:
+            for ti, t in enumerate(tracks):
+                last = int(np.flatnonzero(track == ti)[-1])
+                self.state[(video_id, int(t))] = TrackFit(shape_t[ti], bones[last].detach(), root[last].detach(),
+                                                          trans[last], kp3[last], int(data.frames[last]))
+        cpu = lambda x: x.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+        return {"bones": cpu(bones), "root": cpu(root), "translation": cpu(t3), "joints": cpu(kp3),
+                "err": cpu(err), "loss": cpu(final)}
 
     # -- the model evaluated on parameters ------------------------------------------------------
-    def _keypoints(self, shape_t, track, bones, root, trans, focal, center):
+    def _rig_rows(self, shape_t: torch.Tensor, track: torch.Tensor) -> tuple:
+        """Per-track rig work (shape-dependent: rest relations, keypoint coefficients, body size) done
+        once per track, then gathered per row: (kp_coeffs, rest_inv, rel, size), each indexed by row."""
+        rig = self.model.rig(shape_t)
+        rest_inv, rel = rest_relations(self.parents, rig.rest)
+        size = torso_length(rig) / self._torso0
+        return rig.kp_coeffs[track], rest_inv[track], rel[track], size[track]
+
+    def _keypoints(self, rig_rows, bones, root, txy, tz, focal, center):
         """3D keypoints (camera frame), their projections and the translation, for B rows.
 
-        shape_t: float[T, S]; trans: float[B, 3] = (x/z, y/z, log of depth / body size): depth is
-        measured in units of the shape's torso length, so a change of shape (a child's smaller body)
-        keeps the body's size in the image and only changes its proportions; otherwise age and
-        depth would trade against each other along a narrow valley the optimiser crawls through."""
-        rig = self.model.rig(shape_t)
-        size = _torso_length(rig) / self._torso0
-        rig = rig.take(track)
-        z = trans[:, 2:].exp() * size[track, None]
-        t3 = torch.cat([trans[:, :2] * z, z], 1)
-        _, a = forward_kinematics(self.parents, rig.rest, _rotmats(bones), placement(root, t3))
-        kp3 = skinned_keypoints(a, rig.kp_coeffs)
+        Depth is exp(tz) in units of the shape's torso length, so a change of shape (a child's smaller
+        body) keeps the body's size in the image and only changes its proportions; otherwise age and
+        depth trade against each other along a narrow valley the optimiser crawls through."""
+        kp_coeffs, rest_inv, rel, size = rig_rows
+        z = tz.exp() * size[:, None]
+        t3 = torch.cat([txy * z, z], 1)
+        _, a = pose_relations(self.parents, rest_inv, rel, rotvec_to_rotmat(bones), placement(root, t3))
+        kp3 = skinned_keypoints(a, kp_coeffs)
         return kp3, project(kp3, focal, center), t3
 
     def _prior(self, bones: torch.Tensor) -> torch.Tensor:
@@ -103,253 +271,18 @@ class BodyFitter:
                                              + torch.relu(angle - 2.6) ** 2).mean()
         return loss
 
-    # -- one chunk -------------------------------------------------------------------------------
-    def fit(self, video_id: str, keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.ndarray,
-            image_size: tuple[int, int]) -> FitResult:
-        """keypoints: float32[N, 17, 3] (x, y, score; video pixels, NaN/0 where missing); track_id, frame_index:
-        int64[N], rows of each track in frame order. Rows with too few confident keypoints are skipped
-        and counted. Tracks seen before (same video_id) start from their last fit, with their shape frozen;
-        a new track is fitted from each of the model's `shape_starts` and keeps the best (anny: a child's,
-        an adult's and an old person's age), since from one start the age barely moves: a pose change
-        explains most of what a proportion change would."""
-        p = self.p
-        conf = np.nan_to_num(keypoints[..., 2]) * np.isfinite(keypoints[..., :2]).all(-1)
-        good = conf >= p.low_confidence
-        ok = (good.sum(1) >= p.min_joints) & (good[:, TORSO].sum(1) >= 2)
-        rows = np.flatnonzero(ok)
-        skipped = {"few_confident_joints": int((~ok).sum())} if (~ok).any() else {}
-        w, h = image_size
-        focal = float(p.focal_factor * np.hypot(w, h))
-        if not len(rows):
-            return _empty(len(self.model.parents), focal, skipped)
-        starts = list(getattr(self.model, "shape_starts", [self.model.shape_default]))
-        tid = track_id[rows]
-        cold = np.array([(video_id, int(t)) not in self.state for t in tid])
-        if len(starts) == 1 or not cold.any():
-            out = self._solve(video_id, keypoints[rows], tid, frame_index[rows], good[rows], conf[rows], (w, h),
-                              focal, {})
-            return self._result(rows, out, good[rows], focal, skipped)
-        # Hypotheses as extra tracks: ids past every real one, one copy of a cold track's rows per start.
-        base = int(tid.max()) + 1
-        sel = [np.arange(len(rows))] + [np.flatnonzero(cold)] * (len(starts) - 1)
-        ids = [tid] + [base * k + tid[cold] for k in range(1, len(starts))]
-        pick = np.concatenate(sel)
-        hyp_tid = np.concatenate(ids)
-        start = {int(t): starts[k] for k, group in enumerate(ids) for t in np.unique(group[cold[sel[k]]])}
-        out = self._solve(video_id, keypoints[rows][pick], hyp_tid, frame_index[rows][pick], good[rows][pick],
-                          conf[rows][pick], (w, h), focal, start)
-        best = {}
-        for t in np.unique(tid[cold]):
-            scores = [out["loss"][hyp_tid == base * k + t if k else (hyp_tid == t)].mean() for k in range(len(starts))]
-            best[int(t)] = int(np.argmin(scores))
-        keep = np.array([not cold[i] or best[int(tid[i])] == 0 for i in range(len(rows))] +
-                        [best[int(t)] == k for k in range(1, len(starts)) for t in tid[cold]])
-        for t, k in best.items():  # the chosen hypothesis becomes the track's state; the others go
-            for kk in range(1, len(starts)):
-                state = self.state.pop((video_id, base * kk + t))
-                if kk == k:
-                    self.state[(video_id, t)] = state
-        order = np.argsort(pick[keep], kind="stable")
-        chosen = {key: value[keep][order] for key, value in out.items()}
-        return self._result(rows, chosen, good[rows], focal, skipped)
-
-    def _solve(self, video_id, keypoints, track_id, frames, good, conf, image_size, focal, start) -> dict:
-        """Stages 1 and 2 on rows that all get fitted; start: track id -> initial shape of a cold track."""
-        p, dev, dtype = self.p, self.model.shape_default.device, self.model.shape_default.dtype
-        w, h = image_size
-        kp = torch.as_tensor(np.nan_to_num(keypoints[:, :, :2]), dtype=dtype, device=dev)
-        weight = torch.as_tensor(np.where(good, conf, p.low_conf_weight * conf), dtype=dtype,
-                                 device=dev)
-        scale = _person_scale(keypoints, good)
-        scale_t = torch.as_tensor(scale, dtype=dtype, device=dev)
-        tracks, track = np.unique(track_id, return_inverse=True)
-        track_t = torch.as_tensor(track, device=dev)
-        b = len(track_id)
-        focal_t = torch.full((b,), focal, dtype=dtype, device=dev)
-        center = torch.tensor([[w / 2, h / 2]], dtype=dtype, device=dev).expand(b, 2)
-
-        shape0, frozen, bones0, root0, trans0, prev = self._init(video_id, tracks, track, kp, good, focal, (w, h),
-                                                                 start)
-        shape_free = torch.logit(((shape0 - self.model.shape_low) / (self.model.shape_high - self.model.shape_low))
-                                 .clamp(1e-3, 1 - 1e-3)).requires_grad_()
-        bones = bones0.clone().requires_grad_()
-        root = root0.clone().requires_grad_()
-        trans = trans0.clone().requires_grad_()
-        frozen_t = torch.as_tensor(frozen, device=dev)[:, None]
-        pred, anchor = _predecessors(track, frames, prev, tracks)
-
-        fixed = frozen_t | self._shape_fixed[None]
-
-        def shape_of(free):
-            s = self.model.shape_low + (self.model.shape_high - self.model.shape_low) * torch.sigmoid(free)
-            return torch.where(fixed, shape0, s)
-
-        def reprojection(proj, which=None, sigma=p.robust_sigma):
-            e2 = ((proj - kp) ** 2).sum(-1) / scale_t[:, None] ** 2
-            rho = e2 / (e2 + sigma ** 2)
-            wgt = weight if which is None else weight * which
-            return (wgt * rho).sum() / wgt.sum().clamp(min=1e-6)
-
-        torso = torch.zeros(17, dtype=dtype, device=dev)
-        torso[list(TORSO)] = 1.0
-        torso[0] = 0.5  # the nose tells facing and head-down from head-up
-        cold = [bool(s is None) for s in prev]
-        if any(cold) and p.iters_root:
-            opt = torch.optim.Adam([root, trans], lr=p.lr)
-            for _ in range(p.iters_root):
-                opt.zero_grad()
-                _, proj, _ = self._keypoints(shape_of(shape_free), track_t, bones, root, trans, focal_t, center)
-                reprojection(proj, torso, p.root_sigma).backward()
-                opt.step()
-        prev_joints = torch.stack([a.joints if a is not None else torch.zeros(17, 3, dtype=dtype, device=dev)
-                                   for a in prev]) if prev else None
-
-        def closure():
-            opt.zero_grad()
-            shape_t = shape_of(shape_free)
-            kp3, proj, t3 = self._keypoints(shape_t, track_t, bones, root, trans, focal_t, center)
-            loss = reprojection(proj) + self._prior(bones)
-            loss = loss + p.w_shape * ((shape_t - self.model.shape_default) ** 2).sum(1).mean()
-            loss = loss + self._temporal(kp3, t3, pred, anchor, prev_joints, track_t, scale_t)
-            loss.backward()
-            return loss
-
-        opt = torch.optim.Adam([bones, root, trans, shape_free], lr=p.lr)
-        for _ in range(p.iters_full):
-            closure()
-            opt.step()
-        with torch.no_grad():
-            shape_t = shape_of(shape_free)
-            kp3, proj, t3 = self._keypoints(shape_t, track_t, bones, root, trans, focal_t, center)
-            err = ((proj - kp).norm(dim=-1) * torch.as_tensor(good, device=dev)).sum(1) / \
-                torch.as_tensor(good.sum(1), dtype=dtype, device=dev)
-            e2 = ((proj - kp) ** 2).sum(-1) / scale_t[:, None] ** 2
-            loss = (weight * e2 / (e2 + p.robust_sigma ** 2)).sum(1) / weight.sum(1).clamp(min=1e-6)
-        self._remember(video_id, tracks, track, frames, shape_t.detach(), bones.detach(), root.detach(),
-                       trans.detach(), kp3.detach())
-        return {"bones": bones.detach().cpu().numpy(), "root": root.detach().cpu().numpy(),
-                "translation": t3.cpu().numpy(), "joints": kp3.cpu().numpy(), "err": err.cpu().numpy(),
-                "loss": loss.cpu().numpy()}
-
-    def _result(self, rows, out, good, focal, skipped) -> FitResult:
-        b = len(rows)
-        full = np.zeros((b, len(self.model.parents), 3), np.float32)
-        full[:, self.model.fitted[1:]] = out["bones"][:, 1:]
-        return FitResult(rows=rows, bone_rotvec=full, root_rotvec=out["root"], translation=out["translation"],
-                         joints=out["joints"], low_conf=~good, reproj_px=out["err"].astype(np.float32), focal=focal,
-                         skipped=skipped)
-
-    def shapes(self, video_id: str) -> dict[int, np.ndarray]:
-        """track id -> float32[S] shape of every track of the video fitted so far."""
-        return {t: s.shape.cpu().numpy() for (v, t), s in self.state.items() if v == video_id}
-
-    def close(self, video_id: str) -> None:
-        for key in [k for k in self.state if k[0] == video_id]:
-            del self.state[key]
-
-    # -- helpers ---------------------------------------------------------------------------------
-    def _temporal(self, kp3, t3, pred, anchor, prev_joints, track_t, scale_t):
-        """Acceleration of the 3D keypoints and velocity of the root over consecutive frames."""
+    def _temporal(self, kp3, t3, pred, anchor, anchors):
+        """Acceleration of the 3D keypoints and velocity of the root over consecutive frames; anchors:
+        float[T, 17, 3] each track's last keypoints of the previous chunk (used where anchor >= 0)."""
         p = self.p
         if not (p.w_accel or p.w_velocity) or not len(pred):
             return kp3.new_zeros(())
-        seq = kp3 if prev_joints is None else torch.cat([prev_joints, kp3])
-        off = 0 if prev_joints is None else len(prev_joints)
-        i, j, k = pred[:, 0] + off, pred[:, 1] + off, pred[:, 2]
-        # anchor rows (k < 0 -> the previous chunk's last frame of that track)
-        kk = torch.where(k >= 0, k + off, anchor)
-        valid = kk >= 0
-        accel = seq[i] - 2 * seq[j] + seq[kk.clamp(min=0)]
+        i, j, k = pred[:, 0], pred[:, 1], pred[:, 2]
+        third = torch.where((k >= 0)[:, None, None], kp3[k.clamp(min=0)], anchors[anchor.clamp(min=0)])
+        valid = ((k >= 0) | (anchor >= 0)).to(kp3.dtype)
+        accel = kp3[i] - 2 * kp3[j] + third
         loss = p.w_accel * ((accel ** 2).sum((1, 2)) * valid).sum() / valid.sum().clamp(min=1)
-        loss = loss + p.w_velocity * ((t3[pred[:, 0]] - t3[pred[:, 1]]) ** 2).sum(1).mean()
-        return loss
-
-    def _init(self, video_id, tracks, track, kp, good, focal, size, start):
-        """Initial parameters: warm from a track's last fit, else facing from the shoulders' left/right
-        order and depth from the torso's length in pixels against the model's."""
-        m, dev, dtype = self.model, self.model.shape_default.device, self.model.shape_default.dtype
-        prev = [self.state.get((video_id, int(t))) for t in tracks]
-        shape0 = torch.stack([s.shape if s is not None else start.get(int(t), m.shape_default)
-                              for t, s in zip(tracks, prev)])
-        frozen = np.array([s is not None for s in prev])
-        b = len(track)
-        bones = torch.zeros(b, len(m.fitted), 3, dtype=dtype, device=dev)
-        model_torso = self._torso0
-        kpn = kp.cpu().numpy()
-        g = good
-        root = np.zeros((b, 3), np.float32)
-        trans = np.zeros((b, 3), np.float32)
-        w, h = size
-        for r in range(b):
-            hips = kpn[r, [11, 12]][g[r, [11, 12]]]
-            sh = kpn[r, [5, 6]][g[r, [5, 6]]].mean(0) if g[r, [5, 6]].any() else hips.mean(0)
-            hp = kpn[r, [11, 12]][g[r, [11, 12]]].mean(0) if g[r, [11, 12]].any() else sh
-            torso_px = max(float(np.linalg.norm(sh - hp)), 0.35 * _person_scale(kpn[r:r + 1], g[r:r + 1])[0])
-            z = focal * model_torso / max(torso_px, 1.0)  # at the default shape
-            facing = True
-            if g[r, 5] and g[r, 6]:
-                facing = kpn[r, 5, 0] >= kpn[r, 6, 0]
-            elif g[r, 11] and g[r, 12]:
-                facing = kpn[r, 11, 0] >= kpn[r, 12, 0]
-            rot = m.facing.cpu().numpy() if facing else np.diag([-1.0, 1, -1]) @ m.facing.cpu().numpy()
-            root[r] = rotmat_to_rotvec(torch.as_tensor(rot, dtype=torch.float64)).numpy()
-            trans[r] = [(hp[0] - w / 2) / focal, (hp[1] - h / 2) / focal, np.log(z)]
-        root_t = torch.as_tensor(root, dtype=dtype, device=dev)
-        trans_t = torch.as_tensor(trans, dtype=dtype, device=dev)
-        for ti, s in enumerate(prev):  # warm start: every row of a known track from its last frame
-            if s is not None:
-                sel = torch.as_tensor(track == ti, device=dev)
-                bones[sel] = s.bones
-                root_t[sel] = s.root
-                trans_t[sel] = s.trans
-        return shape0, frozen, bones, root_t, trans_t, prev
-
-    def _remember(self, video_id, tracks, track, frames, shape_t, bones, root, trans, kp3):
-        for ti, t in enumerate(tracks):
-            last = int(np.flatnonzero(track == ti)[-1])
-            self.state[(video_id, int(t))] = TrackFit(shape=shape_t[ti], bones=bones[last], root=root[last],
-                                                      trans=trans[last], joints=kp3[last], frame=int(frames[last]))
-
-
-def _rotmats(bones: torch.Tensor) -> torch.Tensor:
-    from stages.body.skeleton import rotvec_to_rotmat
-
-    return rotvec_to_rotmat(bones)
-
-
-def _torso_length(rig) -> torch.Tensor:
-    """float[T]: shoulder-centre to hip-centre distance of each rest shape, metres."""
-    t = rig.rest.shape[0]
-    eye = torch.eye(4, dtype=rig.rest.dtype, device=rig.rest.device).expand(t, rig.rest.shape[1], 4, 4)
-    kp = skinned_keypoints(eye, rig.kp_coeffs)
-    return ((kp[:, 5] + kp[:, 6]) / 2 - (kp[:, 11] + kp[:, 12]) / 2).norm(dim=-1)
-
-
-def _person_scale(keypoints: np.ndarray, good: np.ndarray) -> np.ndarray:
-    """float[B]: diagonal of the box around each person's confident keypoints, pixels (>= 8)."""
-    xy = np.where(good[..., None], keypoints[..., :2], np.nan)
-    with np.errstate(all="ignore"):
-        span = np.nanmax(xy, 1) - np.nanmin(xy, 1)
-    return np.maximum(np.nan_to_num(np.hypot(span[:, 0], span[:, 1])), 8.0).astype(np.float32)
-
-
-def _predecessors(track: np.ndarray, frames: np.ndarray, prev: list, tracks: np.ndarray):
-    """Consecutive-frame triples (row, its predecessor, the one before) within the chunk, as int64[M, 3]
-    row indices; a missing second predecessor is -1 and then `anchor` names the previous chunk's
-    anchor for that track (an index into the stacked anchors) or -1."""
-    order = {(int(t), int(f)): i for i, (t, f) in enumerate(zip(track, frames))}
-    triples, anchors = [], []
-    for i, (t, f) in enumerate(zip(track, frames)):
-        j = order.get((int(t), int(f) - 1))
-        if j is None:
-            continue
-        k = order.get((int(t), int(f) - 2), -1)
-        a = -1
-        if k < 0 and prev[t] is not None and prev[t].frame == int(f) - 2:
-            a = int(t)
-        triples.append((i, j, k))
-        anchors.append(a)
-    return torch.as_tensor(np.array(triples, np.int64).reshape(-1, 3)), torch.as_tensor(np.array(anchors, np.int64))
+        return loss + p.w_velocity * ((t3[i] - t3[j]) ** 2).sum(1).mean()
 
 
 def _empty(num_bones: int, focal: float, skipped: dict) -> FitResult:

@@ -12,7 +12,11 @@ class FitParams:
     min_joints: int = 6  # confident keypoints (incl. 2 of the torso) a person-frame needs to be fitted
     iters_root: int = 25
     iters_full: int = 100
+    iters_warm: int = 40  # stage 2 of a chunk whose tracks all continue from the previous chunk
+    probe_frames: int = 6  # frames of a new track fitted from each starting shape
     lr: float = 0.04
+    lr_xy: float = 0.05  # x/z and y/z steps, as a fraction of lr: one step moves the body focal x step px
+    lr_depth: float = 0.5  # log-depth step, as a fraction of lr
     robust_sigma: float = 0.1  # Geman-McClure scale, in person sizes (diagonal of the keypoints' box)
     root_sigma: float = 0.5  # stage 1's: nearly quadratic, since a cold start is far off and GM would be flat there
     w_pose: float = 1e-3

@@ -44,6 +44,18 @@ def depth_levels(parents: list[int]) -> list[list[int]]:
     return [[j for j, d in enumerate(depth) if d == level] for level in range(max(depth) + 1)]
 
 
+def rest_relations(parents: list[int], rest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What forward kinematics needs of a rest pose, computed once per shape.
+
+    rest: float[T, J, 4, 4] rest frames (model space). Returns (rest^-1 float[T, J, 4, 4], rel float[T, J, 4, 4]):
+    rel_j = rest_parent^-1 @ rest_j, each bone in its parent's rest frame; the root's rel is its rest frame.
+    """
+    rest_inv = torch.linalg.inv(rest)
+    par = [max(p, 0) for p in parents]
+    rel = rest_inv[:, par] @ rest
+    return rest_inv, torch.cat([rest[:, :1], rel[:, 1:]], 1)
+
+
 def forward_kinematics(parents: list[int], rest: torch.Tensor, local: torch.Tensor,
                        root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Posed bone frames.
@@ -54,15 +66,18 @@ def forward_kinematics(parents: list[int], rest: torch.Tensor, local: torch.Tens
       placement in the camera frame (orientation about the model origin, then translation).
     Returns (posed frames float[B, J, 4, 4] in the camera frame, A = posed @ rest^-1 float[B, J, 4, 4]).
     """
-    rest_inv = torch.linalg.inv(rest)
-    par = [max(p, 0) for p in parents]
-    rel = rest_inv[:, par] @ rest  # each bone in its parent's rest frame (the root's entry unused)
+    return pose_relations(parents, *rest_relations(parents, rest), local, root)
+
+
+def pose_relations(parents: list[int], rest_inv: torch.Tensor, rel: torch.Tensor, local: torch.Tensor,
+                   root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """forward_kinematics from rest_relations' output (float[B, J, 4, 4] each), one product per depth level."""
     rot = rel[..., :3, :3] @ local
     step = torch.cat([torch.cat([rot, rel[..., :3, 3:]], -1), rel[..., 3:, :]], -2)
     posed: list[torch.Tensor | None] = [None] * len(parents)
     for level in depth_levels(parents):
         if parents[level[0]] < 0:
-            posed[level[0]] = (root @ rest[:, 0])
+            posed[level[0]] = root @ rel[:, level[0]]
             continue
         above = torch.stack([posed[parents[j]] for j in level], 1)
         for j, frame in zip(level, (above @ step[:, level]).unbind(1)):

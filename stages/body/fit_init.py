@@ -1,0 +1,71 @@
+"""Starting points and bookkeeping for the body fit (fit.py): what a cold track starts from, the
+person's size in the image, and which rows are consecutive frames of a track."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stages.body.rig import BodyModel, Rig
+from stages.body.skeleton import rotmat_to_rotvec, skinned_keypoints
+
+# COCO-17 indices of the shoulders and hips.
+SHOULDERS, HIPS = [5, 6], [11, 12]
+
+
+def torso_length(rig: Rig) -> torch.Tensor:
+    """float[T]: shoulder-centre to hip-centre distance of each rest shape, metres."""
+    t, f = rig.rest.shape[:2]
+    eye = torch.eye(4, dtype=rig.rest.dtype, device=rig.rest.device).expand(t, f, 4, 4)
+    kp = skinned_keypoints(eye, rig.kp_coeffs)
+    return ((kp[:, 5] + kp[:, 6]) / 2 - (kp[:, 11] + kp[:, 12]) / 2).norm(dim=-1)
+
+
+def person_scale(keypoints: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """float32[B]: diagonal of the box around each person's confident keypoints, pixels (>= 8)."""
+    xy = np.where(good[..., None], keypoints[..., :2], np.nan)
+    with np.errstate(all="ignore"):
+        span = np.nanmax(xy, 1) - np.nanmin(xy, 1)
+    return np.maximum(np.nan_to_num(np.hypot(span[:, 0], span[:, 1])), 8.0).astype(np.float32)
+
+
+def cold_start(model: BodyModel, kp: np.ndarray, good: np.ndarray, focal: float, size: tuple[int, int],
+               torso_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Root axis-angle float32[B, 3] and translation parameters float32[B, 3] = (x/z, y/z, log z) of people
+    seen for the first time: facing the camera when the left shoulder (or hip) is right of the right
+    one in the image, else turned away; depth from the torso's length in pixels against torso_m."""
+    b = len(kp)
+    w, h = size
+    facing = model.facing.cpu().double().numpy()
+    turned = np.diag([-1.0, 1, -1]) @ facing  # 180 degrees about the camera's vertical
+    rot_face, rot_away = (rotmat_to_rotvec(torch.as_tensor(r)).numpy() for r in (facing, turned))
+    scale = person_scale(kp, good)
+    root = np.zeros((b, 3), np.float32)
+    trans = np.zeros((b, 3), np.float32)
+    for r in range(b):
+        g = good[r]
+        hips = kp[r, HIPS][g[HIPS]].mean(0) if g[HIPS].any() else None
+        shoulders = kp[r, SHOULDERS][g[SHOULDERS]].mean(0) if g[SHOULDERS].any() else hips
+        hips = shoulders if hips is None else hips
+        torso_px = max(float(np.linalg.norm(shoulders - hips)), 0.35 * float(scale[r]), 1.0)
+        pair = SHOULDERS if g[SHOULDERS].all() else HIPS if g[HIPS].all() else None
+        faces = pair is None or kp[r, pair[0], 0] >= kp[r, pair[1], 0]
+        root[r] = rot_face if faces else rot_away
+        trans[r] = [(hips[0] - w / 2) / focal, (hips[1] - h / 2) / focal, np.log(focal * torso_m / torso_px)]
+    return root, trans
+
+
+def predecessors(track: np.ndarray, frames: np.ndarray, anchored: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive-frame triples of the rows: int64[M, 3] (row, the row one frame before, two frames before
+    or -1) and int64[M] anchor: where the third is missing but the track's previous-chunk anchor is that
+    frame (anchored: track index -> its anchor's frame), the track index, else -1."""
+    order = {(int(t), int(f)): i for i, (t, f) in enumerate(zip(track, frames))}
+    triples, anchors = [], []
+    for i, (t, f) in enumerate(zip(track, frames)):
+        j = order.get((int(t), int(f) - 1))
+        if j is None:
+            continue
+        k = order.get((int(t), int(f) - 2), -1)
+        triples.append((i, j, k))
+        anchors.append(int(t) if k < 0 and anchored.get(int(t)) == int(f) - 2 else -1)
+    return (torch.as_tensor(np.array(triples, np.int64).reshape(-1, 3)),
+            torch.as_tensor(np.array(anchors, np.int64)))
