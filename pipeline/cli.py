@@ -106,6 +106,30 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if finished and not any(line.startswith(("failed", "truncated")) for line in lines) else 1
 
 
+def _cmd_mocap(args: argparse.Namespace) -> int:
+    """Refit the tracks of a finished output with whole-track smoothing, on mesh actors."""
+    import ray
+
+    from pipeline.mocap import plan, run_mocap
+    from stages.body.read import OutputError
+
+    config = _config(args)
+    try:
+        plan(args.out, args.video)  # a bad OUT or video id fails before Ray starts
+        if not ray.is_initialized():
+            ray.init(address=args.address or "local", log_to_driver=args.verbose,
+                     include_dashboard=False if not args.address else None,
+                     num_cpus=None if args.address else args.num_cpus or _local_cpus(config))
+        rows = run_mocap(config, args.out, args.video, args.track)
+    except OutputError as exc:
+        print(f"posepipe mocap: {exc}", file=sys.stderr)
+        return 2
+    for r in rows:
+        print(f"refit     {r['video_id']}  body_rows={r['body_rows']}  body_tracks={r['body_tracks']}"
+              + (f"  skipped: {r['body_skipped']}" if r["body_skipped"] else ""))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     """One fitted track of OUT as BVH / GLB (animation) or OBJ (one frame's mesh)."""
     from stages.body.export import write_bvh, write_obj
@@ -188,6 +212,18 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="per-video progress of a job's output")
     status.add_argument("out", help="the job's output folder or URI")
     status.set_defaults(func=_cmd_status)
+
+    mc = sub.add_parser("mocap", parents=[common],
+                        help="refit the tracks of a finished output with whole-track smoothing (offline job)")
+    mc.add_argument("out", help="the job's output folder or URI")
+    mc.add_argument("--video", default=None, help="only this video id")
+    mc.add_argument("--track", type=int, default=None, help="only this track (the other tracks' bodies are kept)")
+    mc.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    mc.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    mc.add_argument("--verbose", action="store_true", help="show Ray worker logs")
+    mc.add_argument("--body-model", choices=["anny", "smpl"], default=None, help="body model (default anny)")
+    mc.add_argument("--body-model-path", default=None, help="folder with the user's SMPL_NEUTRAL.npz")
+    mc.set_defaults(func=_cmd_mocap, mesh=True)
 
     ex = sub.add_parser("export", help="one fitted track (needs a --mesh run) as BVH, GLB or OBJ")
     ex.add_argument("out", help="the job's output folder or URI")

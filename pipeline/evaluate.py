@@ -66,13 +66,29 @@ def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
     return results
 
 
-def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
-    gt = COCO(str(gt_path))
-    results = predict_images(config, gt, images_dir)
-    coco = coco_keypoint_eval(gt, results, max_dets=max(20, len(results)))
-    found = total = 0
-    errors, all_pred, all_gt, heads = [], [], [], []
-    has_head_boxes = any("bbox_head" in a for a in gt.dataset["annotations"])
+@dataclass(frozen=True)
+class ImageMatch:
+    """One image's GT people (those with keypoints) and the predictions matched to them."""
+
+    anns: list[dict]
+    gt: np.ndarray  # float64[G, 17, 3]
+    pred: np.ndarray  # float64[P, 17, 3] (x, y, score)
+    valid: np.ndarray  # bool[P, 17] predicted keypoints (score > 0)
+    pairs: list[tuple[int, int]]  # (prediction, GT) at OKS > 0.5
+
+    def matched_xy(self, all_joints: bool = False) -> np.ndarray:
+        """float64[G, 17, 2]: each GT person's matched prediction, NaN where no prediction or (unless
+        all_joints, for a predictor that places every joint) where the keypoint was not predicted."""
+        matched = np.full((len(self.anns), 17, 2), np.nan)
+        for pi, gi in self.pairs:
+            matched[gi] = self.pred[pi, :, :2] if all_joints else np.where(self.valid[pi][:, None],
+                                                                           self.pred[pi, :, :2], np.nan)
+        return matched
+
+
+def match_images(gt: COCO, results: list[dict]) -> list[ImageMatch]:
+    """Every image with labelled people, its predictions matched one-to-one to them by OKS (> 0.5)."""
+    out = []
     for image_id in gt.getImgIds():
         anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=image_id)) if a.get("num_keypoints", 0) > 0]
         if not anns:
@@ -82,19 +98,27 @@ def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
         preds = [r for r in results if r["image_id"] == image_id]
         p = np.array([r["keypoints"] for r in preds], np.float64).reshape(-1, 17, 3)
         valid = p[:, :, 2] > 0
-        pairs = match_people(p[:, :, :2], valid, g, area, min_oks=0.5)
-        found += len(pairs)
-        total += len(anns)
-        if pairs:
-            errors.append((mean_keypoint_error_px(p[:, :, :2], valid, g, pairs), len(pairs)))
+        out.append(ImageMatch(anns, g, p, valid, match_people(p[:, :, :2], valid, g, area, min_oks=0.5)))
+    return out
+
+
+def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
+    gt = COCO(str(gt_path))
+    results = predict_images(config, gt, images_dir)
+    coco = coco_keypoint_eval(gt, results, max_dets=max(20, len(results)))
+    found = total = 0
+    errors, all_pred, all_gt, heads = [], [], [], []
+    has_head_boxes = any("bbox_head" in a for a in gt.dataset["annotations"])
+    for m in match_images(gt, results):
+        found += len(m.pairs)
+        total += len(m.anns)
+        if m.pairs:
+            errors.append((mean_keypoint_error_px(m.pred[:, :, :2], m.valid, m.gt, m.pairs), len(m.pairs)))
         # PCK over every labelled GT keypoint: a person or joint not predicted counts as a miss.
-        matched = np.full((len(anns), 17, 2), np.nan)
-        for pi, gi in pairs:
-            matched[gi] = np.where(valid[pi][:, None], p[pi, :, :2], np.nan)
-        all_pred.append(matched)
-        all_gt.append(g)
+        all_pred.append(m.matched_xy())
+        all_gt.append(m.gt)
         if has_head_boxes:
-            heads.append(0.6 * np.hypot(*np.array([a["bbox_head"][2:] for a in anns], np.float64).T))
+            heads.append(0.6 * np.hypot(*np.array([a["bbox_head"][2:] for a in m.anns], np.float64).T))
     pred_xy = np.nan_to_num(np.concatenate(all_pred), nan=1e9)  # not predicted = far away = a miss
     g = np.concatenate(all_gt)
     mask = g[:, :, 2] > 0

@@ -119,6 +119,19 @@ def required_resources(config: Config) -> dict[str, float]:
     }
 
 
+def build_mesh_pool(config: Config) -> list:
+    """Mesh actors alone, for the offline `posepipe mocap` job over a finished output."""
+    res = config.mesh.resources
+    have = ray.cluster_resources()
+    for kind, amount in (("CPU", res.actors * res.num_cpus), ("GPU", res.actors * res.num_gpus)):
+        if amount > have.get(kind, 0.0) + 1e-9:
+            raise ConfigError(f"[mesh.resources] asks for {amount:g} {kind} but the Ray cluster has "
+                              f"{have.get(kind, 0.0):g}")
+    actors = [_remote(MeshWorker, res).remote(config) for _ in range(res.actors)]
+    _wait_ready(actors, config.run.start_timeout_s)
+    return actors
+
+
 def _wait_ready(actors: list, timeout_s: float, also_kill: list = ()) -> None:
     """Wait for the actors' constructors. A model that fails to load is one clear error for the run
     (not the same failure on every video); actors still unplaced after timeout_s are an error too."""

@@ -15,6 +15,7 @@ from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
 from stages.body.stream import BodyStream, TrackedRows, tracked_rows
+from stages.body.table import body_summary
 from stages.confirm import TrackOutput
 from stages.decode import DecodeError, VideoReader
 from stages.sink import ParquetSink, people_per_frame
@@ -185,8 +186,7 @@ class SinkWorker(_Busy):
             if last is not None:
                 self.sink.write_table(video_id, "bodies", last)
             self.sink.write_table(video_id, "body_tracks", tracks)
-            row.update(body_tracks=tracks.num_rows, body_rows=sum(tracks.column("frames").to_pylist()),
-                       body_skipped=",".join(f"{k}={v}" for k, v in sorted(skipped.items())) or None)
+            row.update(body_summary(tracks, skipped))
         return self.sink.finish(video_id, row)
 
     def fail(self, video_id: str, row: dict) -> dict:
@@ -226,3 +226,8 @@ class MeshWorker(_Busy):
 
     def drop(self, video_id: str) -> None:
         self.stream.drop(video_id)
+
+    def mocap(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple:
+        """Offline: a video's tracks fitted whole (stream.fit_whole)."""
+        with self.timed():
+            return self.stream.fit_whole(rows, image_size)

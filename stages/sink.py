@@ -41,9 +41,9 @@ from stages.sink_fs import (
     write_json,
 )
 
-__all__ = ["DONE_STATUSES", "TABLES", "FRAMES_SCHEMA", "PEOPLE_SCHEMA", "VIDEOS_SCHEMA", "ParquetSink", "frames_table",
-           "people_per_frame", "people_table", "read_json", "read_video_rows", "remove_unfinished",
-           "resolve_output", "write_json"]
+__all__ = ["DONE_STATUSES", "TABLES", "FRAMES_SCHEMA", "PEOPLE_SCHEMA", "VIDEOS_SCHEMA", "ParquetSink",
+           "frames_table", "people_per_frame", "people_table", "put_video_row", "read_json", "read_video_rows",
+           "remove_unfinished", "resolve_output", "write_json"]
 
 # Statuses whose videos row vouches for the people and frames files of the video.
 DONE_STATUSES = ("ok", "truncated")
@@ -222,11 +222,7 @@ class ParquetSink:
         return self._path("videos", f"{video_id}.parquet")
 
     def _write_video_row(self, row: dict) -> None:
-        full = {name: row.get(name) for name in VIDEOS_SCHEMA.names}
-        full["finished_at"] = full["finished_at"] or int(time.time())
-        buf = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist([full], schema=VIDEOS_SCHEMA), buf)
-        put_atomic(self.fs, self._row_path(row["video_id"]), buf.getvalue().to_pybytes())
+        put_video_row(self.fs, self.root, row)
 
     def _unpublish(self, video_id: str) -> None:
         """Withdraw an earlier run's output of the video: its row first, so no ok row ever stands
@@ -264,6 +260,15 @@ class ParquetSink:
                "people_rows": 0}
         self._write_video_row(row)
         return row
+
+
+def put_video_row(fs: pafs.FileSystem, root: str, row: dict) -> None:
+    """Write (or replace, atomically) one video's videos-table row; absent fields are null."""
+    full = {name: row.get(name) for name in VIDEOS_SCHEMA.names}
+    full["finished_at"] = full["finished_at"] or int(time.time())
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([full], schema=VIDEOS_SCHEMA), buf)
+    put_atomic(fs, join(root, "videos", f"{row['video_id']}.parquet"), buf.getvalue().to_pybytes())
 
 
 def read_video_rows(out: str | os.PathLike) -> list[dict]:

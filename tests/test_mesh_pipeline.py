@@ -85,3 +85,25 @@ def test_rerun_with_mesh_skips_the_finished_video(mesh_run, capsys):
     assert main(["run", str(CLIP), "--out", str(out), "--mesh", "--no-progress"]) == 0
     assert "(done earlier)" in capsys.readouterr().out
     assert sorted(p.stat().st_mtime_ns for p in (out / "bodies").rglob("*.parquet")) == before
+
+
+def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path):
+    import shutil
+
+    _, out = mesh_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    vid = video_id_for(CLIP)
+    q = lambda sql: duckdb.sql(sql.replace("OUT", str(copy))).fetchall()  # noqa: E731
+    before = q("SELECT track_id, frame_index, reproj_px FROM read_parquet('OUT/bodies/*/*.parquet') ORDER BY ALL")
+    assert main(["mocap", str(copy), "--track", "1"]) == 0
+    after = q("SELECT track_id, frame_index, reproj_px FROM read_parquet('OUT/bodies/*/*.parquet') ORDER BY ALL")
+    assert [r[:2] for r in after] == [r[:2] for r in before]  # same person-frames
+    assert [r for r in after if r[0] == 0] == [r for r in before if r[0] == 0]  # track 0 untouched
+    assert [r for r in after if r[0] == 1] != [r for r in before if r[0] == 1]  # track 1 refitted
+    assert main(["mocap", str(copy)]) == 0
+    (row,) = q("SELECT body_rows, body_tracks FROM read_parquet('OUT/videos/*.parquet')")
+    assert row == (len(before), 2)
+    assert not (copy / "_staging").exists()
+    assert main(["mocap", str(copy), "--video", "nope"]) == 2
+    assert main(["mocap", str(copy), "--video", vid, "--track", "99"]) == 2

@@ -194,13 +194,17 @@ class BodyFitter:
             e2 = ((proj - kp) ** 2).sum(-1) / scale[:, None] ** 2
             return (w * e2 / (e2 + sigma ** 2)).sum(1) / w.sum(1).clamp(min=1e-6)
 
-        const_rig = None
-        if not bool((~fixed).any()):  # no shape to fit: the rig is a constant of the chunk (no gradient)
+        rig_now: list = [None]  # the rig while the shape is held: a constant (no gradient), computed once
+
+        def hold_shape():
             with torch.no_grad():
-                const_rig = self._rig_rows(shape_of(), track_t)
+                rig_now[0] = self._rig_rows(shape_of(), track_t)
+
+        if not bool((~fixed).any()):
+            hold_shape()
 
         def evaluate():
-            rig = const_rig if const_rig is not None else self._rig_rows(shape_of(), track_t)
+            rig = rig_now[0] if rig_now[0] is not None else self._rig_rows(shape_of(), track_t)
             return self._keypoints(rig, bones, root, txy, tz, focal_t, center)
 
         # Per-parameter steps: x/z, y/z move the body by focal x step pixels, so their step is small.
@@ -214,7 +218,9 @@ class BodyFitter:
                 opt.step()
         opt = torch.optim.Adam([{"params": [bones, shape_free], "lr": lr}, {"params": [root], "lr": lr},
                                 {"params": [txy], "lr": lr * p.lr_xy}, {"params": [tz], "lr": lr * p.lr_depth}])
-        for _ in range(iters):
+        for it in range(iters):
+            if it == p.shape_iters and rig_now[0] is None:
+                hold_shape()  # the shape has settled; the rest only refines the pose (and costs a third less)
             opt.zero_grad()
             kp3, proj, t3 = evaluate()
             shape_t = shape_of()

@@ -13,6 +13,7 @@ class FitParams:
     iters_root: int = 25
     iters_full: int = 100
     iters_warm: int = 40  # stage 2 of a chunk whose tracks all continue from the previous chunk
+    shape_iters: int = 40  # stage-2 iterations with the shape free (new tracks); after that it is held
     probe_frames: int = 6  # frames of a new track fitted from each starting shape
     lr: float = 0.04
     lr_xy: float = 0.05  # x/z and y/z steps, as a fraction of lr: one step moves the body focal x step px

@@ -6,6 +6,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from stages.body.export import TrackMotion
+from stages.body.stream import TrackedRows
 from stages.sink import read_video_rows, resolve_output
 from stages.sink_fs import join
 
@@ -23,11 +24,17 @@ def _table(out: str, name: str, video_id: str):
     return ds.dataset(path, format="parquet", filesystem=fs).to_table()
 
 
-def read_track(out: str, video_id: str, track_id: int) -> TrackMotion:
-    """The bodies rows of one track, with its shape and the video's frame rate."""
+def video_row(out: str, video_id: str) -> dict:
+    """The videos-table row of one video of OUT."""
     rows = {r["video_id"]: r for r in read_video_rows(out)}
     if video_id not in rows:
         raise OutputError(f"{out}: no video {video_id!r} (videos: {', '.join(sorted(rows)) or 'none'})")
+    return rows[video_id]
+
+
+def read_track(out: str, video_id: str, track_id: int) -> TrackMotion:
+    """The bodies rows of one track, with its shape and the video's frame rate."""
+    row = video_row(out, video_id)
     bodies = _table(out, "bodies", video_id)
     bodies = bodies.filter(pc.equal(bodies["track_id"], track_id)).sort_by("frame_index")
     if bodies.num_rows == 0:
@@ -45,4 +52,17 @@ def read_track(out: str, video_id: str, track_id: int) -> TrackMotion:
         body_model=bodies["body_model"][0].as_py(), shape=np.asarray(tracks["shape"][0].as_py(), np.float32),
         frame_index=bodies["frame_index"].to_numpy(), time_s=bodies["time_s"].to_numpy(),
         bone_rotvec=rot.reshape(n, -1, 3), root_rotvec=fixed("root_rotvec", 3), translation=fixed("translation", 3),
-        fps=float(rows[video_id]["fps"] or 25.0))
+        fps=float(row["fps"] or 25.0))
+
+
+def tracked_people(out: str, video_id: str) -> tuple[TrackedRows, tuple[int, int]]:
+    """Every people row of a video with a track id, as TrackedRows, and the video's (width, height)."""
+    row = video_row(out, video_id)
+    people = _table(out, "people", video_id)
+    people = people.filter(pc.invert(pc.is_null(people["track_id"]))).sort_by([("frame_index", "ascending")])
+    n = people.num_rows
+    kp = np.stack([people[c].combine_chunks().flatten().to_numpy().reshape(n, 17)
+                   for c in ("kp_x", "kp_y", "kp_score")], -1).astype(np.float32)
+    size = (int(row["width"] or 0), int(row["height"] or 0))
+    return TrackedRows(video_id, people["frame_index"].to_numpy(), people["time_s"].to_numpy(),
+                       people["track_id"].to_numpy(), kp), size

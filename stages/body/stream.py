@@ -104,6 +104,30 @@ class BodyStream:
         self.fitter.close(vid)
         return table, tracks, dict(self.skipped.pop(vid, Counter()))
 
+    def fit_whole(self, rows: TrackedRows, image_size: tuple[int, int], max_rows: int = 4096,
+                  ) -> tuple[pa.Table | None, pa.Table, dict]:
+        """Offline (`posepipe mocap`): every track fitted in one optimisation over all its frames, so the
+        temporal terms smooth it both ways; tracks are grouped up to max_rows person-frames per fit.
+        Returns what finish() does."""
+        vid = rows.video_id
+        self.open(vid)
+        order = np.lexsort((rows.frame_index, rows.track_id))
+        rows = _take(rows, order)
+        ids, counts = np.unique(rows.track_id, return_counts=True)
+        tables, group, size = [], [], 0
+        for t, n in zip(ids, counts):
+            if group and size + n > max_rows:
+                tables.append(self._fit(_take(rows, np.isin(rows.track_id, group)), image_size))
+                group, size = [], 0
+            group.append(t)
+            size += n
+        if group:
+            tables.append(self._fit(_take(rows, np.isin(rows.track_id, group)), image_size))
+        empty = _take(rows, np.zeros(len(rows), bool))
+        _, tracks, skipped = self.finish(empty, image_size)
+        kept = [t for t in tables if t is not None]
+        return (pa.concat_tables(kept) if kept else None), tracks, skipped
+
     def drop(self, video_id: str) -> None:
         """Forget a video that failed."""
         self.pending.pop(video_id, None)

@@ -75,3 +75,9 @@ def body_tracks_table(video_id: str, body_model: str, shape_names: list[str], sh
     return pa.Table.from_pylist([
         {"video_id": video_id, "track_id": t, "body_model": body_model, "shape_names": shape_names,
          "shape": [float(v) for v in shapes[t]], "frames": frames.get(t, 0)} for t in ids], schema=BODY_TRACKS_SCHEMA)
+
+
+def body_summary(tracks: pa.Table, skipped: dict[str, int]) -> dict:
+    """The videos row's mesh columns: body_rows, body_tracks, body_skipped ("reason=count,...")."""
+    return {"body_tracks": tracks.num_rows, "body_rows": sum(tracks.column("frames").to_pylist()),
+            "body_skipped": ",".join(f"{k}={v}" for k, v in sorted(skipped.items())) or None}

@@ -1,0 +1,58 @@
+"""`posepipe mocap OUT`: the offline motion-capture job. Refits the tracks already in a finished
+output with whole-track smoothing (every track one optimisation over all its frames, so the
+temporal terms look both ways), spread over mesh actors, one video per call; the driver publishes
+each video's new bodies as its call returns (stages/body/publish.py).
+"""
+from __future__ import annotations
+
+import ray
+
+from pipeline.config import Config
+from pipeline.graph import build_mesh_pool
+from stages.body.load import check_body_model
+from stages.body.publish import replace_bodies
+from stages.body.read import OutputError, tracked_people
+from stages.body.stream import TrackedRows
+from stages.sink import DONE_STATUSES, read_video_rows
+
+
+def _select(rows: TrackedRows, track_id: int | None) -> TrackedRows:
+    if track_id is None:
+        return rows
+    keep = rows.track_id == track_id
+    if not keep.any():
+        raise OutputError(f"{rows.video_id}: no tracked rows for track {track_id} "
+                          f"(tracks: {sorted(set(rows.track_id.tolist()))})")
+    return TrackedRows(rows.video_id, rows.frame_index[keep], rows.time_s[keep], rows.track_id[keep],
+                       rows.keypoints[keep])
+
+
+def plan(out: str, video_id: str | None = None) -> list[str]:
+    """The finished videos of OUT to refit (one, when named)."""
+    done = [r["video_id"] for r in read_video_rows(out) if r["status"] in DONE_STATUSES]
+    if video_id is not None:
+        if video_id not in done:
+            raise OutputError(f"{out}: no finished video {video_id!r} (finished: {', '.join(done) or 'none'})")
+        return [video_id]
+    if not done:
+        raise OutputError(f"{out}: no finished videos to refit")
+    return done
+
+
+def run_mocap(config: Config, out: str, video_id: str | None = None, track_id: int | None = None) -> list[dict]:
+    """Refit and publish; returns the rewritten videos rows. Ray must be initialised."""
+    videos = plan(out, video_id)
+    check_body_model(config.mesh.body_model, config.mesh.body_model_path)
+    inputs = {vid: tracked_people(out, vid) for vid in videos}  # small: keypoints only
+    for vid, (rows, _) in inputs.items():
+        inputs[vid] = (_select(rows, track_id), inputs[vid][1])
+    actors = build_mesh_pool(config)
+    pending = {actors[i % len(actors)].mocap.remote(rows, size): vid
+               for i, (vid, (rows, size)) in enumerate(inputs.items())}
+    results = []
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        vid = pending.pop(ref)
+        bodies, tracks, skipped = ray.get(ref)
+        results.append(replace_bodies(out, vid, bodies, tracks, skipped, only_track=track_id))
+    return sorted(results, key=lambda r: r["video_id"])
