@@ -30,9 +30,9 @@ from pipeline.config import load_config, mode_file
 from pipeline.evaluate import coco_results
 from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
 from stages.batches import PoseBatch, PoseOutput
-from stages.decode import VideoReader
-from stages.metrics import coco_keypoint_eval, match_people
-from stages.modes import merge_hybrid
+from stages.io.decode import VideoReader
+from stages.eval.metrics import coco_keypoint_eval, match_people
+from stages.pose.modes import merge_hybrid
 
 REPO = Path(__file__).resolve().parents[1]
 # Models resolve at build time (stages/weights.py reads the variable then); the sibling shared/ as default.

@@ -22,8 +22,8 @@ import numpy as np
 import onnxruntime as ort
 from timing import measure, print_table
 
-from stages import detect
-from stages.detect import RTMDET_FILE, YOLOX_FILE, DetectorParams, RTMDetPerson, YoloxNano
+from stages.pose import detect
+from stages.pose.detect import RTMDET_FILE, YOLOX_FILE, DetectorParams, RTMDetPerson, YoloxNano
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights"))

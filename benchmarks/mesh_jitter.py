@@ -24,7 +24,7 @@ from stages.body.fit import BodyFitter
 from stages.body.load import load_body_model
 from stages.body.read import tracked_people
 from stages.body.stream import BodyStream, TrackedRows
-from stages.sink import read_video_rows
+from stages.io.sink import read_video_rows
 
 
 def _frames(rows: TrackedRows) -> list[TrackedRows]:

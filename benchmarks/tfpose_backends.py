@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 from timing import measure, print_table
 
-from stages.tfpose_net import TfPoseNet, TfPoseOnnx
+from stages.pose.tfpose_net import TfPoseNet, TfPoseOnnx
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights"))

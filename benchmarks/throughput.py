@@ -30,8 +30,8 @@ import torch
 from pipeline.config import load_config, mode_file
 from pipeline.models import build_bottomup_forward, choose_bottomup_model
 from pipeline.runner import Runner
-from stages.bottomup import BottomUpGrouper, BottomUpNet, net_input_size, to_net_input
-from stages.decode import VideoReader
+from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, net_input_size, to_net_input
+from stages.io.decode import VideoReader
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from stages.batches import FrameBatch
-from stages.topdown import MoveNet, TopDownKeypoints, crop_transforms, warp_crops
+from stages.pose.topdown import MoveNet, TopDownKeypoints, crop_transforms, warp_crops
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights"))

@@ -26,9 +26,9 @@ import ray
 from pipeline.config import load_config, mode_file
 from pipeline.evaluate import mot_rows_from_output
 from pipeline.runner import Runner
-from stages.metrics import oks_matrix
-from stages.mot import clear_mot, load_mot
-from stages.track import FLIP_PAIRS
+from stages.eval.metrics import oks_matrix
+from stages.eval.mot import clear_mot, load_mot
+from stages.track.track import FLIP_PAIRS
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))

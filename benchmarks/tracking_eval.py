@@ -4,8 +4,8 @@
 
 (a) the published tracker's MOT15 results on TUD-Campus / TUD-Stadtmitte (the mmtracking test
     numbers in shared/eval/expected/mot15_tud_clear_mot.json: MOTA 0.555, IDF1 0.624, 14 IDs);
-(b) posepipe's Tracker (stages.track.track_boxes, default TrackParams, boxes only) on the TUD ground
-    truth degraded by stages.mot.degrade_detections (misses in runs, occlusion misses, jitter, false
+(b) posepipe's Tracker (stages.track.track.track_boxes, default TrackParams, boxes only) on the TUD ground
+    truth degraded by stages.eval.mot.degrade_detections (misses in runs, occlusion misses, jitter, false
     positives), one run per seed. Not comparable with (a) head to head: (a) tracked a real detector's
     boxes, (b) tracks synthetic detections whose failures follow our model;
 (c) the same on crowd_synth/track_a (visible-mask boxes, a pillar, re-entries);
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.batches import NUM_KEYPOINTS, PoseBatch
-from stages.mot import clear_mot_many, degrade_detections, load_mot
-from stages.track import FLIP_PAIRS, Tracker, TrackParams, track_boxes
+from stages.eval.mot import clear_mot_many, degrade_detections, load_mot
+from stages.track.track import FLIP_PAIRS, Tracker, TrackParams, track_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))

@@ -165,7 +165,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_eval_track(args: argparse.Namespace) -> int:
     from pipeline.evaluate import mot_rows_from_output
-    from stages.mot import clear_mot, load_mot
+    from stages.eval.mot import clear_mot, load_mot
 
     if (args.hyp is None) == (args.out is None):
         print("posepipe eval-track: give exactly one of --hyp or --out", file=sys.stderr)

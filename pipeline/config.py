@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.body.params import FitParams
-from stages.bottomup import BottomUpParams
-from stages.detect import DetectorParams
-from stages.modes import AutoParams, HybridParams
-from stages.topdown import TopDownParams
-from stages.track import TrackParams
+from stages.pose.bottomup import BottomUpParams
+from stages.pose.detect import DetectorParams
+from stages.pose.modes import AutoParams, HybridParams
+from stages.pose.topdown import TopDownParams
+from stages.track.track import TrackParams
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_FILE = CONFIG_DIR / "default.toml"

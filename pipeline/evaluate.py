@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
 from stages.batches import FrameBatch, PoseBatch
-from stages.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
+from stages.eval.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from stages.body.load import load_body_model
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel
 from stages.body.skeleton import project
-from stages.metrics import pck_torso
+from stages.eval.metrics import pck_torso
 
 
 def image_size(gt: COCO, image_id: int, images_dir: Path) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from pipeline.config import Config
-from stages.sink import DONE_STATUSES
+from stages.io.sink import DONE_STATUSES
 
 _CHUNK = 1 << 20  # hashed at each end of a file: enough to tell re-encodes and truncations apart
 

@@ -14,7 +14,7 @@ from dataclasses import asdict
 import ray
 
 from pipeline.config import Config
-from stages.sink import read_json, read_video_rows, write_json
+from stages.io.sink import read_json, read_video_rows, write_json
 
 JOB_FILE = "job.json"
 

@@ -13,7 +13,7 @@ from stages.body.load import check_body_model
 from stages.body.publish import replace_bodies
 from stages.body.read import OutputError, tracked_people
 from stages.body.stream import TrackedRows
-from stages.sink import DONE_STATUSES, read_video_rows
+from stages.io.sink import DONE_STATUSES, read_video_rows
 
 
 def _select(rows: TrackedRows, track_id: int | None) -> TrackedRows:

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from stages.appearance import appearance, thumbnails
+from stages.track.appearance import appearance, thumbnails
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
-from stages.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
-from stages.detect import build_detector
-from stages.modes import merge_hybrid
-from stages.topdown import MoveNet, TopDownKeypoints
+from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
+from stages.pose.detect import build_detector
+from stages.pose.modes import merge_hybrid
+from stages.pose.topdown import MoveNet, TopDownKeypoints
 from stages.weights import WeightsError, resolve
 
 # Which networks each mode runs.
@@ -88,7 +88,7 @@ def _providers(device: str) -> list[str]:
 def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, device: str):
     """The network runner: torch module from the GraphDef, or onnxruntime."""
     # Imported here: torch costs seconds to import, and the grouping actors import this module too.
-    from stages.tfpose_net import TfPoseNet, TfPoseOnnx
+    from stages.pose.tfpose_net import TfPoseNet, TfPoseOnnx
 
     if backend == "onnxruntime":
         # onnxruntime wants a file; the bytes came from the resolver, so write them once here.

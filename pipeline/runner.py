@@ -25,9 +25,9 @@ from pipeline.jobfile import JobFile
 from pipeline.models import choose_models, model_blobs, model_label
 from pipeline.workers import SinkWorker
 from stages.body.load import check_body_model
-from stages.decode import video_id_for
-from stages.modes import AutoSwitch
-from stages.sink import DONE_STATUSES, read_video_rows, remove_unfinished
+from stages.io.decode import video_id_for
+from stages.pose.modes import AutoSwitch
+from stages.io.sink import DONE_STATUSES, read_video_rows, remove_unfinished
 
 
 @dataclass

@@ -16,10 +16,10 @@ from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput
 from stages.body.stream import BodyStream, TrackedRows, tracked_rows
 from stages.body.table import body_summary
-from stages.confirm import TrackOutput
-from stages.decode import DecodeError, VideoReader
-from stages.sink import ParquetSink, people_per_frame
-from stages.track import Tracker, TrackParams
+from stages.track.confirm import TrackOutput
+from stages.io.decode import DecodeError, VideoReader
+from stages.io.sink import ParquetSink, people_per_frame
+from stages.track.track import Tracker, TrackParams
 
 
 class _Busy:

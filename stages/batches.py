@@ -86,7 +86,7 @@ class PoseBatch:
     det_bbox: float32[P, 4] detector box (x1, y1, x2, y2) of a top-down person, NaN for bottom-up;
     det_score: float32[P] its detector score, NaN for bottom-up.
     mode: how these people were found ("bottomup" or "topdown"), one value per batch.
-    appearance: float16[P, D] colour descriptor for re-identification (stages/appearance.py), D = 0
+    appearance: float16[P, D] colour descriptor for re-identification (stages/track/appearance.py), D = 0
       when none was computed; used by the tracker, not written to Parquet.
     """
 

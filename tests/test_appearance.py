@@ -1,4 +1,4 @@
-"""stages.appearance (colour descriptor) and the tracker's re-identification after long gaps."""
+"""stages.track.appearance (colour descriptor) and the tracker's re-identification after long gaps."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,9 +8,9 @@ import numpy as np
 from conftest import EVAL
 from test_track import batch, person
 
-from stages.appearance import BINS, DIM, HUE_BINS, SAT_BINS, appearance, similarity, thumbnails
-from stages.decode import VideoReader
-from stages.track import Tracker, TrackParams
+from stages.track.appearance import BINS, DIM, HUE_BINS, SAT_BINS, appearance, similarity, thumbnails
+from stages.io.decode import VideoReader
+from stages.track.track import Tracker, TrackParams
 
 
 def shirt_and_trousers(upper_rgb, lower_rgb, size=(200, 100)) -> np.ndarray:

@@ -11,9 +11,9 @@ import torch
 from pycocotools.coco import COCO
 
 from stages.batches import FrameBatch
-from stages.bottomup import BottomUpGrouper, BottomUpNet, BottomUpParams, TorchForward, net_input_size
-from stages.metrics import match_people
-from stages.tfpose_net import TfPoseNet, TfPoseOnnx
+from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, BottomUpParams, TorchForward, net_input_size
+from stages.eval.metrics import match_people
+from stages.pose.tfpose_net import TfPoseNet, TfPoseOnnx
 
 PARAMS = BottomUpParams()
 PHOTO = "000000196141.jpg"  # 5 people, 4 of them with keypoints

@@ -19,8 +19,8 @@ from pipeline.inputs import expand_inputs
 from pipeline.models import choose_models, model_blobs
 from pipeline.runner import Runner
 from pipeline.workers import SinkWorker
-from stages.decode import video_id_for
-from stages.sink import read_video_rows
+from stages.io.decode import video_id_for
+from stages.io.sink import read_video_rows
 
 CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, 1080x1920 portrait
 SHORT = EVAL / "videos" / "mmtracking_demo.mp4"  # 8 frames

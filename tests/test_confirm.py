@@ -1,4 +1,4 @@
-"""stages.confirm: only confirmed tracks are written, nothing reordered, nothing lost but false tracks."""
+"""stages.track.confirm: only confirmed tracks are written, nothing reordered, nothing lost but false tracks."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 
-from stages.confirm import TrackOutput
-from stages.sink import people_table
-from stages.track import Tracker, TrackParams
+from stages.track.confirm import TrackOutput
+from stages.io.sink import people_table
+from stages.track.track import Tracker, TrackParams
 from tests.test_track import batch, person
 
 

@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 from conftest import EVAL, REPO
 from outputs import assert_same_people, people
 
-from stages.decode import video_id_for
-from stages.sink import read_video_rows
+from stages.io.decode import video_id_for
+from stages.io.sink import read_video_rows
 
 SHORT = EVAL / "videos" / "mmtracking_demo.mp4"  # 8 frames: done before the kill
 LONG = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames: interrupted

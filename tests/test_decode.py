@@ -1,4 +1,4 @@
-"""Tests for stages/decode.py on real videos (and damaged copies of them made in tmp_path).
+"""Tests for stages/io/decode.py on real videos (and damaged copies of them made in tmp_path).
 
 Eval data: /work/shared/eval (next to the repo) or $POSEPIPE_EVAL pointing at the eval folder.
 """
@@ -15,7 +15,7 @@ from conftest import EVAL
 from media import audio_file, cut, encoded_clip, marked_frame, remux
 
 from stages.batches import FrameBatch
-from stages.decode import DecodeError, VideoReader, count_frames, video_id_for
+from stages.io.decode import DecodeError, VideoReader, count_frames, video_id_for
 
 VIDEOS = EVAL / "videos"
 LANDSCAPE = VIDEOS / "mmtracking_demo.mp4"  # MPEG-4 Part 2, 1920x1080, 8 frames, moov at end

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages import detect
-from stages.detect import (
+from stages.pose import detect
+from stages.pose.detect import (
     RTMDET_FILE,
     YOLOX_FILE,
     DetectorParams,

@@ -10,7 +10,7 @@ from conftest import EVAL
 from media import black_video, cut, remux
 
 from pipeline.cli import main
-from stages.decode import count_frames, video_id_for
+from stages.io.decode import count_frames, video_id_for
 
 CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, portrait
 

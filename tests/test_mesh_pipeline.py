@@ -13,7 +13,7 @@ from pipeline.cli import main
 from stages.body.anny_body import AnnyBody
 from stages.body.read import read_track
 from stages.body.rig import pose_full
-from stages.decode import video_id_for
+from stages.io.decode import video_id_for
 
 CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, portrait
 CAM_TO_EXPORT = np.diag([1.0, -1.0, -1.0])  # stages/body/export.py: 180 degrees about x, y up

@@ -1,4 +1,4 @@
-"""stages.metrics against the peer-test numbers stored in shared/eval/expected/ (loaded at test time).
+"""stages.eval.metrics against the peer-test numbers stored in shared/eval/expected/ (loaded at test time).
 
 Set POSEPIPE_EVAL to the eval folder (the one holding expected/ and coco/) to use another copy.
 """
@@ -15,7 +15,7 @@ from conftest import EVAL
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from stages import metrics as M
+from stages.eval import metrics as M
 
 EXPECTED = EVAL / "expected"  # a missing folder fails the tests that read it (conftest)
 

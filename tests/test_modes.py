@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from stages.batches import PoseBatch
-from stages.modes import AutoParams, AutoSwitch, merge_hybrid
+from stages.pose.modes import AutoParams, AutoSwitch, merge_hybrid
 
 
 def test_auto_switches_with_hysteresis_and_dwell():

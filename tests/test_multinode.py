@@ -8,7 +8,7 @@ from outputs import assert_same_people, config_with, people
 from ray.cluster_utils import Cluster
 
 from pipeline.runner import Runner
-from stages.decode import video_id_for
+from stages.io.decode import video_id_for
 
 VIDEOS = [EVAL / "videos" / "mmtracking_demo.mp4", EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"]
 # The head has 1 CPU, taken by decode + group + sink (0.5 + 0.25 + 0.25); the pose actor asks for

@@ -1,8 +1,8 @@
 """Unit tests of PAF grouping on synthetic fields with known people."""
 import numpy as np
 
-from stages.heatmap import render_gaussian
-from stages.paf import (
+from stages.pose.heatmap import render_gaussian
+from stages.pose.paf import (
     LIMBS,
     NUM_PARTS,
     OPENPOSE18_TO_COCO17,
@@ -130,7 +130,7 @@ def test_no_peaks_no_people():
 
 def test_peaks_from_rendered_heatmaps_roundtrip():
     # Sanity: heatmap rendering + peak finding + grouping on the same synthetic people.
-    from stages.heatmap import find_peaks
+    from stages.pose.heatmap import find_peaks
     people = [_skeleton(25.3, 30.6), _skeleton(57.7, 31.2)]
     heat = np.stack([render_gaussian(H, W, np.array([p[part] for p in people]), 1.5).max(axis=0)
                      for part in range(NUM_PARTS)])

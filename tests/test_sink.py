@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.batches import PoseBatch
-from stages.sink import (
+from stages.io.sink import (
     PEOPLE_SCHEMA,
     VIDEOS_SCHEMA,
     ParquetSink,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.tfpose_net import (
+from stages.pose.tfpose_net import (
     FrameNorm,
     SeparableConv,
     TfPoseNet,

@@ -13,8 +13,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from stages.batches import FrameBatch
-from stages.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px
-from stages.topdown import (
+from stages.eval.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px
+from stages.pose.topdown import (
     INPUT_SIZE,
     MoveNet,
     TopDownKeypoints,

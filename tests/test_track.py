@@ -1,4 +1,4 @@
-"""stages.track (scripted people) and stages.mot (MOT15 TUD numbers, tracker on degraded GT)."""
+"""stages.track.track (scripted people) and stages.eval.mot (MOT15 TUD numbers, tracker on degraded GT)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from stages.batches import NUM_KEYPOINTS, PoseBatch
-from stages.topdown import FLIP_PAIRS as TOPDOWN_FLIP_PAIRS
-from stages.track import FLIP_PAIRS, Tracker, TrackParams, box_iou, track_boxes
+from stages.pose.topdown import FLIP_PAIRS as TOPDOWN_FLIP_PAIRS
+from stages.track.track import FLIP_PAIRS, Tracker, TrackParams, box_iou, track_boxes
 
 TUD = ("TUD-Campus", "TUD-Stadtmitte")
 
@@ -172,17 +172,17 @@ def test_track_boxes_drops_unconfirmed_one_frame_detections():
 
 
 # ----------------------------------------------------------------------------- MOT metrics
-# stages.mot needs motmetrics; imported per test so the tracker tests above run without it.
+# stages.eval.mot needs motmetrics; imported per test so the tracker tests above run without it.
 
 def tud(eval_dir, folder: str) -> dict[str, np.ndarray]:
-    from stages.mot import load_mot
+    from stages.eval.mot import load_mot
 
     sub = "{s}/gt/gt.txt" if folder == "gt" else "results/{s}.txt"
     return {s: load_mot(eval_dir / "mot15_tud" / sub.format(s=s)) for s in TUD}
 
 
 def test_clear_mot_reproduces_mmtracking_mot15(eval_dir):
-    from stages.mot import clear_mot, clear_mot_many
+    from stages.eval.mot import clear_mot, clear_mot_many
 
     spec = json.loads((eval_dir / "expected" / "mot15_tud_clear_mot.json").read_text())
     gt, res = tud(eval_dir, "gt"), tud(eval_dir, "results")
@@ -197,7 +197,7 @@ def test_clear_mot_reproduces_mmtracking_mot15(eval_dir):
 
 
 def test_degrade_detections_is_seeded_and_drops_in_runs(eval_dir):
-    from stages.mot import degrade_detections
+    from stages.eval.mot import degrade_detections
 
     gt = tud(eval_dir, "gt")["TUD-Stadtmitte"]
     a, b = degrade_detections(gt, 3, with_source=True), degrade_detections(gt, 3, with_source=True)
@@ -217,7 +217,7 @@ def test_degrade_detections_is_seeded_and_drops_in_runs(eval_dir):
 
 
 def test_tracker_on_degraded_tud_beats_published_tracker(eval_dir):
-    from stages.mot import clear_mot_many, degrade_detections
+    from stages.eval.mot import clear_mot_many, degrade_detections
 
     # Not a like-for-like comparison (our detections are GT degraded by our failure model, theirs came
     # from a real detector); measured with seed 0: MOTA 0.688, IDF1 0.815, 2 ID switches.

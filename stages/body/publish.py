@@ -3,7 +3,7 @@
 The new bodies and body_tracks files are written under OUT/_staging/mocap-<id>/ and moved over the
 old ones (a rename on local disks), then the video's row is rewritten with the new counts. A reader
 sees the old bodies or the new ones; on object stores the two tables are replaced one after the
-other (copy + delete), as for a live job's publish (stages/sink.py).
+other (copy + delete), as for a live job's publish (stages/io/sink.py).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from stages.body.table import body_summary
-from stages.sink import put_video_row, read_video_rows, resolve_output
-from stages.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
+from stages.io.sink import put_video_row, read_video_rows, resolve_output
+from stages.io.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
 
 
 def _existing(fs, root: str, name: str, video_id: str) -> pa.Table | None:

@@ -7,8 +7,8 @@ import pyarrow.dataset as ds
 
 from stages.body.export import TrackMotion
 from stages.body.stream import TrackedRows
-from stages.sink import read_video_rows, resolve_output
-from stages.sink_fs import join
+from stages.io.sink import read_video_rows, resolve_output
+from stages.io.sink_fs import join
 
 
 class OutputError(ValueError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from stages.batches import PoseBatch
-from stages.metrics import oks_matrix
+from stages.eval.metrics import oks_matrix
 
 
 @dataclass(frozen=True)

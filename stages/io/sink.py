@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from stages.batches import NUM_KEYPOINTS, PoseBatch
-from stages.sink_fs import (
+from stages.io.sink_fs import (
     delete_dir,
     delete_file,
     ensure_dir,

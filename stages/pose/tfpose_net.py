@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tensorboard.compat.proto import graph_pb2, node_def_pb2
 from torch import Tensor, nn
 
-from stages.onnx_session import onnx_session
+from stages.pose.onnx_session import onnx_session
 
 ONNX_INPUT = "image:0"
 ONNX_OUTPUT = "Openpose/concat_stage7:0"

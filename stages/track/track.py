@@ -14,7 +14,7 @@ With flip_correction, a detection whose left/right-swapped pose (FLIP_PAIRS) fit
 predicted pose clearly better (by flip_margin OKS) is swapped back, keypoints and scores together.
 
 Re-identification (params.reid, when batches carry appearance descriptors): a detection that motion
-could not place is compared by clothing colour (stages/appearance.py) with the confirmed tracks
+could not place is compared by clothing colour (stages/track/appearance.py) with the confirmed tracks
 unseen for reid_min_gap_frames or more, including those past max_gap_frames (kept in `lost` for
 reid_max_gap_frames); a pair at least reid_min_similarity alike, and near enough to where the track
 was last seen (reid_max_speed body heights per frame of the gap), continues the old track with its
@@ -36,13 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from stages.appearance import similarity
+from stages.track.appearance import similarity
 from stages.batches import COCO17_NAMES, NUM_KEYPOINTS, PoseBatch
-from stages.boxes import box_iou
-from stages.metrics import COCO_SIGMAS
+from stages.track.boxes import box_iou
+from stages.eval.metrics import COCO_SIGMAS
 
 # COCO-17 mirror index (left_x <-> right_x), derived from the names so this module does not import
-# the top-down stage (onnx, cv2); equal to stages.topdown.FLIP_PAIRS (a test checks).
+# the top-down stage (onnx, cv2); equal to stages.pose.topdown.FLIP_PAIRS (a test checks).
 FLIP_PAIRS = np.array([COCO17_NAMES.index(n.replace("left_", "@").replace("right_", "left_").replace("@", "right_"))
                        for n in COCO17_NAMES])
 _VAR = (2 * COCO_SIGMAS) ** 2  # COCO OKS per-joint variances, (2 sigma)^2
@@ -55,7 +55,7 @@ class TrackParams:
     """Tracker settings; costs are in [0, 1] (see the module docstring), gaps in frame indices."""
 
     enabled: bool = True  # off: every row gets an id of its own (no association; for A/B timing)
-    drop_unconfirmed: bool = True  # output only tracks that reached min_hits (stages/confirm.py)
+    drop_unconfirmed: bool = True  # output only tracks that reached min_hits (stages/track/confirm.py)
     w_oks: float = 0.5  # weight of 1 - OKS in the cost (pose detections only)
     w_iou: float = 0.5  # weight of 1 - IoU (the whole cost when a pair shares < min_joints joints)
     match_threshold: float = 0.7  # max cost of a match; 0.7 = SORT's IoU >= 0.3 for boxes
@@ -71,7 +71,7 @@ class TrackParams:
     beta: float = 0.01  # One-Euro: cutoff rises by beta per px/s of joint speed (less lag when moving)
     d_cutoff: float = 1.0  # One-Euro: cutoff (Hz) for the speed estimate
     fps: float = 25.0  # frame rate for One-Euro time steps where time_s is not finite
-    reid: bool = True  # re-identify lost tracks by appearance (stages/appearance.py) after long gaps
+    reid: bool = True  # re-identify lost tracks by appearance (stages/track/appearance.py) after long gaps
     appearance_side: int = 256  # px, longest side of the frame thumbnails the descriptor is taken from
     reid_min_similarity: float = 0.85  # Bhattacharyya coefficient a re-identification needs
     reid_min_gap_frames: int = 5  # a track unseen this long may be re-identified (shorter: motion decides)

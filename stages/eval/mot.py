@@ -1,7 +1,7 @@
 """Multi-object tracking metrics (CLEAR-MOT, IDF1 via py-motmetrics) and a detector failure model.
 
 Rows: MOTChallenge rows as float64[N, >= 6] = (frame, id, x, y, w, h, ...), (x, y) the top-left
-corner in pixels; any sequence of such tuples is accepted (e.g. `stages.track.track_boxes` output).
+corner in pixels; any sequence of such tuples is accepted (e.g. `stages.track.track.track_boxes` output).
 
 Matching follows py-motmetrics' `utils.compare_to_groundtruth(gt, hyp, 'iou', distth=1 - iou_threshold)`
 (per frame over the union of GT and hypothesis frames, distance 1 - IoU, pairs with IoU below the

@@ -24,8 +24,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from stages.batches import NUM_KEYPOINTS, FrameBatch, PoseBatch
-from stages.metrics import COCO_SIGMAS
-from stages.onnx_session import onnx_session
+from stages.eval.metrics import COCO_SIGMAS
+from stages.pose.onnx_session import onnx_session
 
 INPUT_SIZE = 192  # MoveNet Lightning's square input
 DROP_REASONS = ("few_keypoints", "outside_box", "duplicate")

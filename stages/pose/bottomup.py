@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from stages.batches import FrameBatch, MapBatch, PoseBatch
-from stages.heatmap import find_peaks_stack
-from stages.paf import NUM_PARTS, GroupingParams, group_people
+from stages.pose.heatmap import find_peaks_stack
+from stages.pose.paf import NUM_PARTS, GroupingParams, group_people
 
 if TYPE_CHECKING:  # torch is imported where it runs, so actors without a network skip it
     import torch

@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages.boxes import box_iou
-from stages.onnx_session import onnx_session
+from stages.track.boxes import box_iou
+from stages.pose.onnx_session import onnx_session
 
 RTMDET_FILE = "rtmdet_nano_320_person_end2end.onnx"
 YOLOX_FILE = "yolox_nano_416x416.onnx"

@@ -5,7 +5,7 @@
 A tracker must give every detection an id at once, but most one- or two-frame tracks are false
 detections (a coat on a chair, a reflection): on vtest.mp4 they were 178 of 229 ids, median track
 length 2 frames. SORT-style trackers report confirmed tracks only; doing that online needs a
-short delay. A tentative track ends at its first missed frame (stages/track.py), so its fate is known
+short delay. A tentative track ends at its first missed frame (stages/track/track.py), so its fate is known
 at most min_hits - 1 processed frames after any of its rows: confirmed (the rows are written, ids
 included) or ended (the rows are dropped and counted). Ids are renumbered 0, 1, 2, ... in order of
 first appearance, so a video's ids are contiguous in the output.
@@ -22,7 +22,7 @@ from collections import deque
 import numpy as np
 
 from stages.batches import PoseBatch
-from stages.track import Tracker
+from stages.track.track import Tracker
 
 
 def take(batch: PoseBatch, frames: np.ndarray, rows: np.ndarray) -> PoseBatch:

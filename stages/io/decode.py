@@ -24,7 +24,7 @@ from typing import Self
 import av
 import numpy as np
 
-from stages import probe
+from stages.io import probe
 from stages.batches import FrameBatch, VideoMeta
 
 # Frames the header lists but that did not decode, before we call a file truncated. Some real files

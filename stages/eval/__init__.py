@@ -1,0 +1,1 @@
+"""Scores against ground truth: COCO keypoint AP, PCK, person matching (metrics), MOTA/IDF1 (mot)."""
