@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import os
 import sys
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config, mode_file
 from pipeline.inputs import InputError, expand_inputs
 from stages.body.errors import BodyModelError
+from stages.io.errors import OutputError
+from stages.io.lock import LockedError
 from stages.weights import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,36 +34,17 @@ def _config(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import ray  # imported here so `posepipe eval` and --help stay fast
+    from pipeline.api import run_job
 
-    from pipeline.runner import Runner
-
-    videos = expand_inputs(args.videos)
-    config = _config(args)
-    runner = Runner(config, args.out, progress=not args.no_progress)  # resolves weights: fails before Ray starts
-    if not ray.is_initialized():
-        # Quiet workers: the progress bars are the output. An address joins an existing cluster
-        # ("auto", "HOST:PORT", or "ray://HOST:PORT" through Ray Client from outside it); without
-        # one the run gets a Ray of its own, even where a `ray start` cluster is up on this machine.
-        ray.init(address=args.address or "local", log_to_driver=args.verbose,
-                 include_dashboard=False if not args.address else None,
-                 num_cpus=None if args.address else args.num_cpus or _local_cpus(config))
-    rows = runner.run(videos)
+    rows, out = run_job(_config(args), args.videos, args.out, address=args.address, num_cpus=args.num_cpus,
+                        progress=not args.no_progress, verbose=args.verbose)
     bad = [r for r in rows if r["status"] != "ok"]
     skipped = sum(1 for r in rows if r.get("skipped"))
     for r in rows:
         line = f"{r['status']:9s} {r['video_id']}  frames={r['frames']}  people_rows={r['people_rows']}"
         print(line + (f"  error: {r['error']}" if r["error"] else "") + ("  (done earlier)" if r.get("skipped") else ""))
-    print(f"{len(rows) - len(bad)}/{len(rows)} videos ok ({skipped} done earlier); output in {runner.out}")
+    print(f"{len(rows) - len(bad)}/{len(rows)} videos ok ({skipped} done earlier); output in {out}")
     return 1 if bad else 0
-
-
-def _local_cpus(config) -> int:
-    """A local Ray's logical CPUs: the machine's, or what the config's actors reserve if more (the
-    mesh stage adds a CPU share to the four that fill a 2-core laptop; logical units only place)."""
-    from pipeline.graph import required_resources
-
-    return max(os.cpu_count() or 1, math.ceil(required_resources(config)["CPU"] - 1e-9))
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -108,19 +89,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_mocap(args: argparse.Namespace) -> int:
     """Refit the tracks of a finished output with whole-track smoothing, on mesh actors."""
-    import ray
-
+    from pipeline.api import start_ray
     from pipeline.mocap import plan, run_mocap
+    from stages.io.lock import OutputLock
     from stages.body.read import OutputError
 
     config = _config(args)
     try:
         plan(args.out, args.video)  # a bad OUT or video id fails before Ray starts
-        if not ray.is_initialized():
-            ray.init(address=args.address or "local", log_to_driver=args.verbose,
-                     include_dashboard=False if not args.address else None,
-                     num_cpus=None if args.address else args.num_cpus or _local_cpus(config))
-        rows = run_mocap(config, args.out, args.video, args.track)
+        with OutputLock(args.out):  # it rewrites bodies: no other job may be writing OUT
+            start_ray(config, args.address, args.num_cpus, args.verbose)
+            rows = run_mocap(config, args.out, args.video, args.track)
     except OutputError as exc:
         print(f"posepipe mocap: {exc}", file=sys.stderr)
         return 2
@@ -130,12 +109,33 @@ def _cmd_mocap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from stages.io.summary import summary, summary_json, summary_table
+
+    rows = summary(args.out)
+    if args.json:
+        print(summary_json(rows))
+    else:
+        Console().print(summary_table(rows))
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
-    """One fitted track of OUT as BVH / GLB (animation) or OBJ (one frame's mesh)."""
+    """The people of OUT as COCO results / CSV, or one fitted track as BVH / GLB (animation) / OBJ (a frame's mesh)."""
+    if args.format in ("coco", "csv"):
+        from stages.io.export_table import export_coco, export_csv
+
+        n = (export_coco if args.format == "coco" else export_csv)(args.out, args.output, args.video)
+        print(f"wrote {args.output}: {n} people rows")
+        return 0
+    if args.video is None or args.track is None:
+        raise OutputError(f"--format {args.format} exports one track: give --video ID and --track ID")
     from stages.body.export import write_bvh, write_obj
     from stages.body.export_gltf import write_glb
     from stages.body.load import load_body_model
-    from stages.body.read import OutputError, read_track
+    from stages.body.read import read_track
 
     try:
         motion = read_track(args.out, args.video, args.track)
@@ -147,7 +147,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         else:
             frame = int(motion.frame_index[0]) if args.frame is None else args.frame
             write_obj(model, motion, frame, args.output)
-    except (OutputError, ValueError) as exc:
+    except ValueError as exc:  # a track the writers cannot export (no rows, a frame not in it)
         print(f"posepipe export: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}: track {args.track} of {args.video}, {len(motion.frame_index)} fitted frames "
@@ -177,8 +177,15 @@ def _cmd_eval_track(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong and where to look), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="posepipe", description=__doc__.splitlines()[0])
+    p = _Parser(prog="posepipe", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML file overriding configs/default.toml and the mode preset")
@@ -225,11 +232,17 @@ def parser() -> argparse.ArgumentParser:
     mc.add_argument("--body-model-path", default=None, help="folder with the user's SMPL_NEUTRAL.npz")
     mc.set_defaults(func=_cmd_mocap, mesh=True)
 
-    ex = sub.add_parser("export", help="one fitted track (needs a --mesh run) as BVH, GLB or OBJ")
+    sm = sub.add_parser("summary", help="per-video status, counts, people per frame, tracks, speed")
+    sm.add_argument("out", help="the job's output folder or URI")
+    sm.add_argument("--json", action="store_true", help="JSON instead of a table")
+    sm.set_defaults(func=_cmd_summary)
+
+    ex = sub.add_parser("export", help="people as COCO results or CSV; a fitted track (--mesh) as BVH, GLB or OBJ")
     ex.add_argument("out", help="the job's output folder or URI")
-    ex.add_argument("--video", required=True, help="video id (see posepipe status OUT)")
-    ex.add_argument("--track", required=True, type=int, help="track id")
-    ex.add_argument("--format", required=True, choices=["bvh", "glb", "obj"])
+    ex.add_argument("--video", default=None, help="video id (see posepipe summary OUT); coco/csv: default all")
+    ex.add_argument("--track", default=None, type=int, help="bvh/glb/obj: the track id")
+    ex.add_argument("--format", required=True, choices=["coco", "csv", "bvh", "glb", "obj"],
+                    help="coco: keypoint results JSON for pycocotools (image_id = frame_index + 1 for one video)")
     ex.add_argument("-o", "--output", required=True, help="file to write")
     ex.add_argument("--frame", type=int, default=None, help="obj: the video frame (default the track's first)")
     ex.add_argument("--body-model-path", default=None, help="smpl: the folder the run used")
@@ -254,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, WeightsError, InputError, BodyModelError) as exc:
+    except (ConfigError, WeightsError, InputError, BodyModelError, LockedError, OutputError) as exc:
         print(f"posepipe: {exc}", file=sys.stderr)
         return 2
 

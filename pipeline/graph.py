@@ -19,6 +19,7 @@ video are in flight. Actors restart on failure and their in-flight calls are ret
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass
 
 import ray
@@ -38,6 +39,26 @@ def _remote(cls: type, res: StageResources):
     )(cls)
 
 
+class _ModelStore:
+    """Holds the model bytes the driver resolved, for pose actors to fetch at every (re)start. An
+    object-store argument of a restartable actor (model bytes are one) makes Ray log an error-level
+    line on every run, since it might be gone at a restart (an actor handle argument counts too); this
+    actor is not restarted, so its argument is fine, and pose actors are given its name."""
+
+    def __init__(self, blobs: dict[str, tuple[str, bytes]]):
+        self.blobs = blobs
+
+    def get(self) -> dict[str, tuple[str, bytes]]:
+        return self.blobs
+
+
+class _PoseActor(PoseWorker):
+    """PoseWorker that fetches its model bytes from the named _ModelStore (a copy in transit, then freed)."""
+
+    def __init__(self, config: Config, store_name: str):
+        super().__init__(config, ray.get(ray.get_actor(store_name).get.remote()))
+
+
 class _RoundRobin:
     def __init__(self, actors: list):
         self.actors = actors
@@ -53,7 +74,7 @@ class Graph:
     pose: _RoundRobin
     group: _RoundRobin
     sinks: list  # a video's sink is chosen by a stable hash of its id: one writer per video
-    model_ref: ray.ObjectRef  # held so restarted pose actors can still read their constructor argument
+    model_store: object  # the _ModelStore actor: restarted pose actors fetch their models from it
     meshes: list = ()  # mesh actors (empty without --mesh); a video's is chosen like its sink
 
     def sink_for(self, video_id: str):
@@ -152,8 +173,8 @@ def _wait_ready(actors: list, timeout_s: float, also_kill: list = ()) -> None:
 
 def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]],
                 sink_cls: type[SinkWorker] = SinkWorker) -> Graph:
-    """Start every actor of the graph. blobs: role -> (backend, model bytes), put in the object
-    store once and shared by every pose actor. sink_cls: the sink's actor class (injected by tests)."""
+    """Start every actor of the graph. blobs: role -> (backend, model bytes), held by one store actor
+    and fetched from it by every pose actor. sink_cls: the sink's actor class (injected by tests)."""
     need = required_resources(config)
     have = ray.cluster_resources()
     for kind, amount in need.items():
@@ -163,12 +184,13 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
                 f"the config asks for {amount:g} {kind} in all (actors x num_{kind.lower()}s per stage) "
                 f"but the Ray cluster has {have.get(kind, 0.0):g}; lower the [*.resources] values"
             )
-    model_ref = ray.put(blobs)
+    store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
+    store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs)
     d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
     # Pose actors first, and placed before the rest are created: Ray places actors as they come,
     # and small ones placed first can fragment a node so a pose actor fits nowhere although the
     # totals add up (seen on a two-node cluster).
-    pose = [_remote(PoseWorker, p).remote(config, model_ref) for _ in range(p.actors)]
+    pose = [_remote(_PoseActor, p).remote(config, store_name) for _ in range(p.actors)]
     _wait_ready(pose, config.run.start_timeout_s)
     group = [_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]
     sinks = [_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
@@ -180,5 +202,5 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     meshes = [_remote(MeshWorker, m).remote(config) for _ in range(m.actors)] if config.mesh.enabled else []
     _wait_ready([*group, *sinks, *decoders, *meshes], config.run.start_timeout_s, also_kill=pose)
     graph = Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), sinks=sinks,
-                  model_ref=model_ref, meshes=meshes)
+                  model_store=store, meshes=meshes)
     return graph

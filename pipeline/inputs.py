@@ -18,6 +18,9 @@ from pipeline.config import Config
 from stages.io.sink import DONE_STATUSES
 
 _CHUNK = 1 << 20  # hashed at each end of a file: enough to tell re-encodes and truncations apart
+# What a folder given as input expands to (recursively, sorted): the containers PyAV reads that
+# cameras and tools write; anything else in the folder (images, sidecars, notes) is left out.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv")
 
 
 class InputError(ValueError):
@@ -27,13 +30,34 @@ class InputError(ValueError):
 def expand_inputs(items: list[str]) -> list[str]:
     """Paths, globs ('clips/*.mp4', '**' recursive) and text files of paths ('@list.txt' or a
     .txt/.lst file: one path or glob per line, '#' comments; relative to the list's folder) ->
-    absolute paths in the order given, duplicates dropped. A path that does not exist is kept (it
-    gets a failed row, like any bad video); a glob that matches nothing is an error (a typo would
-    otherwise run an empty job)."""
+    absolute paths in the order given, duplicates dropped. A folder expands to the videos under it
+    (VIDEO_SUFFIXES, recursive, sorted). A path that does not exist is kept (it gets a failed row,
+    like any bad video) unless no input exists at all; a glob that matches nothing, or a folder
+    with no video, is an error (a typo would otherwise run an empty job)."""
     out: list[str] = []
     for item in items:
         out += _expand(item, Path.cwd())
-    return list(dict.fromkeys(out))
+    out = list(dict.fromkeys(out))
+    if out and not any(os.path.exists(p) for p in out):
+        raise InputError(f"no input exists: {out[0]}" + (f" (and {len(out) - 1} more)" if len(out) > 1 else ""))
+    return out
+
+
+def check_output(out: str) -> None:
+    """A local OUT must be a folder this process can create and write; URIs are checked by their
+    filesystem when the job writes. Raises InputError with one line."""
+    if "://" in out and not out.startswith("file://"):
+        return
+    path = Path(out.removeprefix("file://"))
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".posepipe-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _expand(item: str, base: Path) -> list[str]:
@@ -46,6 +70,13 @@ def _expand(item: str, base: Path) -> list[str]:
             raise InputError(f"cannot read the list of videos {list_file}: {exc.strerror}") from None
         paths = [line.strip() for line in lines]
         return [p for line in paths if line and not line.startswith("#") for p in _expand(line, list_file.parent)]
+    if (base / item).is_dir():
+        folder = base / item
+        videos = sorted(str(p.absolute()) for p in folder.rglob("*")
+                        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        if not videos:
+            raise InputError(f"folder {item!r} holds no video ({', '.join(VIDEO_SUFFIXES[:4])}, ...)")
+        return videos
     if glob.has_magic(item):
         matches = sorted(glob.glob(str(base / item), recursive=True))
         if not matches:

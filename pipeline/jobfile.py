@@ -30,6 +30,7 @@ class JobFile:
             "inputs": paths, "config": asdict(config), "config_hash": config_hash,
             "versions": {"python": platform.python_version(), "ray": ray.__version__},
             "started_at": time.time(), "finished_at": None, "videos": {}, "stages": None,
+            "history": _history(_previous(out)),
         }
 
     def video(self, video_id: str, **fields) -> None:
@@ -41,6 +42,27 @@ class JobFile:
             self.job.update(fields)
             write_json(self.out, JOB_FILE, self.job)
             self.last = now
+
+
+HISTORY_RUNS = 20  # earlier runs kept in job.json
+
+
+def _previous(out: str) -> dict | None:
+    try:
+        return read_json(out, JOB_FILE)
+    except ValueError:  # a job.json cut short by a crash: no history to keep
+        return None
+
+
+def _history(previous: dict | None) -> list[dict]:
+    """Earlier runs of this OUT, oldest first: each one's times, stage statistics and per-video
+    outcome, so a re-run (even one with nothing left to do) never loses a real run's figures."""
+    if not previous:
+        return []
+    record = {k: previous.get(k) for k in ("started_at", "finished_at", "config_hash", "stages")}
+    record["videos"] = {vid: {k: v.get(k) for k in ("status", "frames")} for vid, v in
+                        (previous.get("videos") or {}).items()}
+    return [*(previous.get("history") or []), record][-HISTORY_RUNS:]
 
 
 def status_lines(out: str) -> tuple[list[str], bool]:

@@ -42,7 +42,7 @@ class _Video:
     decode_q: deque = field(default_factory=deque)  # (info_ref, frames_ref), in submission order
     sink_q: deque = field(default_factory=deque)  # sink write refs, in frame order
     frames: int = 0  # frames through the sink so far
-    people: int = 0  # people detected so far
+    people: int = 0  # people rows written so far
     switch: AutoSwitch | None = None  # auto mode: picks the mode of each next batch
     eof_seen: bool = False
     truncated: str | None = None
@@ -84,6 +84,8 @@ class Runner:
         self.peak_in_flight = 0
         self.frames_done = 0
         self.job: JobFile | None = None
+        self.heartbeat = lambda: None  # called from the loop: the OUT lock's refresh (pipeline/api.py)
+        self.before_graph = lambda: None  # called once there is work: starts or joins Ray (pipeline/api.py)
 
     def _row(self, v: _Video) -> dict:
         meta = v.meta
@@ -142,9 +144,8 @@ class Runner:
             self.frames_done += frames
             if v.switch:
                 v.switch.observe(per_frame)
-            v.bar.update(frames)
-            elapsed = time.monotonic() - v.started
-            v.bar.set_postfix(fps=f"{v.bar.n / elapsed:.1f}", people=v.people, refresh=False)
+            v.bar.update(frames)  # tqdm shows the speed (frames/s); the postfix counts rows written
+            v.bar.set_postfix(people=v.people, refresh=False)
             self.job.video(v.video_id, frames=v.frames)
 
     def _fail(self, v: _Video, exc: ray.exceptions.RayError) -> None:
@@ -156,12 +157,13 @@ class Runner:
         v.decoder.close.remote(v.video_id)
 
     def _finish(self, v: _Video) -> dict:
-        v.bar.close()
         row = self._row(v)
         try:
             if v.error:
                 return ray.get(self.graph.fail_video(v.video_id, row))
-            return ray.get(self.graph.finish_video(v.video_id, row, _size(v.meta)))
+            done = ray.get(self.graph.finish_video(v.video_id, row, _size(v.meta)))
+            v.bar.set_postfix(people=done["people_rows"], refresh=False)  # the rows held back, now written
+            return done
         except ray.exceptions.RayError as exc:  # a last stage failed (or the sink died): nothing is final
             self._fail(v, exc)
             row = {**row, "status": "failed", "error": v.error}
@@ -169,6 +171,8 @@ class Runner:
                 return ray.get(self.graph.fail_video(v.video_id, row))
             except ray.exceptions.RayError:
                 return {**row, "video_id": v.video_id, "frames": 0, "people_rows": 0}
+        finally:
+            v.bar.close()
 
     def plan(self, paths: list[str]) -> tuple[list[tuple[int, str, str, str | None]], dict[int, dict]]:
         """(videos to process as (index, path, video_id, fingerprint), rows of those already done by index)."""
@@ -196,6 +200,7 @@ class Runner:
             self.job.video(rows[i]["video_id"], path=paths[i], status="skipped")
         self.job.save(force=True)
         if todo:
+            self.before_graph()  # a re-run with nothing left to do never starts Ray
             self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls)
             self._loop(deque(todo), rows)
             self.stage_stats = self.graph.stage_stats()
@@ -228,3 +233,4 @@ class Runner:
                     self.job.video(v.video_id, status=rows[i]["status"], frames=rows[i]["frames"])
                     del active[i]
             self.job.save()
+            self.heartbeat()

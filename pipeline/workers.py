@@ -146,7 +146,7 @@ class SinkWorker(_Busy):
         self.outputs[video_id] = TrackOutput(Tracker(self.track))  # state per video, new for each run of it
 
     def write(self, batch: PoseBatch, model: str) -> tuple[int, int, np.ndarray]:
-        """Returns (frames, people detected, people detected per frame) of this batch: progress and
+        """Returns (frames, people rows written, people detected per frame) of this batch: progress and
         the auto-mode switch. Rows of still-tentative tracks are written by a later call."""
         return self.write_tracked(batch, model)[0]
 
@@ -159,7 +159,9 @@ class SinkWorker(_Busy):
             self.labels[batch.mode] = model
             for piece in ready:
                 self.sink.write(piece, self.labels[piece.mode])
-            return (len(batch.frames), len(batch), people_per_frame(batch)), tracked_rows(batch.video_id, ready)
+            # people: rows written now (what the progress bar counts); per frame: people detected (auto mode)
+            written = sum(len(piece) for piece in ready)
+            return (len(batch.frames), written, people_per_frame(batch)), tracked_rows(batch.video_id, ready)
 
     def flush(self, video_id: str) -> TrackedRows:
         """At a video's end: write the rows still held, return them as tracked rows."""

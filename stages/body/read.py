@@ -6,13 +6,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from stages.body.export import TrackMotion
+from stages.io.errors import OutputError
 from stages.body.stream import TrackedRows
 from stages.io.sink import read_video_rows, resolve_output
 from stages.io.sink_fs import join
-
-
-class OutputError(ValueError):
-    """What was asked of an output folder is not in it; one line."""
 
 
 def _table(out: str, name: str, video_id: str):

@@ -1,0 +1,52 @@
+"""One job from start to end, the same for the CLI and the Python API (posepipe/__init__.py):
+inputs and OUT checked, OUT locked, Ray joined or started, the graph run, the lock released.
+
+Everything that can be wrong with the arguments (no input exists, an OUT that is a file or not
+writable, another job on OUT, a bad config, missing weights or body model) is raised before Ray
+starts, as one-line errors the CLI prints with exit status 2.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from pipeline.config import Config
+from pipeline.inputs import check_output, expand_inputs
+from stages.io.lock import OutputLock
+
+
+def local_cpus(config: Config) -> int:
+    """A local Ray's logical CPUs: the machine's, or what the config's actors reserve if more (the
+    mesh stage adds a CPU share to the four that fill a 2-core laptop; logical units only place)."""
+    from pipeline.graph import required_resources
+
+    return max(os.cpu_count() or 1, math.ceil(required_resources(config)["CPU"] - 1e-9))
+
+
+def start_ray(config: Config, address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
+    """Join a cluster (address: "auto", "HOST:PORT", "ray://HOST:PORT") or start a Ray of this job's
+    own (even where a `ray start` cluster is up on this machine), unless one is already initialised.
+    Quiet unless verbose: Ray's own lines are nothing a user of posepipe can act on."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(address=address or "local", log_to_driver=verbose,
+             logging_level=logging.INFO if verbose else logging.ERROR,
+             include_dashboard=False if not address else None,
+             num_cpus=None if address else num_cpus or local_cpus(config))
+
+
+def run_job(config: Config, videos: list[str], out: str, *, address: str | None = None, num_cpus: int | None = None,
+            progress: bool = True, verbose: bool = False) -> tuple[list[dict], str]:
+    """Process the videos into OUT; returns (one videos row per input, in input order; OUT as written)."""
+    from pipeline.runner import Runner
+
+    paths = expand_inputs(videos)
+    check_output(out)
+    runner = Runner(config, out, progress=progress)  # resolves weights, checks the body model
+    with OutputLock(out) as lock:
+        runner.heartbeat = lock.refresh
+        runner.before_graph = lambda: start_ray(config, address, num_cpus, verbose)
+        return runner.run(paths), runner.out

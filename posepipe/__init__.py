@@ -1,0 +1,63 @@
+"""posepipe for notebooks and scripts: run a batch of videos, read the tables back.
+
+    import posepipe
+    rows = posepipe.run(["clip.mp4"], "out", mode="topdown")     # one summary row per video
+    people = posepipe.read("out", "people")                       # a pyarrow Table (pandas=True: a DataFrame)
+
+A thin facade over `pipeline/` (the Ray side) and `stages/` (the compute), which keep their places;
+`run` is what `posepipe run` does (pipeline/api.py): the same checks, the same lock on OUT, the same
+output. It starts a local Ray on first use and leaves it running for the next call (ray.shutdown()
+ends it), or joins a cluster with address=.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+__all__ = ["TABLES", "read", "run"]
+
+TABLES = ("people", "frames", "videos", "bodies", "body_tracks")
+
+
+def run(videos: str | list[str], out: str | Path, mode: str = "bottomup", config: str | Path | None = None,
+        mesh: bool = False, address: str | None = None, num_cpus: int | None = None,
+        progress: bool = False) -> list[dict]:
+    """Process videos (paths, globs, folders or list files) into OUT; returns the videos-table row of each
+    input (status, error, frames, people_rows, tracks, ...), in input order. Errors in the arguments are
+    raised as ValueError subclasses with one-line messages, before Ray starts."""
+    from pipeline.api import run_job
+    from pipeline.config import load_config, mode_file
+
+    cfg = load_config(mode_file(mode), *([config] if config else []))
+    if mesh:
+        cfg = dataclasses.replace(cfg, mesh=dataclasses.replace(cfg.mesh, enabled=True))
+    rows, _ = run_job(cfg, [videos] if isinstance(videos, (str, Path)) else [str(v) for v in videos], str(out),
+                      address=address, num_cpus=num_cpus, progress=progress)
+    return rows
+
+
+def read(out: str | Path, table: str = "people", video: str | None = None, pandas: bool = False):
+    """One table of OUT (people, frames, videos, bodies, body_tracks) as a pyarrow Table, rows of one
+    video when given; pandas=True returns a pandas DataFrame."""
+    import pyarrow.dataset as ds
+
+    from stages.io.sink import read_video_rows, resolve_output
+    from stages.io.sink_fs import join
+
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r} (one of {', '.join(TABLES)})")
+    if table == "videos":
+        import pyarrow as pa
+
+        from stages.io.sink import VIDEOS_SCHEMA
+
+        rows = [r for r in read_video_rows(str(out)) if video is None or r["video_id"] == video]
+        result = pa.Table.from_pylist(rows, schema=VIDEOS_SCHEMA)
+    else:
+        fs, root = resolve_output(str(out))
+        path = join(root, table)
+        if fs.get_file_info(path).type.name != "Directory":
+            raise ValueError(f"{out}: no {table} table" + (" (run with mesh=True)" if table.startswith("body") else ""))
+        data = ds.dataset(path, format="parquet", partitioning="hive", filesystem=fs)
+        result = data.to_table(filter=ds.field("video_id") == video if video else None)
+    return result.to_pandas() if pandas else result

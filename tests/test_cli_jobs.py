@@ -1,0 +1,121 @@
+"""The CLI around a job: bad arguments fail at once, one job per OUT, and the README's Python example."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import ray
+from conftest import EVAL, REPO
+from outputs import assert_same_people, people
+
+from pipeline.cli import main
+from pipeline.inputs import InputError, expand_inputs
+from stages.io.decode import video_id_for
+from stages.io.lock import NAME, LockedError, OutputLock
+
+SHORT = EVAL / "videos" / "mmtracking_demo.mp4"  # 8 frames
+LONG = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames
+
+
+def _one_line_exit_2(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        status = exc.code
+    err = capsys.readouterr().err.strip()
+    assert status == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not ray.is_initialized()  # refused before Ray starts
+    return err
+
+
+def test_bad_arguments_are_one_line_before_ray(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    clip = str(SHORT)
+    assert "not a folder" in _one_line_exit_2(["run", clip, "--out", str(a_file)], capsys)
+    assert "cannot write" in _one_line_exit_2(["run", clip, "--out", "/proc/posepipe/x"], capsys)
+    assert "no input exists" in _one_line_exit_2(["run", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")],
+                                                 capsys)
+    assert "holds no video" in _one_line_exit_2(["run", str(empty_dir), "--out", str(tmp_path / "o")], capsys)
+    assert "invalid choice" in _one_line_exit_2(["run", clip, "--out", str(tmp_path / "o"), "--mode", "fast"], capsys)
+    assert "smpl" in _one_line_exit_2(["run", clip, "--out", str(tmp_path / "o"), "--mesh", "--body-model", "smpl"],
+                                      capsys)
+
+
+def test_a_folder_expands_to_the_videos_under_it(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.mp4", "a/b/two.MOV", "a/notes.txt", "a/b/frame.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    found = expand_inputs([str(tmp_path / "a")])
+    assert [os.path.relpath(p, tmp_path) for p in found] == ["a/b/two.MOV", "a/one.mp4"]
+    with pytest.raises(InputError, match="no file matches"):
+        expand_inputs([str(tmp_path / "*.mkv")])
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    out = tmp_path / "out"
+    with OutputLock(str(out)):
+        with pytest.raises(LockedError, match=rf"pid {os.getpid()}"):
+            OutputLock(str(out)).acquire()
+    assert not (out / NAME).exists()  # released
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / NAME).write_text(f'{{"host": "{socket.gethostname()}", "pid": {dead.pid}, "pid_started": 0, '
+                            f'"started": 0, "heartbeat": 0}}')
+    with OutputLock(str(out)) as lock:  # a killed job's lock does not block the next one
+        assert lock.held
+    (out / NAME).write_text('{"host": "elsewhere", "pid": 1, "started": 0, "heartbeat": %f}' % time.time())
+    with pytest.raises(LockedError, match="host elsewhere"):
+        OutputLock(str(out)).acquire()  # another host's live heartbeat
+    (out / NAME).write_text('{"host": "elsewhere", "pid": 1, "started": 0, "heartbeat": 0}')
+    with OutputLock(str(out)):  # ... gone quiet for longer than stale_s
+        pass
+
+
+def _job(out, *videos):
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", *map(str, videos), "--out", str(out), "--no-progress",
+           "--num-cpus", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_second_job_on_the_same_out_is_refused_and_the_first_completes(tmp_path):
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    first = _job(out, LONG)
+    deadline = time.monotonic() + 60
+    while not (out / NAME).exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    second = _job(out, LONG)
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2, err
+    assert re.search(r"in use by another posepipe job \(host .+, pid \d+, started ", err), err
+    assert first.communicate(timeout=300)[0] and first.returncode == 0
+    reference = _job(clean, LONG)
+    assert reference.communicate(timeout=300) and reference.returncode == 0
+    assert_same_people(people(out, video_id_for(LONG)), people(clean, video_id_for(LONG)))
+    assert not (out / NAME).exists() and not (out / "_staging").exists()
+
+
+def test_readme_python_example_returns_the_cli_rows(tmp_path, monkeypatch):
+    text = (REPO / "README.md").read_text()
+    code = text.split("<!-- python-example")[1].split("```python\n")[1].split("```")[0]
+    monkeypatch.chdir(REPO)
+    py_out, cli_out = tmp_path / "py", tmp_path / "cli"
+    code = code.replace('"out_py"', repr(str(py_out))).replace("../shared/eval", str(EVAL))
+    try:
+        scope: dict = {}
+        exec(compile(code, "README.md", "exec"), scope)
+        assert scope["rows"][0]["status"] == "ok" and scope["rows"][0]["frames"] == 8
+        assert main(["run", str(SHORT), "--out", str(cli_out), "--no-progress"]) == 0
+        assert_same_people(people(py_out, video_id_for(SHORT)), people(cli_out, video_id_for(SHORT)))
+        assert len(scope["people"]) == scope["rows"][0]["people_rows"]
+    finally:
+        ray.shutdown()
