@@ -92,7 +92,6 @@ def _cmd_mocap(args: argparse.Namespace) -> int:
     from pipeline.api import start_ray
     from pipeline.mocap import plan, run_mocap
     from stages.io.lock import OutputLock
-    from stages.body.read import OutputError
 
     config = _config(args)
     try:
@@ -120,6 +119,33 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     else:
         Console().print(summary_table(rows))
     return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _frames_arg(text: str | None) -> tuple[int | None, int | None] | None:
+    """--frames A:B (either side may be empty) -> (A, B); B is exclusive, as in Python slices."""
+    if text is None:
+        return None
+    start, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return (int(start) if start else None, int(stop) if stop else None)
+    except ValueError:
+        raise OutputError(f"--frames {text!r}: expected A:B (frame indices, B exclusive; A: or :B for open ends)") \
+            from None
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from stages.io.render import contact_sheet, render
+
+    frames = _frames_arg(args.frames)
+    if args.png:
+        contact_sheet(args.out, args.video, args.output, frames=frames)
+        print(f"wrote {args.output}")
+        return 0
+    counts = render(args.out, args.video, args.output, frames=frames, boxes=args.boxes)
+    print(f"wrote {args.output}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -236,6 +262,15 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("out", help="the job's output folder or URI")
     sm.add_argument("--json", action="store_true", help="JSON instead of a table")
     sm.set_defaults(func=_cmd_summary)
+
+    rd = sub.add_parser("render", help="the result drawn over the input video (or --png: a contact sheet)")
+    rd.add_argument("out", help="the job's output folder or URI")
+    rd.add_argument("--video", required=True, help="video id (see posepipe summary OUT)")
+    rd.add_argument("-o", "--output", required=True, help="video file to write (.mp4), or a .png with --png")
+    rd.add_argument("--frames", default=None, help="A:B, only frames A (inclusive) to B (exclusive)")
+    rd.add_argument("--boxes", action="store_true", help="also draw the detector boxes")
+    rd.add_argument("--png", action="store_true", help="a PNG contact sheet of a few frames instead of a video")
+    rd.set_defaults(func=_cmd_render)
 
     ex = sub.add_parser("export", help="people as COCO results or CSV; a fitted track (--mesh) as BVH, GLB or OBJ")
     ex.add_argument("out", help="the job's output folder or URI")

@@ -11,7 +11,8 @@ from pipeline.config import Config
 from pipeline.graph import build_mesh_pool
 from stages.body.load import check_body_model
 from stages.body.publish import replace_bodies
-from stages.body.read import OutputError, tracked_people
+from stages.body.read import tracked_people
+from stages.io.errors import OutputError
 from stages.body.stream import TrackedRows
 from stages.io.sink import DONE_STATUSES, read_video_rows
 

@@ -119,3 +119,18 @@ def test_readme_python_example_returns_the_cli_rows(tmp_path, monkeypatch):
         assert len(scope["people"]) == scope["rows"][0]["people_rows"]
     finally:
         ray.shutdown()
+
+
+def test_a_rerun_keeps_the_earlier_runs_statistics(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.jobfile import JobFile
+
+    out = str(tmp_path / "out")
+    first = JobFile(out, ["a.mp4"], load_config(), "sha256:x")
+    first.video("a", status="ok", frames=8)
+    first.save(force=True, stages={"pose": {"busy_s": 3.0}}, finished_at=1.0)
+    second = JobFile(out, ["a.mp4"], load_config(), "sha256:x")  # a no-op re-run
+    second.save(force=True, stages={}, finished_at=2.0)
+    job = __import__("json").loads((tmp_path / "out" / "job.json").read_text())
+    assert job["stages"] == {} and job["history"][-1]["stages"] == {"pose": {"busy_s": 3.0}}
+    assert job["history"][-1]["videos"] == {"a": {"status": "ok", "frames": 8}}

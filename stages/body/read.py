@@ -3,30 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from stages.body.export import TrackMotion
-from stages.io.errors import OutputError
 from stages.body.stream import TrackedRows
-from stages.io.sink import read_video_rows, resolve_output
-from stages.io.sink_fs import join
+from stages.io.errors import OutputError
+from stages.io.output import video_row
+from stages.io.output import video_table as _table
 
-
-def _table(out: str, name: str, video_id: str):
-    fs, root = resolve_output(out)
-    path = join(root, name, f"video_id={video_id}")
-    info = fs.get_file_info(path)
-    if info.type.name != "Directory":
-        raise OutputError(f"{out}: no {name} for video {video_id!r} (was it run with --mesh?)")
-    return ds.dataset(path, format="parquet", filesystem=fs).to_table()
-
-
-def video_row(out: str, video_id: str) -> dict:
-    """The videos-table row of one video of OUT."""
-    rows = {r["video_id"]: r for r in read_video_rows(out)}
-    if video_id not in rows:
-        raise OutputError(f"{out}: no video {video_id!r} (videos: {', '.join(sorted(rows)) or 'none'})")
-    return rows[video_id]
+__all__ = ["OutputError", "read_track", "tracked_people", "video_row"]
 
 
 def read_track(out: str, video_id: str, track_id: int) -> TrackMotion:

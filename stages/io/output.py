@@ -1,0 +1,27 @@
+"""Reading one video's rows of a finished output (torch-free: summary, render and exports use it)."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from stages.io.errors import OutputError
+from stages.io.sink import read_video_rows, resolve_output
+from stages.io.sink_fs import join
+
+
+def video_table(out: str, name: str, video_id: str) -> pa.Table:
+    """OUT/<name>/video_id=<id>/ as one table (people, frames, bodies, body_tracks)."""
+    fs, root = resolve_output(out)
+    path = join(root, name, f"video_id={video_id}")
+    if fs.get_file_info(path).type.name != "Directory":
+        hint = " (was it run with --mesh?)" if name.startswith("bod") else ""
+        raise OutputError(f"{out}: no {name} for video {video_id!r}{hint}")
+    return ds.dataset(path, format="parquet", filesystem=fs).to_table()
+
+
+def video_row(out: str, video_id: str) -> dict:
+    """The videos-table row of one video of OUT."""
+    rows = {r["video_id"]: r for r in read_video_rows(out)}
+    if video_id not in rows:
+        raise OutputError(f"{out}: no video {video_id!r} (videos: {', '.join(sorted(rows)) or 'none'})")
+    return rows[video_id]
