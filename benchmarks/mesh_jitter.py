@@ -76,7 +76,8 @@ def main() -> None:
         dt = time.perf_counter() - t0
         acc, err = acceleration(table), table["reproj_px"].to_numpy()
         print(f"{name:30s} accel mean {acc.mean() * 1000:6.1f} mm/frame^2 (median {np.median(acc) * 1000:5.1f}); "
-              f"reprojection mean {err.mean():5.2f} px (median {np.median(err):5.2f}); {table.num_rows} rows, {dt:.0f} s",
+              f"reprojection mean {err.mean():5.2f} px (median {np.median(err):5.2f}); "
+              f"{table.num_rows} rows, {dt:.0f} s",
               flush=True)
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import ConfigError, load_config, mode_file
-from pipeline.inputs import InputError, expand_inputs
+from pipeline.inputs import InputError
 from stages.body.errors import BodyModelError
 from stages.io.errors import OutputError
 from stages.io.lock import LockedError

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from stages.body.fit import BodyFitter, FitParams
 from tests.body_synth import pa_mpjpe, sample_track

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from stages.pose.heatmap import argmax_subpixel, find_peaks, map_to_image, parabola_offsets, render_gaussian, soft_argmax
+from stages.pose.heatmap import (argmax_subpixel, find_peaks, map_to_image, parabola_offsets, render_gaussian,
+                                 soft_argmax)
 
 
 def test_render_gaussian_peak_and_width():

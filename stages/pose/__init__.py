@@ -1,1 +1,2 @@
-"""2D pose: the bottom-up network and its grouping (heatmaps, PAFs), the detector and top-down keypoints, auto/hybrid modes."""
+"""2D pose: the bottom-up network and its grouping (heatmaps, PAFs), the detector and top-down
+keypoints, auto/hybrid modes."""
