@@ -140,14 +140,21 @@ def required_resources(config: Config) -> dict[str, float]:
     }
 
 
+def _check_fits(need: dict[str, float]) -> None:
+    """Ray would queue actors that can never be placed and the run would hang: say so now."""
+    have = ray.cluster_resources()
+    for kind, amount in need.items():
+        if amount > have.get(kind, 0.0) + 1e-9:
+            raise ConfigError(
+                f"the config asks for {amount:g} {kind} in all (actors x num_{kind.lower()}s per stage) "
+                f"but the Ray cluster has {have.get(kind, 0.0):g}; lower the [*.resources] values"
+            )
+
+
 def build_mesh_pool(config: Config) -> list:
     """Mesh actors alone, for the offline `posepipe mocap` job over a finished output."""
     res = config.mesh.resources
-    have = ray.cluster_resources()
-    for kind, amount in (("CPU", res.actors * res.num_cpus), ("GPU", res.actors * res.num_gpus)):
-        if amount > have.get(kind, 0.0) + 1e-9:
-            raise ConfigError(f"[mesh.resources] asks for {amount:g} {kind} but the Ray cluster has "
-                              f"{have.get(kind, 0.0):g}")
+    _check_fits({"CPU": res.actors * res.num_cpus, "GPU": res.actors * res.num_gpus})
     actors = [_remote(MeshWorker, res).remote(config) for _ in range(res.actors)]
     _wait_ready(actors, config.run.start_timeout_s)
     return actors
@@ -175,15 +182,7 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
                 sink_cls: type[SinkWorker] = SinkWorker) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), held by one store actor
     and fetched from it by every pose actor. sink_cls: the sink's actor class (injected by tests)."""
-    need = required_resources(config)
-    have = ray.cluster_resources()
-    for kind, amount in need.items():
-        if amount > have.get(kind, 0.0) + 1e-9:
-            # Ray would queue actors that can never be placed and the run would hang: say so now.
-            raise ConfigError(
-                f"the config asks for {amount:g} {kind} in all (actors x num_{kind.lower()}s per stage) "
-                f"but the Ray cluster has {have.get(kind, 0.0):g}; lower the [*.resources] values"
-            )
+    _check_fits(required_resources(config))
     store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
     store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs)
     d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)

@@ -44,9 +44,10 @@ def run_mocap(config: Config, out: str, video_id: str | None = None, track_id: i
     """Refit and publish; returns the rewritten videos rows. Ray must be initialised."""
     videos = plan(out, video_id)
     check_body_model(config.mesh.body_model, config.mesh.body_model_path)
-    inputs = {vid: tracked_people(out, vid) for vid in videos}  # small: keypoints only
-    for vid, (rows, _) in inputs.items():
-        inputs[vid] = (_select(rows, track_id), inputs[vid][1])
+    inputs = {}
+    for vid in videos:  # small: keypoints only
+        rows, size = tracked_people(out, vid)
+        inputs[vid] = (_select(rows, track_id), size)
     actors = build_mesh_pool(config)
     pending = {actors[i % len(actors)].mocap.remote(rows, size): vid
                for i, (vid, (rows, size)) in enumerate(inputs.items())}

@@ -148,26 +148,31 @@ class SinkWorker(_Busy):
     def write(self, batch: PoseBatch, model: str) -> tuple[int, int, np.ndarray]:
         """Returns (frames, people rows written, people detected per frame) of this batch: progress and
         the auto-mode switch. Rows of still-tentative tracks are written by a later call."""
-        return self.write_tracked(batch, model)[0]
+        return self._track_and_write(batch, model)[0]
 
     def write_tracked(self, batch: PoseBatch, model: str) -> tuple[tuple[int, int, np.ndarray], TrackedRows]:
         """write(), and the tracked rows it wrote (for the mesh stage; called with num_returns=2)."""
+        info, ready = self._track_and_write(batch, model)
+        return info, tracked_rows(batch.video_id, ready)
+
+    def _track_and_write(self, batch: PoseBatch, model: str) -> tuple[tuple[int, int, np.ndarray], list[PoseBatch]]:
         with self.timed():
             t0 = time.perf_counter()
             ready = self.outputs[batch.video_id].push(batch)
             self.track_s += time.perf_counter() - t0
             self.labels[batch.mode] = model
-            for piece in ready:
-                self.sink.write(piece, self.labels[piece.mode])
+            self._write_ready(ready)
             # people: rows written now (what the progress bar counts); per frame: people detected (auto mode)
-            written = sum(len(piece) for piece in ready)
-            return (len(batch.frames), written, people_per_frame(batch)), tracked_rows(batch.video_id, ready)
+            return (len(batch.frames), sum(len(piece) for piece in ready), people_per_frame(batch)), ready
+
+    def _write_ready(self, pieces: list[PoseBatch]) -> None:
+        for piece in pieces:
+            self.sink.write(piece, self.labels[piece.mode])
 
     def flush(self, video_id: str) -> TrackedRows:
         """At a video's end: write the rows still held, return them as tracked rows."""
         ready = self.outputs[video_id].flush()
-        for piece in ready:
-            self.sink.write(piece, self.labels[piece.mode])
+        self._write_ready(ready)
         return tracked_rows(video_id, ready)
 
     def write_bodies(self, video_id: str, bodies, info):
@@ -180,8 +185,7 @@ class SinkWorker(_Busy):
     def finish(self, video_id: str, row: dict, bodies_end: tuple | None = None) -> dict:
         """bodies_end: the mesh stage's (last bodies rows, body_tracks rows, skip counts), when it ran."""
         output = self.outputs.pop(video_id)
-        for piece in output.flush():
-            self.sink.write(piece, self.labels[piece.mode])
+        self._write_ready(output.flush())  # nothing left when flush() ran first (with the mesh stage)
         row = {**row, "tracks": output.tracks, "flips_corrected": output.tracker.flips_corrected}
         if bodies_end is not None:
             last, tracks, skipped = bodies_end

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from stages.body.table import body_summary
+from stages.io.output import read_video_table
 from stages.io.sink import put_video_row, read_video_rows, resolve_output
 from stages.io.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
-
-
-def _existing(fs, root: str, name: str, video_id: str) -> pa.Table | None:
-    path = join(root, name, f"video_id={video_id}")
-    if fs.get_file_info(path).type.name != "Directory":
-        return None
-    return ds.dataset(path, format="parquet", filesystem=fs).to_table()
 
 
 def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.Table, skipped: dict[str, int],
@@ -32,7 +25,7 @@ def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.
     if only_track is not None:
         keep = {}
         for name, new in (("bodies", bodies), ("body_tracks", tracks)):
-            old = _existing(fs, root, name, video_id)
+            old = read_video_table(out, name, video_id)
             if old is not None:
                 old = old.filter(pc.not_equal(old["track_id"], only_track)).select(
                     (new if new is not None else old).schema.names)

@@ -9,14 +9,22 @@ from stages.io.sink import read_video_rows, resolve_output
 from stages.io.sink_fs import join
 
 
-def video_table(out: str, name: str, video_id: str) -> pa.Table:
-    """OUT/<name>/video_id=<id>/ as one table (people, frames, bodies, body_tracks)."""
+def read_video_table(out: str, name: str, video_id: str, columns: list[str] | None = None) -> pa.Table | None:
+    """OUT/<name>/video_id=<id>/ as one table (people, frames, bodies, body_tracks), None when absent."""
     fs, root = resolve_output(out)
     path = join(root, name, f"video_id={video_id}")
     if fs.get_file_info(path).type.name != "Directory":
+        return None
+    return ds.dataset(path, format="parquet", filesystem=fs).to_table(columns=columns)
+
+
+def video_table(out: str, name: str, video_id: str) -> pa.Table:
+    """read_video_table, or an OutputError when the video has no such table."""
+    table = read_video_table(out, name, video_id)
+    if table is None:
         hint = " (was it run with --mesh?)" if name.startswith("bod") else ""
         raise OutputError(f"{out}: no {name} for video {video_id!r}{hint}")
-    return ds.dataset(path, format="parquet", filesystem=fs).to_table()
+    return table
 
 
 def video_row(out: str, video_id: str) -> dict:

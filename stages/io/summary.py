@@ -28,13 +28,11 @@ import math
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 from rich.table import Table
 
 from stages.io.errors import OutputError
-from stages.io.sink import DONE_STATUSES, read_json, read_video_rows, resolve_output
-from stages.io.sink_fs import join
+from stages.io.output import read_video_table
+from stages.io.sink import DONE_STATUSES, read_json, read_video_rows
 
 __all__ = ["OutputReadError", "read_partition", "stages_line", "summary", "summary_json", "summary_table"]
 
@@ -61,11 +59,10 @@ OutputReadError = OutputError  # the name this module's callers use
 def read_partition(out: str, table: str, video_id: str, columns: list[str]):
     """One video's table, only the columns asked for. A done video without the file is a broken
     output (its videos row vouches for it), so that is an error, not a blank."""
-    fs, root = resolve_output(out)
-    path = join(root, table, f"video_id={video_id}")
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
+    result = read_video_table(out, table, video_id, columns)
+    if result is None:
         raise OutputReadError(f"{out}: video {video_id!r} is marked done but has no {table} file")
-    return ds.dataset(path, format="parquet", filesystem=fs).to_table(columns=columns)
+    return result
 
 
 def _people_numbers(out: str, video_id: str) -> dict:
