@@ -45,7 +45,9 @@ def to_net_input(images_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     interp = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     out = np.empty((len(images_rgb), h, w, 3), np.float32)
     for i, img in enumerate(images_rgb):
-        out[i] = cv2.resize(img[:, :, ::-1], (w, h), interpolation=interp)
+        # cvtColor, not img[:, :, ::-1]: resize copies a reversed view slowly (1.2 vs 2.8 ms per 480x360
+        # frame, the same bytes out).
+        out[i] = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), (w, h), interpolation=interp)
     return out
 
 
@@ -93,6 +95,34 @@ class BottomUpNet:
         )
 
 
+def _active_window(heat: np.ndarray, params: BottomUpParams) -> tuple[slice, slice] | None:
+    """Rows and columns of heat float32[h, w, K] (map pixels) outside which the upsampled, blurred
+    maps cannot exceed the peak threshold; None when they exceed it nowhere.
+
+    Bicubic interpolation (a = -0.75) weighs a 4x4 neighbourhood with |weights| summing to at most
+    1.375 per axis (1.89 in 2D), and the Gaussian's weights are positive and sum to 1: an upsampled,
+    blurred value is at most 1.89x the largest |value| within 2 + blur radius map pixels. So only map
+    pixels above half the threshold can make peaks. The window is their bounding box grown by twice
+    that reach (plus the 3x3 peak test): inside, crop and full map give the same bytes (the border
+    rules act only at the map's own edges or beyond the reach), so peaks come out bit-identical while
+    a frame with a few people upsamples a fraction of it.
+    """
+    near = (np.abs(heat) > 0.5 * params.peak_threshold).any(axis=2)
+    rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
+    if not len(rows):
+        return None
+    radius = (_gaussian_ksize(params.blur_sigma) // 2 + 1) / params.upsample  # blur + peak test, map pixels
+    margin = 2 * (2 + int(np.ceil(radius))) + 1
+    h, w = near.shape
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)))
+
+
+def _gaussian_ksize(sigma: float) -> int:
+    """The kernel size cv2.GaussianBlur picks for a float image and ksize (0, 0)."""
+    return (int(round(sigma * 8 + 1)) | 1) if sigma > 0 else 1
+
+
 def decode_maps(maps: np.ndarray, params: BottomUpParams) -> tuple[np.ndarray, np.ndarray]:
     """People of one frame from its network output.
 
@@ -102,13 +132,19 @@ def decode_maps(maps: np.ndarray, params: BottomUpParams) -> tuple[np.ndarray, n
     heat = np.ascontiguousarray(maps[:NUM_PARTS].transpose(1, 2, 0), np.float32)
     pafs = maps[NUM_PARTS + 1 :].astype(np.float32)
     up = params.upsample
-    _, h, w = maps.shape
+    window = _active_window(heat, params)
+    if window is None:
+        return group_people([np.zeros((0, 2), np.float32)] * NUM_PARTS, [np.zeros(0, np.float32)] * NUM_PARTS,
+                            pafs, params.grouping)
+    crop = heat[window]
+    h, w = crop.shape[:2]
     # Peaks are found on upsampled, smoothed maps: stride 8 alone would quantise a 1080p frame to
     # ~20 px, and the blur keeps one maximum per blob so parabola refinement has a clean top.
-    heat_up = cv2.resize(heat, (w * up, h * up), interpolation=cv2.INTER_CUBIC)
+    heat_up = cv2.resize(crop, (w * up, h * up), interpolation=cv2.INTER_CUBIC)
     if params.blur_sigma > 0:
         heat_up = cv2.GaussianBlur(heat_up, (0, 0), params.blur_sigma)
-    peaks = find_peaks_stack(heat_up.reshape(h * up, w * up, NUM_PARTS), params.peak_threshold)
+    peaks = find_peaks_stack(heat_up.reshape(h * up, w * up, NUM_PARTS), params.peak_threshold,
+                             origin=(window[1].start * up, window[0].start * up))
     peaks_xy = [(xy + 0.5) / up - 0.5 for xy, _ in peaks]  # back to map pixels, where the PAFs live
     peak_scores = [score for _, score in peaks]
     keypoints, score = group_people(peaks_xy, peak_scores, pafs, params.grouping)

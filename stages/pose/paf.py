@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 NUM_PARTS = 18
 NECK = 1
@@ -41,50 +40,107 @@ class GroupingParams:
     min_mean_score: float = 0.2  # ...and so are people whose mean part+limb score is lower
 
 
+def _bilinear_taps(xy: np.ndarray, h: int, w: int):
+    """Integer corners and weights of bilinear samples at pixel-centre coordinates xy float[..., 2],
+    clamped at the border: (y0, y1, x0, x1, fy, fx)."""
+    x = np.clip(xy[..., 0], 0.0, w - 1.0)
+    y = np.clip(xy[..., 1], 0.0, h - 1.0)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2) if w > 1 else np.zeros_like(x, np.int64)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2) if h > 1 else np.zeros_like(y, np.int64)
+    return y0, np.minimum(y0 + 1, h - 1), x0, np.minimum(x0 + 1, w - 1), y - y0, x - x0
+
+
+def _lerp2(v00, v01, v10, v11, fy, fx):
+    top = v00 * (1 - fx) + v01 * fx
+    bottom = v10 * (1 - fx) + v11 * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def sample_bilinear(field: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Bilinear samples of a map at real-valued pixel-centre coordinates, clamped at the border.
 
     field: float[C, H, W]; xy: float[..., 2]. Returns float[C, ...].
     """
-    _, h, w = field.shape
-    x = np.clip(xy[..., 0], 0.0, w - 1.0)
-    y = np.clip(xy[..., 1], 0.0, h - 1.0)
-    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2) if w > 1 else np.zeros_like(x, np.int64)
-    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2) if h > 1 else np.zeros_like(y, np.int64)
-    x1 = np.minimum(x0 + 1, w - 1)
-    y1 = np.minimum(y0 + 1, h - 1)
-    fx = x - x0
-    fy = y - y0
-    top = field[:, y0, x0] * (1 - fx) + field[:, y0, x1] * fx
-    bottom = field[:, y1, x0] * (1 - fx) + field[:, y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
+    y0, y1, x0, x1, fy, fx = _bilinear_taps(xy, *field.shape[1:])
+    return _lerp2(field[:, y0, x0], field[:, y0, x1], field[:, y1, x0], field[:, y1, x1], fy, fx)
+
+
+def _early_checks(params: GroupingParams) -> np.ndarray | None:
+    """Sample indices of which at least one must agree for any pair to be valid, or None.
+
+    A valid pair needs `min_agree_fraction` of its samples to agree, so it may miss at most
+    `allowed` of them; any allowed + 1 samples that all miss reject it. Spread along the segment.
+    """
+    n = params.num_samples
+    needed = next(k for k in range(n + 1) if k / n >= params.min_agree_fraction or k == n)
+    allowed = n - needed
+    if allowed + 1 >= n:
+        return None
+    return np.unique(np.linspace(0, n - 1, allowed + 3)[1:-1].round().astype(np.int64))[: allowed + 1]
+
+
+def limb_scores_all(pafs: np.ndarray, cand_a: list[np.ndarray], cand_b: list[np.ndarray],
+                    params: GroupingParams) -> list[tuple[np.ndarray, np.ndarray]]:
+    """PAF line integral of every candidate pair of every limb, in one vectorised pass.
+
+    pafs: float[2L, H, W], limb k's field in channels 2k (x) and 2k + 1 (y); cand_a[k]: float[na_k, 2],
+    cand_b[k]: float[nb_k, 2] peak positions of limb k's two parts, in the same map pixels.
+    Returns per limb (score float[na_k, nb_k], valid bool[na_k, nb_k]). score = mean over
+    `num_samples` points of the field projected on the unit vector a->b, plus a penalty
+    min(0.5 * H / length - 1, 0) that discourages limbs longer than half the map height; valid =
+    score > 0 and at least `min_agree_fraction` of the samples exceed `sample_threshold`.
+    In a crowd most pairs join two people and no field runs between them: a few samples reject them
+    (`_early_checks`), and such pairs get score -inf without the other samples being read.
+    All limbs at once, not a loop of 19: per-limb numpy calls on a few dozen pairs each cost more in
+    call overhead than in arithmetic.
+    """
+    na = np.array([len(a) for a in cand_a], np.int64)
+    nb = np.array([len(b) for b in cand_b], np.int64)
+    sizes = na * nb
+    score = np.full(sizes.sum(), -np.inf)
+    valid = np.zeros(sizes.sum(), bool)
+    if sizes.any():
+        # Pair p of limb k is (a_i, b_j) with p = i * nb_k + j, limbs one after the other.
+        a = np.concatenate([np.repeat(np.asarray(c, np.float64), j, axis=0) for c, j in zip(cand_a, nb)])
+        b = np.concatenate([np.tile(np.asarray(c, np.float64), (i, 1)) for c, i in zip(cand_b, na)])
+        limb = np.repeat(np.arange(len(sizes)), sizes)
+        vec = b - a  # [P, 2]
+        length = np.linalg.norm(vec, axis=-1)
+        unit = vec / np.maximum(length, 1e-6)[..., None]
+        t = np.linspace(0.0, 1.0, params.num_samples)
+        live = np.arange(len(a))
+        checks = _early_checks(params)
+        if checks is not None:
+            early = _projections(pafs, limb, a, vec, unit, t[checks])
+            live = np.flatnonzero((early > params.sample_threshold).any(axis=1))
+        proj = _projections(pafs, limb[live], a[live], vec[live], unit[live], t)  # [P', S]
+        h = pafs.shape[1]
+        score[live] = proj.mean(axis=-1) + np.minimum(0.5 * h / np.maximum(length[live], 1e-6) - 1.0, 0.0)
+        agree = (proj > params.sample_threshold).mean(axis=-1)
+        valid[live] = (score[live] > 0) & (agree >= params.min_agree_fraction) & (length[live] > 1e-6)
+    ends = np.cumsum(sizes)[:-1]
+    return [(s.reshape(i, j), v.reshape(i, j))
+            for s, v, i, j in zip(np.split(score, ends), np.split(valid, ends), na, nb)]
+
+
+def _projections(pafs: np.ndarray, limb: np.ndarray, a: np.ndarray, vec: np.ndarray, unit: np.ndarray,
+                 t: np.ndarray) -> np.ndarray:
+    """Field of each pair's limb at a + t vec, projected on its unit vector: float[P, len(t)]."""
+    points = a[:, None, :] + t[None, :, None] * vec[:, None, :]  # [P, S, 2]
+    _, h, w = pafs.shape
+    y0, y1, x0, x1, fy, fx = _bilinear_taps(points, h, w)
+    flat = pafs.reshape(-1)
+    base = (2 * limb * h * w)[:, None]  # the x field of each pair's limb; its y field is h * w further
+    i00, i01, i10, i11 = (base + yy * w + xx for yy, xx in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)))
+    field_x = _lerp2(flat[i00], flat[i01], flat[i10], flat[i11], fy, fx)
+    field_y = _lerp2(*(flat[i + h * w] for i in (i00, i01, i10, i11)), fy, fx)
+    return field_x * unit[:, None, 0] + field_y * unit[:, None, 1]
 
 
 def limb_scores(paf: np.ndarray, cand_a: np.ndarray, cand_b: np.ndarray,
                 params: GroupingParams) -> tuple[np.ndarray, np.ndarray]:
-    """PAF line integral for every candidate pair of one limb, vectorised over all pairs.
-
-    paf: float[2, H, W] (x and y field of the limb, map pixels); cand_a: float[na, 2],
-    cand_b: float[nb, 2] peak positions in the same map pixels.
-    Returns (score float[na, nb], valid bool[na, nb]). score = mean over `num_samples` points of
-    the field projected on the unit vector a->b, plus a penalty min(0.5 * H / length - 1, 0) that
-    discourages limbs longer than half the map height; valid = score > 0 and at least
-    `min_agree_fraction` of the samples exceed `sample_threshold`.
-    """
-    na, nb = len(cand_a), len(cand_b)
-    if na == 0 or nb == 0:
-        return np.zeros((na, nb)), np.zeros((na, nb), bool)
-    vec = cand_b[None, :, :].astype(np.float64) - cand_a[:, None, :]  # [na, nb, 2]
-    length = np.linalg.norm(vec, axis=-1)
-    unit = vec / np.maximum(length, 1e-6)[..., None]
-    t = np.linspace(0.0, 1.0, params.num_samples)
-    points = cand_a[:, None, None, :] + t[None, None, :, None] * vec[:, :, None, :]  # [na, nb, S, 2]
-    field = sample_bilinear(paf, points)  # [2, na, nb, S]
-    proj = field[0] * unit[..., None, 0] + field[1] * unit[..., None, 1]  # [na, nb, S]
-    score = proj.mean(axis=-1) + np.minimum(0.5 * paf.shape[1] / np.maximum(length, 1e-6) - 1.0, 0.0)
-    agree = (proj > params.sample_threshold).mean(axis=-1)
-    valid = (score > 0) & (agree >= params.min_agree_fraction) & (length > 1e-6)
-    return score, valid
+    """`limb_scores_all` of one limb: paf float[2, H, W]; returns (score, valid) float/bool[na, nb]."""
+    return limb_scores_all(paf, [cand_a], [cand_b], params)[0]
 
 
 def match_limb(score: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -97,6 +153,10 @@ def match_limb(score: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # Invalid pairs get a cost no valid assignment would choose over leaving both unmatched;
     # they are filtered out after the solve.
     cost = np.where(valid, -score, 1e6)
+    # scipy.optimize is imported here: it takes 0.7 s, and every Ray process reading the config
+    # imports this module for GroupingParams.
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(cost)
     keep = valid[rows, cols]
     return np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
@@ -163,13 +223,24 @@ def group_people(peaks_xy: list[np.ndarray], peak_scores: list[np.ndarray], pafs
     peaks_xy: per OpenPose-18 part, float[n_part, 2] peak positions in PAF-map pixels;
     peak_scores: per part float[n_part]; pafs: float[38, H, W].
     Returns (keypoints float32[M, 17, 3] = x, y, score in PAF-map pixels, COCO-17 order, nan/0 for
-    parts not found; person score float32[M]). The person score is the mean of the 17 keypoint
-    scores with 0 for parts not found (as COCO bottom-up methods rank people): unlike the grouping's
-    mean part+limb score, it ranks a complete person above a confident fragment.
+    parts not found; person score float32[M]); see `people_from_limbs`.
+    """
+    scored = limb_scores_all(pafs, [peaks_xy[a] for a, _ in LIMBS], [peaks_xy[b] for _, b in LIMBS], params)
+    return people_from_limbs(peaks_xy, peak_scores, scored, params)
+
+
+def people_from_limbs(peaks_xy: list[np.ndarray], peak_scores: list[np.ndarray],
+                      scored: list[tuple[np.ndarray, np.ndarray]], params: GroupingParams) -> tuple[np.ndarray, np.ndarray]:
+    """People from scored limbs: Hungarian per limb, assembly, COCO-17 keypoints.
+
+    scored: per limb of LIMBS, (score float[na, nb], valid bool[na, nb]) as `limb_scores_all` gives
+    (computed here or on a GPU). Returns (keypoints float32[M, 17, 3], person score float32[M]). The
+    person score is the mean of the 17 keypoint scores with 0 for parts not found (as COCO bottom-up
+    methods rank people): unlike the grouping's mean part+limb score, it ranks a complete person
+    above a confident fragment.
     """
     limb_pairs, limb_pair_scores = [], []
-    for k, (a, b) in enumerate(LIMBS):
-        score, valid = limb_scores(pafs[2 * k : 2 * k + 2], peaks_xy[a], peaks_xy[b], params)
+    for score, valid in scored:
         pairs = match_limb(score, valid)
         limb_pairs.append(pairs)
         limb_pair_scores.append(score[pairs[:, 0], pairs[:, 1]])
