@@ -23,7 +23,8 @@ import onnxruntime as ort
 import torch
 from timing import measure, print_table
 
-from stages.pose.tfpose_net import TfPoseNet, TfPoseOnnx
+from stages.pose.tfpose_net import TfPoseNet
+from stages.pose.tfpose_onnx import TfPoseOnnx
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights"))

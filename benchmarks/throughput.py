@@ -1,56 +1,123 @@
-"""Throughput and memory of the whole pipeline against the bare network, in one run.
+"""posepipe against the script a user would write instead, in one run, alternating.
 
-    python benchmarks/throughput.py [--video V] [--long-video L] [--config FILE]
+    python benchmarks/throughput.py [--video V] [--pairs 2] [--copies 4] [--memory] [--track-ab N]
 
-(a) bare network forward: frames/s of the configured pose backend on frames decoded and resized
-    beforehand, in batches of decode.batch_size, with the pose actor's thread count;
-(b) `posepipe run` on the same video through a local Ray (num_cpus = this machine's cores):
-    frames/s over the whole run and over its steady state (first batch written -> end);
-then b/a, grouping ms/frame, and the peak summed RSS of all Ray processes for a video and for the
-same video made 10x longer (its packets repeated with shifted timestamps);
-(c) with --track-ab N, N pairs of (b) with tracking off (track.enabled = false, track.reid = false) and
-    on, alternating: the cost of tracking as the median ratio of per-video times, and the tracker's
-    own time in the sink actor.
+The plain loop: one Python process that decodes with PyAV, runs the same bottom-up network with
+onnxruntime on every core (intra-op threads = cores) and groups people with this project's own
+grouping, frame by frame. posepipe: the whole `posepipe run VIDEO --out OUT` command (a fresh
+process: imports, Ray start, actors, models, the video, publishing). Both run as subprocesses and
+alternate, `--pairs` times, so a slow spell of this shared machine hits both alike. Printed:
+- frames/s of each (whole process), per pair, and their ratio; posepipe's per-video frames/s
+  (video open -> published, from OUT/videos);
+- posepipe's start-up: command -> first batch written, split into imports and checks (until the job
+  starts), Ray start, actor start (graph built), first batch (job.json's timeline);
+- the same for `--copies` videos at once (posepipe one command; the plain loop one after another);
+- `--memory`: peak summed RSS of all Ray processes for a clip and for it made 10x longer;
+- `--track-ab N`: N alternating pairs with tracking off/on (in-process Runner), the cost of tracking.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import av
+import numpy as np
 import psutil
-import ray
-import torch
-
-from pipeline.config import load_config, mode_file
-from pipeline.models import build_bottomup_forward, choose_bottomup_model
-from pipeline.runner import Runner
-from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, net_input_size, to_net_input
-from stages.io.decode import VideoReader
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))
+POSEPIPE = Path(sys.executable).with_name("posepipe")
 
 
-def repeat_video(src: Path, dst: Path, times: int) -> Path:
-    """dst = src's video packets `times` over, timestamps shifted so it plays as one long video."""
-    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
-        ist = ic.streams.video[0]
-        ost = oc.add_stream_from_template(ist)
-        packets = [p for p in ic.demux(ist) if p.dts is not None]
-        span = max(p.pts + (p.duration or 0) for p in packets) - min(p.pts for p in packets)
-        for k in range(times):
-            for p in packets:
-                p.pts += span if k else 0
-                p.dts += span if k else 0
-                p.stream = ost
-                oc.mux(p)
-    return dst
+def plain_loop(paths: list[str]) -> int:
+    """The obvious single-process script: returns the frames it processed."""
+    from pipeline.config import load_config, mode_file
+    from pipeline.models import choose_bottomup_model
+    from stages.pose.bottomup import decode_maps, net_input_size, to_net_input
+    from stages.pose.onnx_session import onnx_session
+
+    params = load_config(mode_file("bottomup")).bottomup
+    session = onnx_session(choose_bottomup_model(load_config()).path, os.cpu_count() or 1, ["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    frames = 0
+    for path in paths:
+        with av.open(path) as container:
+            for frame in container.decode(video=0):
+                image = frame.to_ndarray(format="rgb24")
+                h, w = image.shape[:2]
+                x = to_net_input(image[None], net_input_size(w, h, params.net_height, params.size_multiple))
+                maps = session.run(None, {name: x})[0][0].transpose(2, 0, 1)  # NHWC out -> [57, h, w]
+                decode_maps(maps.astype(np.float16), params)
+                frames += 1
+    return frames
+
+
+def _timed(cmd: list[str]) -> tuple[float, float, str]:
+    """(launch wall time, seconds, stdout) of a subprocess that must succeed."""
+    launched = time.time()
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - t0
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return launched, wall, done.stdout
+
+
+def run_plain(paths: list[str]) -> dict:
+    _, wall, out = _timed([sys.executable, __file__, "--plain-loop", *paths])
+    frames = int(out.split()[-1])
+    return {"frames": frames, "wall_s": wall, "fps": frames / wall}
+
+
+def run_posepipe(paths: list[str], out: Path) -> dict:
+    launched, wall, _ = _timed([str(POSEPIPE), "run", *paths, "--out", str(out), "--no-progress"])
+    job = json.loads((out / "job.json").read_text())
+    import pyarrow.parquet as pq
+
+    videos = pq.read_table(out / "videos").to_pylist()
+    frames = sum(v["frames"] for v in videos)
+    start = {"imports and checks": job["started_at"] - launched, "Ray start": job["ray_ready_at"] - job["started_at"],
+             "actors": job["graph_ready_at"] - job["ray_ready_at"], "first batch": job["first_batch_at"] - job["graph_ready_at"]}
+    return {"frames": frames, "wall_s": wall, "fps": frames / wall, "startup": start,
+            "startup_s": job["first_batch_at"] - launched, "stages": job["stages"],
+            "video_fps": [v["frames"] / v["wall_s"] for v in videos]}
+
+
+def copies(video: Path, n: int, folder: Path) -> list[str]:
+    """n hard links of video under distinct names (distinct ids; symlinks would resolve to one)."""
+    paths = []
+    for k in range(n):
+        dst = folder / f"{video.stem}_{k}{video.suffix}"
+        try:
+            os.link(video, dst)
+        except OSError:
+            dst.write_bytes(video.read_bytes())
+        paths.append(str(dst))
+    return paths
+
+
+def compare(label: str, paths: list[str], pairs: int, tmp: Path) -> None:
+    rows = []
+    for k in range(pairs):
+        plain = run_plain(paths)
+        pipe = run_posepipe(paths, tmp / f"{label}_{k}")
+        rows.append((plain, pipe))
+        print(f"[{label}] pair {k + 1}: plain loop {plain['fps']:.2f} frames/s ({plain['wall_s']:.1f} s), "
+              f"posepipe run {pipe['fps']:.2f} frames/s ({pipe['wall_s']:.1f} s), ratio {pipe['fps'] / plain['fps']:.3f}; "
+              f"per video {', '.join(f'{f:.2f}' for f in pipe['video_fps'])} frames/s", flush=True)
+        print(f"    start-up {pipe['startup_s']:.2f} s to the first batch: "
+              + ", ".join(f"{name} {s:.2f} s" for name, s in pipe["startup"].items()), flush=True)
+        print("    stages: " + ", ".join(f"{n} x{s['actors']} busy {s['busy_fraction']:.2f}" for n, s in pipe["stages"].items()))
+    ratios = [p["fps"] / q["fps"] for q, p in rows]
+    print(f"[{label}] ratio posepipe / plain loop: {', '.join(f'{r:.3f}' for r in ratios)}; median {np.median(ratios):.3f}")
 
 
 class PeakSampler:
@@ -91,102 +158,82 @@ class RssSampler(PeakSampler):
         return total
 
 
-def bare_forward_fps(config, video: Path, max_frames: int = 200) -> tuple[float, list]:
-    """(frames/s of the network alone, its MapBatches for the grouping timing)."""
-    torch.set_num_threads(config.pose.threads)
-    model = choose_bottomup_model(config)
-    net = BottomUpNet(build_bottomup_forward(config, model.backend, model.path.read_bytes(), "cpu"), config.bottomup)
-    batches = []
-    with VideoReader(video, batch_size=config.decode.batch_size, max_side=config.decode.max_side or None) as r:
-        for b in r:
-            batches.append(b)
-            if sum(len(x) for x in batches) >= max_frames:
-                break
-    h, w = batches[0].images.shape[1:3]
-    size = net_input_size(w, h, config.bottomup.net_height, config.bottomup.size_multiple)
-    inputs = [to_net_input(b.images, size) for b in batches]  # pre-resized: (a) is the forward only
-    net.forward(inputs[0])  # warm-up
-    t0 = time.perf_counter()
-    for x in inputs:
-        net.forward(x)
-    fps = sum(len(x) for x in inputs) / (time.perf_counter() - t0)
-    return fps, [net(b) for b in batches[:8]]
+def repeat_video(src: Path, dst: Path, times: int) -> Path:
+    """dst = src's video packets `times` over, timestamps shifted so it plays as one long video."""
+    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
+        ist = ic.streams.video[0]
+        ost = oc.add_stream_from_template(ist)
+        packets = [p for p in ic.demux(ist) if p.dts is not None]
+        span = max(p.pts + (p.duration or 0) for p in packets) - min(p.pts for p in packets)
+        for k in range(times):
+            for p in packets:
+                p.pts += span if k else 0
+                p.dts += span if k else 0
+                p.stream = ost
+                oc.mux(p)
+    return dst
 
 
-def grouping_ms_per_frame(config, map_batches: list) -> float:
-    grouper = BottomUpGrouper(config.bottomup)
-    t0 = time.perf_counter()
-    for b in map_batches:
-        grouper(b)
-    return 1000 * (time.perf_counter() - t0) / sum(len(b) for b in map_batches)
+def in_process(config, video: Path, out: Path) -> dict:
+    """One Runner run in this process (Ray already started): wall time, stages, peak RSS."""
+    from pipeline.runner import Runner
 
-
-def pipeline_run(config, video: Path, out: Path) -> dict:
     with RssSampler() as rss:
         t0 = time.perf_counter()
         runner = Runner(config, out, progress=False)
         row = runner.run([str(video)])[0]
-        wall = time.perf_counter() - t0
-    return {"frames": row["frames"], "wall_s": wall, "fps": row["frames"] / wall, "stages": runner.stage_stats,
-            "video_wall_s": row["wall_s"], "video_fps": row["frames"] / row["wall_s"], "peak_rss_mb": rss.peak / 2**20}
+    return {"frames": row["frames"], "wall_s": time.perf_counter() - t0, "video_wall_s": row["wall_s"],
+            "stages": runner.stage_stats, "peak_rss_mb": rss.peak / 2**20}
+
+
+def memory_and_tracking(args, tmp: Path) -> None:
+    import ray
+
+    from pipeline.api import start_ray
+    from pipeline.config import load_config, mode_file
+
+    config = load_config(mode_file("bottomup"))
+    start_ray(config)
+    if args.track_ab:
+        # Off = no association and no appearance work: everything tracking adds to the graph.
+        off = dataclasses.replace(config, track=dataclasses.replace(config.track, enabled=False, reid=False))
+        ratios = []
+        for k in range(args.track_ab):
+            b_off = in_process(off, Path(args.video), tmp / f"off{k}")
+            b_on = in_process(config, Path(args.video), tmp / f"on{k}")
+            ratios.append(b_on["video_wall_s"] / b_off["video_wall_s"])
+        track_s = b_on["stages"]["sink"].get("track_s", 0.0)
+        print(f"tracking on/off time ratio per pair {', '.join(f'{r:.3f}' for r in ratios)}; median "
+              f"{np.median(ratios):.3f}; tracker {track_s:.1f} s of the last run's {b_on['video_wall_s']:.1f} s")
+    if args.memory:
+        long1 = Path(args.long_video)
+        r1 = in_process(config, long1, tmp / "mem1")
+        r10 = in_process(config, repeat_video(long1, tmp / "long10.mp4", 10), tmp / "mem10")
+        print(f"peak RSS {long1.name}: 1x ({r1['frames']} frames) {r1['peak_rss_mb']:.0f} MB, 10x ({r10['frames']} "
+              f"frames) {r10['peak_rss_mb']:.0f} MB, ratio {r10['peak_rss_mb'] / r1['peak_rss_mb']:.2f}")
+    ray.shutdown()
 
 
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--plain-loop":
+        print(plain_loop(sys.argv[2:]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", default=str(EVAL / "videos" / "vtest.mp4"))
-    ap.add_argument("--long-video", default=str(EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"),
-                    help="video for the 1x vs 10x memory comparison")
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--track-ab", type=int, default=0, metavar="N",
-                    help="also N pairs of runs with tracking off / on, alternating")
-    ap.add_argument("--no-memory", action="store_true", help="skip the 1x vs 10x memory runs")
+    ap.add_argument("--pairs", type=int, default=2, help="alternating plain loop / posepipe pairs")
+    ap.add_argument("--copies", type=int, default=4, help="videos at once in the second comparison (0: skip)")
+    ap.add_argument("--memory", action="store_true", help="also the 1x vs 10x memory runs")
+    ap.add_argument("--long-video", default=str(EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"))
+    ap.add_argument("--track-ab", type=int, default=0, metavar="N", help="also N tracking off/on pairs")
     args = ap.parse_args()
-    config = load_config(mode_file("bottomup"), *([args.config] if args.config else []))
-    video = Path(args.video)
-
-    fps_a, map_batches = bare_forward_fps(config, video)
-    group_ms = grouping_ms_per_frame(config, map_batches)
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    print(f"machine: {os.cpu_count()} cores; video {Path(args.video).name}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        b = pipeline_run(config, video, tmp / "out_b")
-        ratios = []
-        if args.track_ab:
-            # Off means no association and no appearance (thumbnails in the pose actor, histograms in
-            # grouping): everything tracking adds to the graph. On and off alternate, so drift in
-            # this machine's speed (10% between runs here) hits both alike; the median ratio is reported.
-            off = dataclasses.replace(config, track=dataclasses.replace(config.track, enabled=False, reid=False))
-            for k in range(args.track_ab):
-                b_off = pipeline_run(off, video, tmp / f"out_b_off{k}")
-                b_on = b if k == 0 else pipeline_run(config, video, tmp / f"out_b_on{k}")
-                ratios.append(b_on["video_wall_s"] / b_off["video_wall_s"])
-        if not args.no_memory:
-            long1 = Path(args.long_video)
-            long10 = repeat_video(long1, tmp / "long10.mp4", 10)
-            r1 = pipeline_run(config, long1, tmp / "out_1x")
-            r10 = pipeline_run(config, long10, tmp / "out_10x")
-    ray.shutdown()
-
-    print(f"video {video.name}; backend {choose_bottomup_model(config).backend}, pose threads {config.pose.threads}, "
-          f"batch {config.decode.batch_size}, cpus {os.cpu_count()}")
-    print(f"(a) bare network forward      {fps_a:7.2f} frames/s")
-    print(f"(b) posepipe run, whole       {b['fps']:7.2f} frames/s  ({b['frames']} frames in {b['wall_s']:.1f} s, "
-          "incl. Ray start-up)")
-    print(f"(b) posepipe run, per video   {b['video_fps']:7.2f} frames/s  (video open -> output published)")
-    print(f"ratio b/a                     {b['video_fps'] / fps_a:7.3f}  (whole run: {b['fps'] / fps_a:.3f})")
-    print(f"grouping                      {group_ms:7.2f} ms/frame")
-    for name, s in b["stages"].items():
-        print(f"  stage {name:6s} actors {s['actors']}  busy {s['busy_fraction']:.2f} of its lifetime, "
-              f"{1000 * s['busy_s'] / b['frames']:.1f} ms/frame")
-    if args.track_ab:
-        track_s = b["stages"]["sink"].get("track_s", 0.0)
-        print(f"(c) tracking on/off time ratio per pair {', '.join(f'{r:.3f}' for r in ratios)}; median "
-              f"{sorted(ratios)[len(ratios) // 2]:.3f}; tracker time {track_s:.1f} s = "
-              f"{100 * track_s / b['video_wall_s']:.1f}% of the first run (in the sink actor, beside the pose actor)")
-    if args.no_memory:
-        return
-    print(f"peak RSS {long1.name}: 1x ({r1['frames']} frames) {r1['peak_rss_mb']:.0f} MB, "
-          f"10x ({r10['frames']} frames) {r10['peak_rss_mb']:.0f} MB, ratio {r10['peak_rss_mb'] / r1['peak_rss_mb']:.2f}")
+        compare("1 video", [args.video], args.pairs, tmp)
+        if args.copies:
+            compare(f"{args.copies} videos", copies(Path(args.video), args.copies, tmp), args.pairs, tmp)
+        if args.memory or args.track_ab:
+            memory_and_tracking(args, tmp)
 
 
 if __name__ == "__main__":

@@ -8,20 +8,12 @@ starts, as one-line errors the CLI prints with exit status 2.
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 from pipeline.config import Config
 from pipeline.inputs import check_output, expand_inputs
+from pipeline.sizing import local_cpus
 from stages.io.lock import OutputLock
-
-
-def local_cpus(config: Config) -> int:
-    """A local Ray's logical CPUs: the machine's, or what the config's actors reserve if more (the
-    mesh stage adds a CPU share to the four that fill a 2-core laptop; logical units only place)."""
-    from pipeline.graph import required_resources
-
-    return max(os.cpu_count() or 1, math.ceil(required_resources(config)["CPU"] - 1e-9))
 
 
 def start_ray(config: Config, address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
@@ -35,7 +27,7 @@ def start_ray(config: Config, address: str | None = None, num_cpus: int | None =
     ray.init(address=address or "local", log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.ERROR,
              include_dashboard=False if not address else None,
-             num_cpus=None if address else num_cpus or local_cpus(config))
+             num_cpus=None if address else num_cpus or local_cpus(config, os.cpu_count() or 1))
 
 
 def run_job(config: Config, videos: list[str], out: str, *, address: str | None = None, num_cpus: int | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ class ConfigError(ValueError):
 class StageResources:
     """How one Ray stage is placed: actors and their logical resources, bound on batches in flight."""
 
-    actors: int = 1
+    actors: int | Literal["auto"] = 1  # "auto" ([pose.resources] only): pipeline/sizing.py
     num_cpus: float = 1.0
     num_gpus: float = 0.0  # fractions share a GPU (Ray's logical units); 0 on a CPU machine
     max_restarts: int = 2  # Ray restarts a dead actor this often and retries its calls
@@ -60,7 +61,7 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class PoseConfig:
-    resources: StageResources = field(default_factory=StageResources)
+    resources: StageResources = field(default_factory=lambda: StageResources(actors="auto"))
     # auto: torch on a GPU; on a CPU onnxruntime when its model file resolves (faster there, see
     # README), else torch built from the upstream .pb, which the resolver can download.
     backend: Literal["auto", "torch", "onnxruntime"] = "auto"
@@ -116,6 +117,14 @@ class Config:
 
 def _check_value(name: str, value: Any, hint: Any, source: str) -> None:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _check_value(name, value, option, source)
+            except ConfigError as exc:
+                errors.append(str(exc).split(": ", 2)[-1])
+        raise ConfigError(f"{source}: {name} = {value!r}: {' or '.join(errors)}")
     if origin is Literal:
         if value not in typing.get_args(hint):
             raise ConfigError(f"{source}: {name} = {value!r}: must be one of {typing.get_args(hint)}")
@@ -163,6 +172,15 @@ def _build(cls: type, data: dict) -> Any:
     return cls(**kwargs)
 
 
+def _check_config(config: Config, source: str) -> Config:
+    """Rules across keys, after merging."""
+    for name in ("decode", "group", "sink", "mesh"):
+        if getattr(config, name).resources.actors == "auto":
+            raise ConfigError(f"{source}: {name}.resources.actors = 'auto': only [pose.resources] sizes itself; "
+                              "give a number")
+    return config
+
+
 def read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
@@ -180,7 +198,7 @@ def load_config(*paths: str | Path) -> Config:
     data: dict = {}
     for path in (DEFAULT_FILE, *map(Path, paths)):
         data = _merge(data, read_toml(path))
-    return _build(Config, data)
+    return _check_config(_build(Config, data), ", ".join(map(str, paths or (DEFAULT_FILE,))))
 
 
 def mode_file(mode: str) -> Path:

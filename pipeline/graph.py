@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import ray
 
 from pipeline.config import Config, ConfigError, StageResources
+from pipeline.sizing import required_resources, sized
 from pipeline.workers import DecodeWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker
 
 
@@ -130,16 +131,6 @@ class Graph:
         return out
 
 
-def required_resources(config: Config) -> dict[str, float]:
-    """Logical CPUs and GPUs the graph's actors reserve in all."""
-    stages = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
-    stages += (config.mesh.resources,) if config.mesh.enabled else ()
-    return {
-        "CPU": sum(r.actors * r.num_cpus for r in stages),
-        "GPU": sum(r.actors * r.num_gpus for r in stages),
-    }
-
-
 def _check_fits(need: dict[str, float]) -> None:
     """Ray would queue actors that can never be placed and the run would hang: say so now."""
     have = ray.cluster_resources()
@@ -160,7 +151,7 @@ def build_mesh_pool(config: Config) -> list:
     return actors
 
 
-def _wait_ready(actors: list, timeout_s: float, also_kill: list = ()) -> None:
+def _wait_ready(actors: list, timeout_s: float) -> None:
     """Wait for the actors' constructors. A model that fails to load is one clear error for the run
     (not the same failure on every video); actors still unplaced after timeout_s are an error too."""
     ready = [a.__ray_ready__.remote() for a in actors]
@@ -170,7 +161,7 @@ def _wait_ready(actors: list, timeout_s: float, also_kill: list = ()) -> None:
     except ray.exceptions.RayActorError as exc:
         raise RuntimeError(f"an actor of the graph failed to start: {exc}") from exc
     if waiting:
-        for a in [*actors, *also_kill]:
+        for a in actors:
             ray.kill(a)
         raise RuntimeError(
             f"{len(waiting)} actor(s) of the graph not placed after {timeout_s:g} s: no node has the CPUs/GPUs "
@@ -182,15 +173,19 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
                 sink_cls: type[SinkWorker] = SinkWorker) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), held by one store actor
     and fetched from it by every pose actor. sink_cls: the sink's actor class (injected by tests)."""
+    have = ray.cluster_resources()
+    config = sized(config, have.get("CPU", 0.0), have.get("GPU", 0.0))
     _check_fits(required_resources(config))
     store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
     store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs)
     d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
-    # Pose actors first, and placed before the rest are created: Ray places actors as they come,
-    # and small ones placed first can fragment a node so a pose actor fits nowhere although the
-    # totals add up (seen on a two-node cluster).
+    # Pose actors first. On a cluster they are placed before the rest are created: Ray places actors
+    # as they come, and small ones placed first can fragment a node so a pose actor fits nowhere
+    # although the totals add up (seen on a two-node cluster). On one node nothing can fragment, and
+    # every actor starts at once (their imports and model loads overlap: seconds off the start-up).
     pose = [_remote(_PoseActor, p).remote(config, store_name) for _ in range(p.actors)]
-    _wait_ready(pose, config.run.start_timeout_s)
+    if len([n for n in ray.nodes() if n["Alive"]]) > 1:
+        _wait_ready(pose, config.run.start_timeout_s)
     group = [_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]
     sinks = [_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
                                          config.track) for _ in range(s.actors)]
@@ -199,7 +194,7 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
                 for _ in range(d.actors)]
     m = config.mesh.resources
     meshes = [_remote(MeshWorker, m).remote(config) for _ in range(m.actors)] if config.mesh.enabled else []
-    _wait_ready([*group, *sinks, *decoders, *meshes], config.run.start_timeout_s, also_kill=pose)
+    _wait_ready([*pose, *group, *sinks, *decoders, *meshes], config.run.start_timeout_s)
     graph = Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), sinks=sinks,
                   model_store=store, meshes=meshes)
     return graph

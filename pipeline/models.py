@@ -87,14 +87,19 @@ def _providers(device: str) -> list[str]:
 
 def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, device: str):
     """The network runner: torch module from the GraphDef, or onnxruntime."""
-    # Imported here: torch costs seconds to import, and the grouping actors import this module too.
-    from stages.pose.tfpose_net import TfPoseNet, TfPoseOnnx
-
     if backend == "onnxruntime":
+        from stages.pose.tfpose_onnx import TfPoseOnnx
+
         # onnxruntime wants a file; the bytes came from the resolver, so write them once here.
         path = Path(tempfile.mkdtemp(prefix="posepipe-")) / config.pose.bottomup_onnx_model
         path.write_bytes(model_bytes)
         return TfPoseOnnx(path, num_threads=config.pose.threads, providers=_providers(device))
+    # Imported here: torch costs seconds to import, and only the torch backend needs it.
+    import torch
+
+    from stages.pose.tfpose_net import TfPoseNet
+
+    torch.set_num_threads(config.pose.threads)  # on a CPU; one stream per actor on a GPU
     return TorchForward(TfPoseNet.from_bytes(model_bytes), device=device, half=config.pose.half)
 
 

@@ -139,6 +139,8 @@ class Runner:
                 frames, people, per_frame = ray.get(v.sink_q.popleft())
             except ray.exceptions.RayError as exc:
                 return self._fail(v, exc)
+            if not self.frames_done:
+                self.job.save(force=True, first_batch_at=time.time())  # the end of start-up
             v.frames += frames
             v.people += people
             self.frames_done += frames
@@ -201,7 +203,10 @@ class Runner:
         self.job.save(force=True)
         if todo:
             self.before_graph()  # a re-run with nothing left to do never starts Ray
+            # Start-up timeline in job.json (wall clock, like started_at): benchmarks/throughput.py reports it.
+            self.job.save(force=True, ray_ready_at=time.time())
             self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls)
+            self.job.save(force=True, graph_ready_at=time.time())
             self._loop(deque(todo), rows)
             self.stage_stats = self.graph.stage_stats()
         self.job.save(force=True, stages=self.stage_stats, finished_at=time.time())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+import cv2
 import numpy as np
 
 from pipeline.config import Config
@@ -105,10 +106,13 @@ class PoseWorker(_Busy):
 
     def __init__(self, config: Config, blobs: dict[str, tuple[str, bytes]]):
         super().__init__()
-        import torch  # only pose actors pay for importing torch (seconds per actor start)
+        device = "cpu"
+        if config.pose.resources.num_gpus > 0:
+            import torch  # only to find the GPU: a CPU actor running onnxruntime never imports torch (2 s)
 
-        device = "cuda" if torch.cuda.is_available() and config.pose.resources.num_gpus > 0 else "cpu"
-        torch.set_num_threads(config.pose.threads)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        # cv2 (resizes) would otherwise start a thread per core in every actor, on cores the other actors use.
+        cv2.setNumThreads(config.pose.threads)
         self.models = build_pose_models(config, blobs, device)
 
     def process(self, batch: FrameBatch, mode: str) -> PoseOutput:
@@ -121,6 +125,7 @@ class GroupWorker(_Busy):
 
     def __init__(self, config: Config):
         super().__init__()
+        cv2.setNumThreads(1)  # upsampling and blur of the maps: one core's work, beside the pose actors
         self.grouping = Grouping(config)
 
     def process(self, out: PoseOutput) -> PoseBatch:

@@ -13,7 +13,8 @@ from pycocotools.coco import COCO
 from stages.batches import FrameBatch
 from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, BottomUpParams, TorchForward, net_input_size
 from stages.eval.metrics import match_people
-from stages.pose.tfpose_net import TfPoseNet, TfPoseOnnx
+from stages.pose.tfpose_net import TfPoseNet
+from stages.pose.tfpose_onnx import TfPoseOnnx
 
 PARAMS = BottomUpParams()
 PHOTO = "000000196141.jpg"  # 5 people, 4 of them with keypoints

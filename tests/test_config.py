@@ -54,10 +54,51 @@ def test_missing_file(tmp_path):
 
 
 def test_crowd_preset_fits_one_gpu_node():
-    from pipeline.graph import required_resources
+    from pipeline.sizing import required_resources
 
     crowd = load_config(CONFIG_DIR / "crowd.toml")
     assert crowd.run.mode == "auto" and crowd.pose.resources.actors == 2
     need = required_resources(crowd)
     assert need["GPU"] == 1.0  # two pose actors share one GPU
     assert need["CPU"] <= 16  # a common single-GPU node
+
+
+def test_auto_pose_actors_fill_the_machine(tmp_path):
+    from pipeline.sizing import local_cpus, required_resources, sized
+
+    config = load_config()
+    assert config.pose.resources.actors == "auto"
+    # A 2-core laptop: a local Ray gets the cores plus the other stages' shares (0.5 + 0.25 + 0.25),
+    # and "auto" puts one 1-thread pose actor on each core.
+    assert local_cpus(config, 2) == 3
+    laptop = sized(config, 3, 0)
+    assert laptop.pose.resources.actors == 2 and required_resources(laptop)["CPU"] == 3
+    # Two threads per actor: one actor per two cores.
+    two = tmp_path / "threads.toml"
+    two.write_text("[pose]\nthreads = 2\n")
+    assert sized(load_config(two), 3, 0).pose.resources.actors == 1
+    # A ray.init(num_cpus=2) the user started: what the other stages leave, never zero.
+    assert sized(config, 2, 0).pose.resources.actors == 1
+    assert sized(config, 1, 0).pose.resources.actors == 1
+    # A GPU node: one actor per GPU share, as far as the CPUs allow.
+    gpu = tmp_path / "gpu.toml"
+    gpu.write_text("[pose.resources]\nnum_gpus = 0.5\nnum_cpus = 1\n")
+    assert sized(load_config(gpu), 16, 1).pose.resources.actors == 2
+    assert sized(load_config(gpu), 16, 4).pose.resources.actors == 8
+    assert sized(load_config(gpu), 4, 4).pose.resources.actors == 3  # 4 CPUs - 1 for the other stages
+    # A fixed count is kept as given.
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text("[pose.resources]\nactors = 3\n")
+    assert sized(load_config(fixed), 64, 0).pose.resources.actors == 3
+    with pytest.raises(ValueError, match="size the config first"):
+        required_resources(config)
+
+
+def test_auto_is_only_for_pose_actors_and_other_strings_are_refused(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[decode.resources]\nactors = \"auto\"\n")
+    with pytest.raises(ConfigError, match="only \\[pose.resources\\] sizes itself"):
+        load_config(bad)
+    bad.write_text("[pose.resources]\nactors = \"many\"\n")
+    with pytest.raises(ConfigError, match="pose.resources.actors = 'many'.*one of \\('auto',\\)"):
+        load_config(bad)

@@ -18,12 +18,12 @@ from stages.pose.tfpose_net import (
     FrameNorm,
     SeparableConv,
     TfPoseNet,
-    TfPoseOnnx,
     frame_norm_batched,
     frame_norm_per_frame,
     resize_bilinear_legacy,
     same_padding,
 )
+from stages.pose.tfpose_onnx import TfPoseOnnx
 
 # W x H. 300, 203 and 321 are not multiples of 16: asymmetric SAME padding at the stride-2 layers
 # and a stride-16 -> stride-8 resize that is not exactly 2x; 203 and 321 are odd as well.

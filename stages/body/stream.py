@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from stages.batches import PoseBatch
-from stages.body.fit import BodyFitter
 from stages.body.table import body_tracks_table, bodies_table
+
+if TYPE_CHECKING:  # torch is imported by fit.py: the sink actor, which uses this module, need not
+    from stages.body.fit import BodyFitter
 
 
 @dataclass(frozen=True)

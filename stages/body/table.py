@@ -11,11 +11,15 @@ Mixamo rig J = 52, SMPL 24), zeros for the bones the fit leaves at rest.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 
 from stages.batches import NUM_KEYPOINTS
-from stages.body.fit import FitResult
+
+if TYPE_CHECKING:  # torch is imported by fit.py: the sink actor, which uses this module, need not
+    from stages.body.fit import FitResult
 
 _KP = pa.list_(pa.float32(), NUM_KEYPOINTS)
 

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from scipy.optimize import linear_sum_assignment
 
 # Per-keypoint OKS falloff of COCO-17 (pycocotools' Params.kpt_oks_sigmas), in COCO-17 order.
 COCO_SIGMAS = np.array(
@@ -324,6 +323,8 @@ def match_people(
     oks = oks_matrix(pred, gt, gt_area)
     if oks.size == 0:
         return []
+    from scipy.optimize import linear_sum_assignment  # lazily: 0.7 s, and actors import this module
+
     rows, cols = linear_sum_assignment(oks, maximize=True)
     return [(int(p), int(g)) for p, g in zip(rows, cols) if oks[p, g] > min_oks]
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -282,6 +281,8 @@ def read_video_rows(out: str | os.PathLike) -> list[dict]:
                    and not i.base_name.startswith((".", "_")))  # temp names of rows being written
     if not paths:
         return []
+    import pyarrow.dataset as ds  # lazily: it imports pandas (0.5 s) in every actor that writes
+
     table = ds.dataset(paths, schema=VIDEOS_SCHEMA, format="parquet", filesystem=fs).to_table()
     return table.sort_by("video_id").to_pylist()
 

@@ -11,7 +11,7 @@ matters while it builds the layers. With h, w = ceil(H/8), ceil(W/8):
        separable convs; stages 2..6 read cat(paf, heat, feat)          [N, 121, h, w]
     -> cat(heat, paf) [N, 57, h, w]: OpenPose-18 heatmaps (18 = background), then PAFs
 
-`TfPoseOnnx` runs the tf2onnx conversion of the same graph with onnxruntime, one frame per call.
+`TfPoseOnnx` (tfpose_onnx.py) runs the tf2onnx conversion of the same graph with onnxruntime.
 """
 
 from __future__ import annotations
@@ -26,10 +26,6 @@ import torch.nn.functional as F
 from tensorboard.compat.proto import graph_pb2, node_def_pb2
 from torch import Tensor, nn
 
-from stages.pose.onnx_session import onnx_session
-
-ONNX_INPUT = "image:0"
-ONNX_OUTPUT = "Openpose/concat_stage7:0"
 _TF_DTYPES = {1: np.float32, 3: np.int32}  # DT_FLOAT, DT_INT32: the only dtypes in this graph
 
 
@@ -236,24 +232,6 @@ class TfPoseNet(nn.Module):
             stages.append(RefineStage(paf, heat))
         g.expect_concat("Openpose/concat_stage7", [last[2], last[1]])  # heatmaps first
         return cls(blocks, outputs.index(s8_name), stages)
-
-
-class TfPoseOnnx:
-    """onnxruntime on tfpose_mobilenet_v2_small.onnx: float32 [N, H, W, 3] BGR 0..255 -> float32
-    [N, 57, ceil(H/8), ceil(W/8)] (NCHW, like `TfPoseNet`). The ONNX graph keeps the backbone's
-    batch-statistics normalisation, so a batched run would mix frames: it runs one frame per call."""
-
-    def __init__(self, path: str | Path, num_threads: int = 2, providers: Sequence[str] | None = None):
-        self.session = onnx_session(path, num_threads, providers)
-
-    def __call__(self, images_bgr: np.ndarray) -> np.ndarray:
-        if images_bgr.dtype != np.float32 or images_bgr.ndim != 4 or images_bgr.shape[3] != 3:
-            raise ValueError(f"expected float32 [N, H, W, 3], got {images_bgr.dtype} {images_bgr.shape}")
-        maps = [
-            self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(frame[None])})[0][0]
-            for frame in images_bgr
-        ]
-        return np.ascontiguousarray(np.stack(maps).transpose(0, 3, 1, 2))
 
 
 class _Graph:

@@ -34,12 +34,19 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from stages.track.appearance import similarity
 from stages.batches import COCO17_NAMES, NUM_KEYPOINTS, PoseBatch
 from stages.track.boxes import box_iou
 from stages.eval.metrics import COCO_SIGMAS
+
+def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # scipy.optimize is imported on first use: it takes 0.7 s, and every Ray process reading the
+    # config imports this module for TrackParams.
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(cost)
+
 
 # COCO-17 mirror index (left_x <-> right_x), derived from the names so this module does not import
 # the top-down stage (onnx, cv2); equal to stages.pose.topdown.FLIP_PAIRS (a test checks).
@@ -282,7 +289,7 @@ class Tracker:
                 oks = np.where(side < 0, oks_f, oks)
             w = p.w_oks + p.w_iou
             cost = np.where(has, (p.w_oks * (1 - oks) + p.w_iou * (1 - iou)) / w, 1 - iou)
-            r, c = linear_sum_assignment(np.where(cost <= p.match_threshold, cost, 1e6))
+            r, c = _hungarian(np.where(cost <= p.match_threshold, cost, 1e6))
             matches = [(self.tracks[i], int(det[j]), int(side[i, j])) for i, j in zip(r, c)
                        if cost[i, j] <= p.match_threshold]
         if reid:
@@ -349,7 +356,7 @@ class Tracker:
         height = np.maximum(last[:, None, 3], (box[dets, 3] - box[dets, 1])[None])
         dist = np.linalg.norm(centre[None] - last[:, None, :2], axis=-1) / height
         sim = np.where(dist <= 1 + p.reid_max_speed * gap[:, None], sim, 0.0)
-        r, c = linear_sum_assignment(-np.where(sim >= p.reid_min_similarity, sim, -1e6))
+        r, c = _hungarian(-np.where(sim >= p.reid_min_similarity, sim, -1e6))
         out = []
         for i, k in zip(r, c):
             if sim[i, k] >= p.reid_min_similarity:
