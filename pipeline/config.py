@@ -67,6 +67,9 @@ class PoseConfig:
     backend: Literal["auto", "torch", "onnxruntime"] = "auto"
     threads: int = 1  # intra-op threads per pose actor on CPU
     half: bool = True  # float16 on CUDA (ignored on CPU)
+    # Bottom-up peaks and PAF scores on the pose actor's device (stages/pose/bottomup_torch.py), so only
+    # people leave it: auto = on a GPU; on = anywhere (needs the torch backend); off = a grouping actor.
+    group_on_device: Literal["auto", "on", "off"] = "auto"
     bottomup_model: str = "tfpose_mobilenet_v2_small_graph_opt.pb"
     bottomup_onnx_model: str = "tfpose_mobilenet_v2_small.onnx"
     detector_model: Literal["rtmdet_nano_320_person_end2end.onnx", "yolox_nano_416x416.onnx"] = (

@@ -8,17 +8,21 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from stages.track.appearance import appearance, thumbnails
-from stages.batches import FrameBatch, PoseBatch, PoseOutput
+from stages.batches import FrameBatch, MapBatch, PoseBatch, PoseOutput
 from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
 from stages.pose.detect import build_detector
 from stages.pose.modes import merge_hybrid
 from stages.pose.topdown import MoveNet, TopDownKeypoints
 from stages.weights import WeightsError, resolve
+
+if TYPE_CHECKING:  # torch: imported by the pose actors that group on their device only
+    from stages.pose.bottomup_torch import DeviceBottomUp
 
 # Which networks each mode runs.
 MODE_ROLES = {
@@ -45,6 +49,10 @@ def choose_bottomup_model(config: Config) -> ModelChoice:
     """
     pose = config.pose
     backend = pose.backend
+    if groups_on_device(config):
+        if backend == "onnxruntime":
+            raise ConfigError("[pose] group_on_device runs the torch network: set backend = \"torch\" or \"auto\"")
+        backend = "torch"
     if backend == "auto":
         if pose.resources.num_gpus > 0:
             backend = "torch"
@@ -55,6 +63,12 @@ def choose_bottomup_model(config: Config) -> ModelChoice:
                 backend = "torch"
     filename = pose.bottomup_onnx_model if backend == "onnxruntime" else pose.bottomup_model
     return ModelChoice(backend, filename, resolve(filename))
+
+
+def groups_on_device(config: Config) -> bool:
+    """Whether pose actors group bottom-up people themselves (`[pose] group_on_device`)."""
+    choice = config.pose.group_on_device
+    return choice == "on" or (choice == "auto" and config.pose.resources.num_gpus > 0)
 
 
 def choose_models(config: Config) -> dict[str, ModelChoice]:
@@ -103,11 +117,22 @@ def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, dev
     return TorchForward(TfPoseNet.from_bytes(model_bytes), device=device, half=config.pose.half)
 
 
+def build_device_bottomup(config: Config, model_bytes: bytes, device: str) -> DeviceBottomUp:
+    """The torch network with peaks and PAF scores on the same device (`[pose] group_on_device`)."""
+    import torch
+
+    from stages.pose.bottomup_torch import DeviceBottomUp
+    from stages.pose.tfpose_net import TfPoseNet
+
+    torch.set_num_threads(config.pose.threads)
+    return DeviceBottomUp(TfPoseNet.from_bytes(model_bytes), config.bottomup, device=device, half=config.pose.half)
+
+
 @dataclass
 class PoseModels:
     """The built networks of one pose actor (None where the mode does not need one)."""
 
-    bottomup: BottomUpNet | None
+    bottomup: BottomUpNet | DeviceBottomUp | None  # maps for a grouping actor, or people grouped here
     detector: object | None  # RTMDetPerson | YoloxNano: frames -> per-frame (boxes, scores)
     topdown: TopDownKeypoints | None
     thumb_side: int = 0  # thumbnails for the tracker's appearance descriptor; 0 = none
@@ -115,10 +140,12 @@ class PoseModels:
     def __call__(self, batch: FrameBatch, mode: str) -> PoseOutput:
         """bottomup: the network's maps (grouped later, on CPU); topdown: detector, then every crop
         through the keypoint model; hybrid: both. Plus frame thumbnails when appearance is on."""
-        maps = self.bottomup(batch) if mode in ("bottomup", "hybrid") else None
+        bottomup = self.bottomup(batch) if mode in ("bottomup", "hybrid") else None
+        maps, grouped = (bottomup, None) if isinstance(bottomup, MapBatch) else (None, bottomup)
         people = self.topdown(batch, self.detector(batch.images)) if mode in ("topdown", "hybrid") else None
         thumbs, scale = thumbnails(batch.images, self.thumb_side) if self.thumb_side else (None, 1.0)
-        return PoseOutput(mode=mode, maps=maps, people=people, thumbs=thumbs, thumb_scale=scale * batch.scale)
+        return PoseOutput(mode=mode, maps=maps, people=people, grouped=grouped, thumbs=thumbs,
+                          thumb_scale=scale * batch.scale)
 
 
 class Grouping:
@@ -130,12 +157,13 @@ class Grouping:
         self.hybrid = config.hybrid
 
     def __call__(self, out: PoseOutput) -> PoseBatch:
-        if out.maps is None:
+        bottomup = self.grouper(out.maps) if out.maps is not None else out.grouped
+        if bottomup is None:
             people = out.people
         elif out.people is None:
-            people = self.grouper(out.maps)
+            people = bottomup
         else:
-            people = merge_hybrid(out.people, self.grouper(out.maps), self.hybrid.max_oks, self.hybrid.min_score)
+            people = merge_hybrid(out.people, bottomup, self.hybrid.max_oks, self.hybrid.min_score)
         if out.thumbs is None:
             return people
         # The detector's box where there is one: it covers the person, not just the found joints.
@@ -147,7 +175,9 @@ class Grouping:
 def build_pose_models(config: Config, blobs: dict[str, tuple[str, bytes]], device: str) -> PoseModels:
     """blobs: role -> (backend, file bytes) as shipped by the driver."""
     bottomup = detector = topdown = None
-    if "bottomup" in blobs:
+    if "bottomup" in blobs and groups_on_device(config):
+        bottomup = build_device_bottomup(config, blobs["bottomup"][1], device)
+    elif "bottomup" in blobs:
         backend, data = blobs["bottomup"]
         bottomup = BottomUpNet(build_bottomup_forward(config, backend, data, device), config.bottomup)
     if "detector" in blobs:

@@ -134,7 +134,8 @@ class PoseOutput:
 
     mode: str  # "bottomup", "topdown" or "hybrid"
     maps: MapBatch | None = None
-    people: PoseBatch | None = None
+    people: PoseBatch | None = None  # top-down people
+    grouped: PoseBatch | None = None  # bottom-up people already grouped on the pose actor's device (no maps)
     # Small copies of the frames (uint8[N, h, w, 3] RGB) for the appearance descriptor computed with
     # the people, downstream; thumb_scale = video pixels per thumbnail pixel.
     thumbs: np.ndarray | None = None

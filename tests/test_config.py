@@ -102,3 +102,16 @@ def test_auto_is_only_for_pose_actors_and_other_strings_are_refused(tmp_path):
     bad.write_text("[pose.resources]\nactors = \"many\"\n")
     with pytest.raises(ConfigError, match="pose.resources.actors = 'many'.*one of \\('auto',\\)"):
         load_config(bad)
+
+
+def test_grouping_on_the_device_needs_the_torch_network(tmp_path):
+    from pipeline.models import choose_bottomup_model, groups_on_device
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[pose]\nbackend = "onnxruntime"\ngroup_on_device = "on"\n')
+    with pytest.raises(ConfigError, match="group_on_device runs the torch network"):
+        choose_bottomup_model(load_config(cfg))
+    assert not groups_on_device(load_config())  # auto on a CPU: a grouping actor, as before
+    cfg.write_text("[pose.resources]\nnum_gpus = 1\n")
+    assert groups_on_device(load_config(cfg))  # auto with a GPU
+    assert choose_bottomup_model(load_config(cfg)).backend == "torch"

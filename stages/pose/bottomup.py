@@ -51,19 +51,24 @@ def to_net_input(images_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def place_net(net: torch.nn.Module, device: str, half: bool, dtype: torch.dtype | None = None):
+    """(net in inference mode on the device, channels-last, device, dtype): float16 on CUDA when
+    `half`, else float32; `dtype` forces a precision anywhere (tests check float16 on CPU)."""
+    import torch  # here, not at the top: the sink and decode actors import this module's params only
+
+    device = torch.device(device)
+    if dtype is None:
+        dtype = torch.float16 if (half and device.type == "cuda") else torch.float32
+    return net.eval().to(device, dtype).to(memory_format=torch.channels_last), device, dtype
+
+
 class TorchForward:
     """Runs a torch module on BGR batches: one call per batch, inference mode, channels-last,
     float16 on CUDA (`half`); `dtype` forces a precision anywhere (tests check float16 on CPU)."""
 
     def __init__(self, net: torch.nn.Module, device: str = "cpu", half: bool = True,
                  dtype: torch.dtype | None = None):
-        import torch  # here, not at the top: the sink and decode actors import this module's params only
-
-        self.device = torch.device(device)
-        if dtype is None:
-            dtype = torch.float16 if (half and self.device.type == "cuda") else torch.float32
-        self.dtype = dtype
-        self.net = net.eval().to(self.device, self.dtype).to(memory_format=torch.channels_last)
+        self.net, self.device, self.dtype = place_net(net, device, half, dtype)
 
     def __call__(self, images_bgr: np.ndarray) -> np.ndarray:
         """float32[N, H, W, 3] -> float16[N, C, h, w]."""
@@ -166,23 +171,33 @@ class BottomUpGrouper:
         self.params = params
 
     def __call__(self, batch: MapBatch) -> PoseBatch:
-        # map pixel -> video pixel: x_vid = (x_map + 0.5) * k - 0.5, k = stride * image/net * scale
-        k = np.array([
-            batch.stride * batch.image_size[0] / batch.net_size[0] * batch.scale,
-            batch.stride * batch.image_size[1] / batch.net_size[1] * batch.scale,
-        ], np.float32)
-        kps, scores, frame_of = [], [], []
-        for i, maps in enumerate(batch.maps):
-            kp, score = decode_maps(maps, self.params)
-            kp[:, :, :2] = (kp[:, :, :2] + 0.5) * k - 0.5
-            kps.append(kp)
-            scores.append(score)
-            frame_of.append(np.full(len(kp), i, np.int64))
-        idx = np.concatenate(frame_of) if frame_of else np.zeros(0, np.int64)
-        keypoints = np.concatenate(kps) if kps else np.zeros((0, 17, 3), np.float32)
-        return PoseBatch(
-            video_id=batch.video_id, frames=batch.frame_index, frame_time_s=batch.time_s,
-            frame_index=batch.frame_index[idx], time_s=batch.time_s[idx],
-            keypoints=keypoints.astype(np.float32), bbox=keypoint_boxes(keypoints),
-            score=(np.concatenate(scores) if scores else np.zeros(0)).astype(np.float32),
-        )
+        people = [decode_maps(maps, self.params) for maps in batch.maps]
+        return people_batch(batch.video_id, batch.frame_index, batch.time_s, people,
+                            (batch.stride, batch.net_size, batch.image_size, batch.scale))
+
+
+def people_batch(video_id: str, frame_index: np.ndarray, time_s: np.ndarray,
+                 people: list[tuple[np.ndarray, np.ndarray]], geometry: tuple) -> PoseBatch:
+    """PoseBatch of frames' people found in map pixels, moved to video pixels.
+
+    people[i]: frame i's (keypoints float32[P, 17, 3] in map pixels, score float32[P]), best first;
+    geometry: (stride, net_size (W, H), image_size (W, H), scale) as in MapBatch.
+    """
+    stride, net_size, image_size, scale = geometry
+    # map pixel -> video pixel: x_vid = (x_map + 0.5) * k - 0.5, k = stride * image/net * scale
+    k = np.array([stride * image_size[0] / net_size[0] * scale, stride * image_size[1] / net_size[1] * scale],
+                 np.float32)
+    kps, scores, frame_of = [], [], []
+    for i, (kp, score) in enumerate(people):
+        kp[:, :, :2] = (kp[:, :, :2] + 0.5) * k - 0.5
+        kps.append(kp)
+        scores.append(score)
+        frame_of.append(np.full(len(kp), i, np.int64))
+    idx = np.concatenate(frame_of) if frame_of else np.zeros(0, np.int64)
+    keypoints = np.concatenate(kps) if kps else np.zeros((0, 17, 3), np.float32)
+    return PoseBatch(
+        video_id=video_id, frames=frame_index, frame_time_s=time_s,
+        frame_index=frame_index[idx], time_s=time_s[idx],
+        keypoints=keypoints.astype(np.float32), bbox=keypoint_boxes(keypoints),
+        score=(np.concatenate(scores) if scores else np.zeros(0)).astype(np.float32),
+    )
