@@ -1,7 +1,7 @@
 """Crowd scaling: per-stage CPU cost and accuracy of bottomup / topdown / hybrid vs people per frame.
 
     python benchmarks/crowd_scaling.py [--seqs p01,p05,p10,p20,p50] [--modes bottomup,topdown,hybrid]
-                                       [--threads N] [--frames N] [--out benchmarks/results]
+                                       [--threads N] [--frames N] [--config FILE] [--out benchmarks/results]
 
 Data: crowd_synth sequences (960x540, 50 frames, 1..50 people, exact COCO keypoint GT; see
 shared/eval/crowd_synth/README.md). Each video is decoded once into FrameBatches of
@@ -44,8 +44,8 @@ MODE_STAGES = {"bottomup": STAGES[:2], "topdown": STAGES[2:4], "hybrid": STAGES}
 MIN_VISIBLE = 0.5
 
 
-def build(mode: str, threads: int | None):
-    config = load_config(mode_file(mode))
+def build(mode: str, threads: int | None, extra: Path | None = None):
+    config = load_config(mode_file(mode), *([extra] if extra else []))
     if threads is not None:
         config = dataclasses.replace(config, pose=dataclasses.replace(config.pose, threads=threads))
     blobs = model_blobs(choose_models(config))
@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--seqs", default="p01,p05,p10,p20,p50")
     ap.add_argument("--modes", default="bottomup,topdown,hybrid")
     ap.add_argument("--threads", type=int, default=None, help="[pose] threads (default: config, 1)")
+    ap.add_argument("--config", type=Path, default=None, help="TOML over every mode's preset (e.g. [bottomup] net_height)")
     ap.add_argument("--frames", type=int, default=None, help="first N frames per sequence (default all)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
@@ -149,7 +150,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown modes {sorted(unknown)}; choose from {list(MODE_STAGES)}")
     t_start = time.perf_counter()
-    built = {mode: build(mode, args.threads) for mode in modes}
+    built = {mode: build(mode, args.threads, args.config) for mode in modes}
     threads = {built[m][0].pose.threads for m in modes}
     print(f"pose threads {threads}, models: "
           + "; ".join(f"{m}: " + "+".join(c.filename for c in choose_models(built[m][0]).values()) for m in modes))
