@@ -7,6 +7,7 @@ weights once and ships the bytes, so workers on other nodes need no weights fold
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 
 import cv2
@@ -43,6 +44,12 @@ class _Busy:
     def stats(self) -> dict:
         """{'busy_s', 'calls', 'alive_s'} since the actor started."""
         return {"busy_s": self.busy_s, "calls": self.calls, "alive_s": time.monotonic() - self.created}
+
+
+def _load_hungarian() -> None:
+    """Import scipy.optimize now (0.8 s): grouping and tracking load it on first use, which would put
+    it on the first batch's path, once per stage in turn, instead of in the actors' concurrent start."""
+    importlib.import_module("scipy.optimize")
 
 
 class DecodeWorker(_Busy):
@@ -126,6 +133,7 @@ class GroupWorker(_Busy):
     def __init__(self, config: Config):
         super().__init__()
         cv2.setNumThreads(1)  # upsampling and blur of the maps: one core's work, beside the pose actors
+        _load_hungarian()
         self.grouping = Grouping(config)
 
     def process(self, out: PoseOutput) -> PoseBatch:
@@ -140,6 +148,7 @@ class SinkWorker(_Busy):
 
     def __init__(self, out_dir: str, row_group_size: int, low_confidence: float, track: TrackParams):
         super().__init__()
+        _load_hungarian()
         self.sink = ParquetSink(out_dir, row_group_size, low_confidence)
         self.track = track
         self.outputs: dict[str, TrackOutput] = {}
