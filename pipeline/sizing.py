@@ -1,16 +1,16 @@
 """How much of the machine each stage gets: the logical resources the graph reserves, and the pose
 actor count when `[pose.resources] actors = "auto"` (the default).
 
-The pose stage is where the time goes (the network: ~85% of the CPU work per frame with bottom-up
-on this project's 2-core laptop), so "auto" gives it the machine:
+The pose stage is where the time goes (~80% of the stages' CPU time with bottom-up on this
+project's 2-core laptop, README "Speed"), so "auto" gives it the machine:
 - on GPUs: one pose actor per `num_gpus` share of the cluster's GPUs (0.5 -> two per GPU), as many as
   the CPUs also allow;
 - on CPUs: one pose actor per `max(num_cpus, threads)` of the CPUs the other stages leave. Frames of
   one video are spread over them (graph.py hands batches round robin, the sink keeps their order).
 A local Ray is given the machine's cores *plus* the other stages' fractional shares (decode,
 grouping and the sink mostly wait on the pose actors, and logical CPUs only place actors), so on a
-2-core laptop "auto" means two 1-thread pose actors: faster than one 2-thread actor (onnxruntime
-scales 1.6x from 1 to 2 threads on this network; benchmarks/throughput.py).
+2-core laptop "auto" means two 1-thread pose actors: two 1-thread onnxruntime processes run this
+network at 20-23 frames/s there, one 2-thread process at 18-19.
 On a cluster the same rule counts the cluster's logical CPUs, i.e. the nodes' cores.
 """
 from __future__ import annotations
