@@ -44,8 +44,9 @@ def plain_loop(paths: list[str]) -> int:
     from stages.pose.bottomup import decode_maps, net_input_size, to_net_input
     from stages.pose.onnx_session import onnx_session
 
-    params = load_config(mode_file("bottomup")).bottomup
-    session = onnx_session(choose_bottomup_model(load_config()).path, os.cpu_count() or 1, ["CPUExecutionProvider"])
+    config = load_config(mode_file("bottomup"))
+    params = config.bottomup
+    session = onnx_session(choose_bottomup_model(config).path, os.cpu_count() or 1, ["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     frames = 0
     for path in paths:

@@ -108,24 +108,25 @@ def build_bottomup_forward(config: Config, backend: str, model_bytes: bytes, dev
         path = Path(tempfile.mkdtemp(prefix="posepipe-")) / config.pose.bottomup_onnx_model
         path.write_bytes(model_bytes)
         return TfPoseOnnx(path, num_threads=config.pose.threads, providers=_providers(device))
+    return TorchForward(_torch_net(config, model_bytes), device=device, half=config.pose.half)
+
+
+def build_device_bottomup(config: Config, model_bytes: bytes, device: str) -> DeviceBottomUp:
+    """The torch network with peaks and PAF scores on the same device (`[pose] group_on_device`)."""
+    from stages.pose.bottomup_torch import DeviceBottomUp
+
+    return DeviceBottomUp(_torch_net(config, model_bytes), config.bottomup, device=device, half=config.pose.half)
+
+
+def _torch_net(config: Config, model_bytes: bytes):
+    """TfPoseNet from the GraphDef bytes, torch's CPU threads set for this actor."""
     # Imported here: torch costs seconds to import, and only the torch backend needs it.
     import torch
 
     from stages.pose.tfpose_net import TfPoseNet
 
     torch.set_num_threads(config.pose.threads)  # on a CPU; one stream per actor on a GPU
-    return TorchForward(TfPoseNet.from_bytes(model_bytes), device=device, half=config.pose.half)
-
-
-def build_device_bottomup(config: Config, model_bytes: bytes, device: str) -> DeviceBottomUp:
-    """The torch network with peaks and PAF scores on the same device (`[pose] group_on_device`)."""
-    import torch
-
-    from stages.pose.bottomup_torch import DeviceBottomUp
-    from stages.pose.tfpose_net import TfPoseNet
-
-    torch.set_num_threads(config.pose.threads)
-    return DeviceBottomUp(TfPoseNet.from_bytes(model_bytes), config.bottomup, device=device, half=config.pose.half)
+    return TfPoseNet.from_bytes(model_bytes)
 
 
 @dataclass

@@ -27,6 +27,11 @@ def _stages(config: Config, with_pose: bool = True) -> tuple:
     return ((config.pose.resources,) if with_pose else ()) + stages
 
 
+def _other_cpus(config: Config) -> float:
+    """Logical CPUs of every stage but the pose stage."""
+    return sum(r.actors * r.num_cpus for r in _stages(config, with_pose=False))
+
+
 def required_resources(config: Config) -> dict[str, float]:
     """Logical CPUs and GPUs the graph's actors reserve in all (pose actors counted: see `sized`)."""
     if config.pose.resources.actors == "auto":
@@ -38,9 +43,9 @@ def required_resources(config: Config) -> dict[str, float]:
 def pose_actor_count(config: Config, cpus: float, gpus: float) -> int:
     """Pose actors that `actors = "auto"` gives on a cluster of `cpus` logical CPUs and `gpus` GPUs."""
     res = config.pose.resources
-    free_cpus = cpus - sum(r.actors * r.num_cpus for r in _stages(config, with_pose=False))
-    by_cpu = math.floor(free_cpus / max(res.num_cpus, 1e-9) + 1e-9) if res.num_cpus > 0 else math.inf
+    free_cpus = cpus - _other_cpus(config)
     if res.num_gpus > 0:
+        by_cpu = math.floor(free_cpus / res.num_cpus + 1e-9) if res.num_cpus > 0 else math.inf
         n = min(math.floor(gpus / res.num_gpus + 1e-9), by_cpu)
     else:
         n = math.floor(free_cpus / max(res.num_cpus, config.pose.threads) + 1e-9)
@@ -60,8 +65,7 @@ def local_cpus(config: Config, cores: int) -> int:
     """Logical CPUs for a local Ray on a machine with `cores` cores."""
     if config.pose.resources.actors == "auto":
         # The cores for the pose actors, plus the other stages' shares on top.
-        others = sum(r.actors * r.num_cpus for r in _stages(config, with_pose=False))
-        return math.ceil(cores + others - 1e-9)
+        return math.ceil(cores + _other_cpus(config) - 1e-9)
     # Fixed counts: whatever they reserve, at least the cores (the mesh stage's CPU share does not fit
     # beside the four stages that fill a 2-core laptop; logical units only place actors).
     return max(cores, math.ceil(required_resources(config)["CPU"] - 1e-9))

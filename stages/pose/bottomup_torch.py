@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from stages.batches import FrameBatch, PoseBatch
 from stages.pose.bottomup import BottomUpParams, net_input_size, people_batch, place_net
-from stages.pose.paf import LIMBS, NUM_PARTS, GroupingParams, people_from_limbs
+from stages.pose.paf import LIMBS, NUM_PARTS, GroupingParams, people_from_limbs, samples_needed
 
 STRIDE = 8  # TfPoseNet's output stride (MapBatch.stride)
 
@@ -220,8 +220,7 @@ def limb_scores_device(pafs: torch.Tensor, xy: torch.Tensor, real: torch.Tensor,
     proj = field[:, :, 0] * unit[..., :1] + field[:, :, 1] * unit[..., 1:]  # [N, L, M, M, S]
     score = proj.mean(dim=-1) + (0.5 * h / length.clamp_min(1e-6) - 1.0).clamp(max=0.0)
     # The agreeing share compared as a count: k / S >= fraction is exact in Python floats, as in numpy.
-    needed = next((k for k in range(s + 1) if k / s >= params.min_agree_fraction), s + 1)
-    valid = ((score > 0) & ((proj > params.sample_threshold).sum(dim=-1) >= needed) & (length > 1e-6)
+    valid = ((score > 0) & ((proj > params.sample_threshold).sum(dim=-1) >= samples_needed(params)) & (length > 1e-6)
              & real[:, limbs[:, 0], :, None] & real[:, limbs[:, 1], None, :])
     return torch.where(valid, score, -torch.inf)
 

@@ -65,15 +65,21 @@ def sample_bilinear(field: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return _lerp2(field[:, y0, x0], field[:, y0, x1], field[:, y1, x0], field[:, y1, x1], fy, fx)
 
 
+def samples_needed(params: GroupingParams) -> int:
+    """Agreeing samples a valid pair needs: the least k with k / num_samples >= min_agree_fraction
+    (the same float comparison as the mean of the agree flags); num_samples + 1 when none suffices."""
+    n = params.num_samples
+    return next((k for k in range(n + 1) if k / n >= params.min_agree_fraction), n + 1)
+
+
 def _early_checks(params: GroupingParams) -> np.ndarray | None:
     """Sample indices of which at least one must agree for any pair to be valid, or None.
 
-    A valid pair needs `min_agree_fraction` of its samples to agree, so it may miss at most
-    `allowed` of them; any allowed + 1 samples that all miss reject it. Spread along the segment.
+    A valid pair may miss at most `allowed` of its samples; any allowed + 1 samples that all miss
+    reject it. Spread along the segment (none at all when no pair can be valid).
     """
     n = params.num_samples
-    needed = next(k for k in range(n + 1) if k / n >= params.min_agree_fraction or k == n)
-    allowed = n - needed
+    allowed = n - samples_needed(params)
     if allowed + 1 >= n:
         return None
     return np.unique(np.linspace(0, n - 1, allowed + 3)[1:-1].round().astype(np.int64))[: allowed + 1]

@@ -40,6 +40,7 @@ from stages.batches import COCO17_NAMES, NUM_KEYPOINTS, PoseBatch
 from stages.track.boxes import box_iou
 from stages.eval.metrics import COCO_SIGMAS
 
+
 def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # scipy.optimize is imported on first use: it takes 0.7 s, and every Ray process reading the
     # config imports this module for TrackParams.
