@@ -9,9 +9,10 @@ shared/eval/crowd_synth/README.md). Each video is decoded once into FrameBatches
 (no Ray), each timed with perf_counter: bottom-up network, bottom-up grouping, detector, top-down
 keypoints (crops + MoveNet), hybrid merge. Every mode builds its own models from its preset
 (configs/<mode>.toml, `[pose] threads` from --threads) and runs them once before timing.
-fps = frames / summed stage time. Accuracy: COCO keypoint AP/AR (pycocotools, maxDets 100) and
+fps = frames / summed stage time. Accuracy: COCO keypoint AP/AR (pycocotools, maxDets 100);
 recall = GT people with visible_fraction >= 0.5 matched one-to-one (per frame, Hungarian on OKS,
-against all GT people of the frame) by a prediction at OKS > 0.5.
+against all GT people of the frame) by a prediction at OKS > 0.5; precision = predictions so
+matched to any GT person / all predictions (a person written twice counts once).
 Writes <out>/crowd_scaling.csv and <out>/crowd_scaling.png.
 """
 from __future__ import annotations
@@ -77,7 +78,7 @@ def accuracy(gt: COCO, poses: list[PoseBatch], frame_ids: set[int]) -> dict[str,
     results = [r for pb in poses for r in coco_results(pb, image_id_offset=1)]  # GT image id = frame + 1
     image_ids = sorted(i + 1 for i in frame_ids)
     coco = coco_keypoint_eval(gt, results, max_dets=100, image_ids=image_ids)
-    found = total = 0
+    found = total = matched = predicted = 0
     for pb in poses:
         for f in np.unique(pb.frames):
             anns = gt.loadAnns(gt.getAnnIds(imgIds=int(f) + 1))
@@ -91,7 +92,10 @@ def accuracy(gt: COCO, poses: list[PoseBatch], frame_ids: set[int]) -> dict[str,
             pairs = match_people(kp[:, :, :2], valid, g, area, min_oks=0.5)
             found += int(sum(visible[gi] for _, gi in pairs))
             total += int(visible.sum())
-    return {"AP": coco["AP"], "AR": coco["AR"], "recall": found / total if total else float("nan")}
+            matched += len(pairs)
+            predicted += len(kp)
+    return {"AP": coco["AP"], "AR": coco["AR"], "recall": found / total if total else float("nan"),
+            "precision": matched / predicted if predicted else float("nan")}
 
 
 def crossings(x: list[float], a: list[float], b: list[float]) -> list[tuple[float, str]]:

@@ -47,8 +47,8 @@ def crowd(eval_dir) -> FrameBatch:
                       images=np.stack(images))
 
 
-def _cpu_path(net, batch: FrameBatch) -> PoseBatch:
-    return BottomUpGrouper(PARAMS)(BottomUpNet(TorchForward(net, device="cpu", dtype=torch.float32), PARAMS)(batch))
+def _cpu_path(net, batch: FrameBatch, params: BottomUpParams = PARAMS) -> PoseBatch:
+    return BottomUpGrouper(params)(BottomUpNet(TorchForward(net, device="cpu", dtype=torch.float32), params)(batch))
 
 
 def _assert_same_people(a: PoseBatch, b: PoseBatch, score_tol: float = 2e-3) -> float:
@@ -107,6 +107,16 @@ def test_device_path_matches_cpu_path(net, photo, crowd):
     again = device(crowd)
     np.testing.assert_array_equal(again.keypoints, ours.keypoints)
     assert device.capacity >= 16
+
+
+def test_two_scale_device_path_matches_cpu_path(net, crowd):
+    """second_height = "frame": both paths run the network at 368 and at the frame's 540 (544) px and
+    average the maps at the finer size; the same people come out (torch bicubic vs cv2 cubic for the
+    coarse maps' resize, plus float16 maps on the CPU path)."""
+    params = BottomUpParams(second_height="frame")
+    ours, ref = DeviceBottomUp(net, params, device="cpu", dtype=torch.float32)(crowd), _cpu_path(net, crowd, params)
+    assert len(ref) >= 10
+    assert _assert_same_people(ours, ref, score_tol=5e-3) < 1.0
 
 
 def test_peaks_match_find_peaks_stack(net, crowd):

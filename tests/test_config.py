@@ -104,6 +104,16 @@ def test_auto_is_only_for_pose_actors_and_other_strings_are_refused(tmp_path):
         load_config(bad)
 
 
+def test_detector_fine_pass_side(tmp_path):
+    assert load_config().detect.fine_side == 640
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[detect]\nfine_side = 0\n")
+    assert load_config(cfg).detect.fine_side == 0
+    cfg.write_text("[detect]\nfine_side = -640\n")
+    with pytest.raises(ConfigError, match="detect.fine_side = -640: must be 0"):
+        load_config(cfg)
+
+
 def test_grouping_on_the_device_needs_the_torch_network(tmp_path):
     from pipeline.models import choose_bottomup_model, groups_on_device
 

@@ -38,13 +38,20 @@ def _person(cx: float, cy: float) -> np.ndarray:
     return kp
 
 
+def _boxes(kp: np.ndarray) -> np.ndarray:
+    """The box around each person's found keypoints, as the pose stages fill PoseBatch.bbox."""
+    if not len(kp):
+        return np.zeros((0, 4), np.float32)
+    return np.concatenate([np.nanmin(kp[:, :, :2], 1), np.nanmax(kp[:, :, :2], 1)], 1).astype(np.float32)
+
+
 def _batch(frames, people, det: bool) -> PoseBatch:
     idx = np.array([f for f, _ in people], np.int64)
     kp = np.stack([p for _, p in people]) if people else np.zeros((0, 17, 3), np.float32)
     n = len(idx)
     return PoseBatch(video_id="v", frames=np.array(frames, np.int64), frame_time_s=np.array(frames, float),
                      frame_index=idx, time_s=idx.astype(float), keypoints=kp,
-                     bbox=np.zeros((n, 4), np.float32), score=np.full(n, 0.8 if det else 0.5, np.float32),
+                     bbox=_boxes(kp), score=np.full(n, 0.8 if det else 0.5, np.float32),
                      det_score=np.full(n, 0.9 if det else np.nan, np.float32), mode="topdown" if det else "bottomup")
 
 
@@ -65,6 +72,36 @@ def test_hybrid_adds_only_people_the_detector_missed():
     # every detector-confirmed person ranks above every person only bottom-up found
     assert merged.score[~from_bottom].min() > merged.score[from_bottom].max()
     np.testing.assert_allclose(merged.score[~from_bottom], 0.5 + 0.8 / 2)
+
+
+def test_hybrid_writes_a_partly_found_person_once():
+    """Bottom-up found only the legs of a person top-down found whole: one person, not two."""
+    a, c = _person(100, 200), _person(400, 200)
+    top = _batch([0], [(0, a), (0, c)], det=True)
+    legs = a.copy()
+    legs[:11] = np.nan  # head, arms and shoulders not assembled into this person
+    legs[11:, :2] += 1.5
+    arms = c.copy()
+    arms[[0, 1, 2, 3, 4, 11, 12, 13, 14, 15, 16]] = np.nan  # shoulders, elbows, wrists only
+    stranger = _person(700, 220)
+    stranger[:5] = np.nan
+    bottom = _batch([0], [(0, legs), (0, arms), (0, stranger)], det=False)
+    merged = merge_hybrid(top, bottom, max_oks=0.5, min_score=0.3)
+    assert len(merged) == 3, "the partial finds of a and c were written as extra people"
+    np.testing.assert_allclose(merged.keypoints[np.isnan(merged.det_score)][0], stranger)
+
+
+def test_hybrid_keeps_a_neighbour_who_shares_no_confident_joint():
+    """A bottom-up person overlapping a top-down one but sure only of joints the other is unsure of
+    is not explained by it: too few shared joints to compare."""
+    a = _person(100, 200)
+    a[11:, 2] = 0.1  # top-down unsure of the legs (behind someone)
+    top = _batch([0], [(0, a)], det=True)
+    legs = _person(100, 200)
+    legs[:11] = np.nan
+    legs[11:, 0] += 40.0  # someone else's legs, just beside
+    merged = merge_hybrid(top, _batch([0], [(0, legs)], det=False), max_oks=0.5, min_score=0.3)
+    assert len(merged) == 2
 
 
 def test_hybrid_with_no_top_down_people_keeps_all_bottom_up():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # torch is imported where it runs, so actors without a networ
 @dataclass(frozen=True)
 class BottomUpParams:
     net_height: int = 368  # network input height; width follows the frame's aspect ratio
+    # A second network pass at this input height ("frame": the frame's own), its maps averaged with
+    # the first's at the finer pass's map size; 0 = one pass. README "Crowd accuracy" measures it.
+    second_height: int | Literal["frame"] = 0
     size_multiple: int = 16  # input sides are rounded to this (two stride-2 stages below stride 8)
     upsample: int = 4  # heatmaps are upsampled by this before peak finding (stride 8 -> 2)
     blur_sigma: float = 1.5  # Gaussian blur (upsampled pixels) that merges split maxima
@@ -35,6 +38,31 @@ def net_input_size(width: int, height: int, net_height: int, multiple: int) -> t
     w = max(multiple, round(width * net_height / height / multiple) * multiple)
     h = max(multiple, round(net_height / multiple) * multiple)
     return w, h
+
+
+def net_sizes(width: int, height: int, params: BottomUpParams) -> list[tuple[int, int]]:
+    """(W, H) network inputs of a frame's passes, coarsest first: the last one's map size is the output's."""
+    heights = [params.net_height]
+    if params.second_height:
+        heights.append(height if params.second_height == "frame" else params.second_height)
+    sizes = {net_input_size(width, height, h, params.size_multiple) for h in heights}
+    return sorted(sizes, key=lambda size: size[1])
+
+
+def average_maps(passes: list[np.ndarray]) -> np.ndarray:
+    """float[N, C, h_i, w_i] maps of one batch at several input scales -> float32[N, C, h, w], their
+    mean at the last (finest) one's size; coarser maps are resized bicubically, pixel centres aligned,
+    as every pass covers the whole frame."""
+    finest = np.asarray(passes[-1], np.float32)
+    if len(passes) == 1:
+        return finest
+    total = finest.copy()
+    h, w = finest.shape[2:]
+    for maps in passes[:-1]:
+        for i, frame in enumerate(np.asarray(maps, np.float32)):
+            # cv2 resizes channels-last images of up to 512 channels in one call
+            total[i] += cv2.resize(frame.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_CUBIC).transpose(2, 0, 1)
+    return total / len(passes)
 
 
 def to_net_input(images_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -92,8 +120,12 @@ class BottomUpNet:
 
     def __call__(self, batch: FrameBatch) -> MapBatch:
         n, h, w, _ = batch.images.shape
-        size = net_input_size(w, h, self.params.net_height, self.params.size_multiple)
-        maps = self.forward(to_net_input(batch.images, size)) if n else np.zeros((0, 57, 1, 1))
+        sizes = net_sizes(w, h, self.params)
+        size = sizes[-1]
+        if n:
+            maps = average_maps([self.forward(to_net_input(batch.images, s)) for s in sizes])
+        else:
+            maps = np.zeros((0, 57, 1, 1))
         return MapBatch(
             video_id=batch.video_id, frame_index=batch.frame_index, time_s=batch.time_s,
             maps=np.asarray(maps, np.float16), net_size=size, image_size=(w, h), scale=batch.scale,

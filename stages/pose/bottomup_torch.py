@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from stages.batches import FrameBatch, PoseBatch
-from stages.pose.bottomup import BottomUpParams, net_input_size, people_batch, place_net
+from stages.pose.bottomup import BottomUpParams, net_sizes, people_batch, place_net
 from stages.pose.paf import LIMBS, NUM_PARTS, GroupingParams, people_from_limbs, samples_needed
 
 STRIDE = 8  # TfPoseNet's output stride (MapBatch.stride)
@@ -258,9 +258,22 @@ class DeviceBottomUp:
             host = host[p.numel():]
         return (out[0].astype(np.int64), *out[1:])
 
+    def _maps(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """uint8[N, H, W, 3] on the device -> float32[N, 57, h, w]: one network call per input size
+        (the whole batch each), coarser maps resized to the finest and averaged (as `average_maps`)."""
+        passes = []
+        for size in sizes:
+            x = resize_to_net(images, size).to(self.dtype).permute(0, 3, 1, 2)  # NHWC memory = channels-last
+            passes.append(self.net(x).float())
+        h, w = passes[-1].shape[2:]
+        resized = [torch.nn.functional.interpolate(m, size=(h, w), mode="bicubic", align_corners=False)
+                   for m in passes[:-1]]
+        return torch.stack([*resized, passes[-1]]).mean(0) if resized else passes[-1]
+
     def __call__(self, batch: FrameBatch) -> PoseBatch:
         n, height, width, _ = batch.images.shape
-        size = net_input_size(width, height, self.params.net_height, self.params.size_multiple)
+        sizes = net_sizes(width, height, self.params)
+        size = sizes[-1]
         frames: list[tuple[np.ndarray, np.ndarray]] = []
         if n:
             with torch.inference_mode():
@@ -269,8 +282,7 @@ class DeviceBottomUp:
                     # to the device, or converted to float on a CPU), so torch's warning is moot.
                     warnings.filterwarnings("ignore", "The given NumPy array is not writable")
                     images = torch.from_numpy(batch.images).to(self.device)  # uint8: the only big upload
-                x = resize_to_net(images, size).to(self.dtype).permute(0, 3, 1, 2)  # NHWC memory = channels-last
-                maps = self.net(x).float()  # [N, 57, h, w], the whole batch in one call
+                maps = self._maps(images, sizes)
                 smooth = smooth_heatmaps(maps[:, :NUM_PARTS], self.params.upsample, self.params.blur_sigma)
                 pafs = maps[:, NUM_PARTS + 1:]
                 count, xy, score, limbs = self._small(smooth, pafs)

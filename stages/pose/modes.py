@@ -3,8 +3,8 @@
 auto: top-down is more accurate per person but costs O(people); bottom-up costs about the same for
 any crowd. `AutoSwitch` follows the number of people seen and switches with hysteresis (two
 thresholds and a minimum dwell), so a count hovering at the threshold does not flap.
-hybrid: top-down people plus every bottom-up person that no top-down person explains (OKS below a
-threshold), so a person the detector missed is still found.
+hybrid: top-down people plus every bottom-up person that no top-down person explains, so a person
+the detector missed is still found, and a person both branches found is written once.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from stages.batches import PoseBatch
-from stages.eval.metrics import oks_matrix
+from stages.eval.metrics import shared_oks
 
 
 @dataclass(frozen=True)
@@ -50,26 +50,25 @@ class AutoSwitch:
         return self.mode
 
 
+MIN_SHARED = 2  # keypoints two poses must both be sure of before their agreement says anything
+
+
 @dataclass(frozen=True)
 class HybridParams:
     max_oks: float = 0.5  # a bottom-up person with OKS >= this against a top-down person is that person
-    min_score: float = 0.3  # top-down keypoints below this score are not used as the OKS reference
-
-
-def _area(keypoints: np.ndarray, confident: np.ndarray) -> np.ndarray:
-    """OKS scale of each person: the area of the box around its confident keypoints."""
-    lo = np.where(confident[..., None], keypoints[..., :2], np.inf).min(axis=1)
-    hi = np.where(confident[..., None], keypoints[..., :2], -np.inf).max(axis=1)
-    span = np.clip(hi - lo, 0.0, None)  # no confident keypoint: -inf -> 0
-    return span[:, 0] * span[:, 1]
+    min_score: float = 0.3  # keypoints below this score are not compared
 
 
 def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: float) -> PoseBatch:
     """Top-down people plus the bottom-up people of the same frames that none of them explains.
 
-    A bottom-up person is kept when its OKS against every top-down person of its frame is below
-    `max_oks` (OKS measured with the top-down person as reference, over its keypoints with score
-    >= min_score). Both batches must cover the same frames. Returns a PoseBatch with mode
+    A bottom-up person is that top-down person when, over the keypoints both are sure of (score >=
+    min_score, at least MIN_SHARED of them), their OKS reaches `max_oks` (`shared_oks`, scaled by
+    the geometric mean of the two people's box areas). Plain OKS
+    against the top-down pose missed partial finds: bottom-up often assembles only a person's legs,
+    or the arms apart from the torso, and those scored below any threshold while sitting exactly on
+    a top-down person. They were written as a second person there, and tracking gave the pair of
+    them alternating ids. Both batches must cover the same frames. Returns a PoseBatch with mode
     "hybrid"; det_score is NaN for the people that came from the bottom-up branch.
 
     Scores are tiered: a detector-confirmed person scores 0.5 + score / 2, a person only bottom-up
@@ -80,14 +79,15 @@ def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: f
     if not np.array_equal(top.frames, bottom.frames):
         raise ValueError("hybrid merge needs both branches on the same frames")
     keep = np.ones(len(bottom), bool)
-    top_conf = top.keypoints[:, :, 2] >= min_score
-    ref = np.concatenate([np.nan_to_num(top.keypoints[:, :, :2]), top_conf[..., None] * 2.0], axis=2)
-    area = _area(top.keypoints, top_conf)
     for f in np.unique(bottom.frame_index):
         b = np.nonzero(bottom.frame_index == f)[0]
         t = np.nonzero(top.frame_index == f)[0]
         if len(t):
-            keep[b] = oks_matrix(bottom.keypoints[b, :, :2], ref[t], area[t]).max(axis=1) < max_oks
+            kp = np.concatenate([top.keypoints[t], bottom.keypoints[b]])
+            conf = (kp[:, :, 2] >= min_score) & np.isfinite(kp[:, :, 0])
+            box = np.concatenate([top.bbox[t], bottom.bbox[b]])
+            oks = shared_oks(kp[:, :, :2], conf, np.prod(np.clip(box[:, 2:] - box[:, :2], 0, None), axis=1), MIN_SHARED)
+            keep[b] = oks[len(t):, :len(t)].max(axis=1) < max_oks
     b = np.nonzero(keep)[0]
     merged = {
         name: np.concatenate([getattr(top, name), getattr(bottom, name)[b]])

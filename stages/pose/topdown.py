@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from stages.batches import NUM_KEYPOINTS, FrameBatch, PoseBatch
-from stages.eval.metrics import COCO_SIGMAS
+from stages.eval.metrics import shared_oks
 from stages.pose.onnx_session import onnx_session
 
 INPUT_SIZE = 192  # MoveNet Lightning's square input
@@ -235,23 +235,6 @@ def _inside_fraction(xy: np.ndarray, ok: np.ndarray, boxes: np.ndarray, expand: 
     lo, hi = (boxes[:, :2] - pad)[:, None], (boxes[:, 2:] + pad)[:, None]
     inside = np.all((xy >= lo) & (xy <= hi), axis=-1) & ok
     return inside.sum(1) / np.maximum(ok.sum(1), 1)
-
-
-def shared_oks(xy: np.ndarray, conf: np.ndarray, area: np.ndarray, min_shared: int) -> np.ndarray:
-    """COCO OKS of every pose pair over the joints confident in both: xy float[n, K, 2],
-    conf bool[n, K], area float[n] (box areas; a pair uses their geometric mean as scale).
-    Returns float64[n, n], 0 where fewer than min_shared joints are shared.
-
-    A crop that slid onto its neighbour often returns only part of the neighbour (say head and
-    arms, at good scores) and its own legs at low scores; the joints both poses are sure of sit on
-    the same spots, while plain OKS, counting every joint of one pose, stays well below a duplicate.
-    """
-    d2 = ((xy[:, None] - xy[None]) ** 2).sum(-1)  # [n, n, K]
-    scale = np.sqrt(area[:, None] * area[None])[..., None] + np.spacing(1)
-    sim = np.exp(-d2 / (2 * COCO_SIGMAS) ** 2 / scale / 2)
-    shared = conf[:, None] & conf[None]
-    n_shared = shared.sum(-1)
-    return np.where(n_shared >= max(min_shared, 1), (sim * shared).sum(-1) / np.maximum(n_shared, 1), 0.0)
 
 
 class TopDownKeypoints:
