@@ -21,6 +21,7 @@ from stages.pose.detect import (
     build_detector,
     fine_input,
     letterbox,
+    needs_fine_pass,
     nms,
 )
 
@@ -152,6 +153,36 @@ def test_rtmdet_fine_pass_finds_more_of_a_crowd(rtmdet: RTMDetPerson, eval_dir: 
         # every first-pass box is kept as it was; the fine pass only adds
         assert matched(boxes_1, boxes_2, iou_threshold=0.999) == len(boxes_1), report
         assert len(boxes_2) >= len(boxes_1)
+
+
+def test_no_fine_pass_for_an_isolated_large_person(rtmdet: RTMDetPerson, eval_dir: Path, weights_dir: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """crowd_synth p01: one person, ~300 px tall on 960x540 (100 px in the 320 input): the first
+    pass's boxes are the answer and no second network call is made. Frames 3-10: in frames 1 and 2
+    the first pass also returns a small false box, for which the fine pass does run."""
+    frames = video_frames(eval_dir / "crowd_synth" / "p01" / "video.mp4", 11)[3:]
+    one_pass = RTMDetPerson(weights_dir / RTMDET_FILE, DetectorParams(fine_side=0), num_threads=2,
+                            providers=["CPUExecutionProvider"])
+    calls = []
+    original = rtmdet.detect_pass
+    monkeypatch.setattr(rtmdet, "detect_pass", lambda images, size: calls.append(size) or original(images, size))
+    for (b, s), (b1, s1) in zip(rtmdet(frames), one_pass(frames)):
+        assert len(b) == 1
+        np.testing.assert_array_equal(b, b1)
+        np.testing.assert_array_equal(s, s1)
+    assert calls == [(320, 320)]
+
+
+def test_needs_fine_pass() -> None:
+    r = 1 / 3  # a 960x540 frame in the 320 px input
+    alone = (np.array([[100, 100, 200, 400]], np.float32), np.array([0.9], np.float32))  # 100 px there
+    assert not needs_fine_pass(alone, r, 80.0)
+    assert needs_fine_pass(alone, r, 120.0)  # under the size bound
+    assert needs_fine_pass((alone[0][:0], alone[1][:0]), r, 80.0)  # nobody found
+    apart = (np.array([[100, 100, 200, 400], [300, 100, 400, 400]], np.float32), np.array([0.9, 0.8], np.float32))
+    assert not needs_fine_pass(apart, r, 80.0)
+    touching = (np.array([[100, 100, 200, 400], [190, 100, 290, 400]], np.float32), apart[1])
+    assert needs_fine_pass(touching, r, 80.0)
 
 
 def test_fine_input_follows_the_frame() -> None:

@@ -54,6 +54,10 @@ class DetectorParams:
     # frames longer than FINE_PASS_FROM x the 320 px input; 0 = one pass.
     fine_side: int = 640
     fine_overlap_iou: float = 0.5  # a fine-pass box overlapping a first-pass box this much is that person
+    # The fine pass runs on the frames where the first may have missed someone: it found nobody, two
+    # people whose boxes touch (a group hides its members), or a person under this many px tall in
+    # its 320 px input (a quarter of it: a 960x540 frame's 240 px).
+    fine_below: float = 80.0
 
 
 def empty_detections() -> Detections:
@@ -94,6 +98,18 @@ def fine_input(height: int, width: int, base: int, fine_side: int) -> tuple[int,
     r = min(fine_side, -(-long_side // NET_MULTIPLE) * NET_MULTIPLE) / long_side
     up = lambda v: max(NET_MULTIPLE, -(-int(v * r + 0.5) // NET_MULTIPLE) * NET_MULTIPLE)
     return up(width), up(height)
+
+
+def needs_fine_pass(first: Detections, r: float, below: float) -> bool:
+    """Whether a frame's first-pass detections (image px, r = network px per image px) leave room
+    for people the pass could not resolve: none found, boxes that touch, or a person under `below`
+    network px tall."""
+    boxes = first[0]
+    if not len(boxes) or ((boxes[:, 3] - boxes[:, 1]) * r < below).any():
+        return True
+    iou = box_iou(boxes, boxes)
+    np.fill_diagonal(iou, 0.0)
+    return bool((iou > 0).any())
 
 
 def add_missed(first: Detections, fine: Detections, overlap_iou: float, max_people: int) -> Detections:
@@ -206,13 +222,17 @@ class RTMDetPerson:
         n, h, w = _frames_shape(images_rgb)
         if n == 0 or h == 0 or w == 0:
             return [empty_detections() for _ in range(n)]
-        first = self.detect_pass(images_rgb, (self.size, self.size))
-        fine = fine_input(h, w, self.size, self.params.fine_side)
-        if fine is None:
-            return first
         p = self.params
-        fine_dets = self.detect_pass(images_rgb, fine)
-        return [add_missed(a, b, p.fine_overlap_iou, p.max_people) for a, b in zip(first, fine_dets)]
+        first = self.detect_pass(images_rgb, (self.size, self.size))
+        fine = fine_input(h, w, self.size, p.fine_side)
+        r = min(self.size / h, self.size / w)
+        again = [i for i, dets in enumerate(first) if fine is not None and needs_fine_pass(dets, r, p.fine_below)]
+        if not again:
+            return first
+        # The frames that need it, in one call: an isolated large person costs no fine pass.
+        for i, dets in zip(again, self.detect_pass(images_rgb[again], fine)):
+            first[i] = add_missed(first[i], dets, p.fine_overlap_iou, p.max_people)
+        return first
 
     def detect_pass(self, images_rgb: np.ndarray, size: tuple[int, int]) -> list[Detections]:
         """One pass over every frame at network input size (width, height)."""
