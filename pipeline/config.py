@@ -182,7 +182,8 @@ def _check_config(config: Config, source: str) -> Config:
             raise ConfigError(f"{source}: {name}.resources.actors = 'auto': only [pose.resources] sizes itself; "
                               "give a number")
     if config.detect.fine_side < 0:
-        raise ConfigError(f"{source}: detect.fine_side = {config.detect.fine_side}: must be 0 (one pass) or a side in px")
+        raise ConfigError(f"{source}: detect.fine_side = {config.detect.fine_side}: "
+                          "must be 0 (one pass) or a side in px")
     return config
 
 

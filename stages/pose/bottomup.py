@@ -50,14 +50,13 @@ def net_sizes(width: int, height: int, params: BottomUpParams) -> list[tuple[int
 
 
 def average_maps(passes: list[np.ndarray]) -> np.ndarray:
-    """float[N, C, h_i, w_i] maps of one batch at several input scales -> float32[N, C, h, w], their
+    """float[N, C, h_i, w_i] maps of one batch at several input scales -> float[N, C, h, w], their
     mean at the last (finest) one's size; coarser maps are resized bicubically, pixel centres aligned,
     as every pass covers the whole frame."""
-    finest = np.asarray(passes[-1], np.float32)
     if len(passes) == 1:
-        return finest
-    total = finest.copy()
-    h, w = finest.shape[2:]
+        return passes[0]  # as the network gave it (float16 from torch): MapBatch stores float16 anyway
+    total = np.array(passes[-1], np.float32)
+    h, w = total.shape[2:]
     for maps in passes[:-1]:
         for i, frame in enumerate(np.asarray(maps, np.float32)):
             # cv2 resizes channels-last images of up to 512 channels in one call

@@ -266,7 +266,7 @@ class DeviceBottomUp:
             x = resize_to_net(images, size).to(self.dtype).permute(0, 3, 1, 2)  # NHWC memory = channels-last
             passes.append(self.net(x).float())
         h, w = passes[-1].shape[2:]
-        resized = [torch.nn.functional.interpolate(m, size=(h, w), mode="bicubic", align_corners=False)
+        resized = [F.interpolate(m, size=(h, w), mode="bicubic", align_corners=False)
                    for m in passes[:-1]]
         return torch.stack([*resized, passes[-1]]).mean(0) if resized else passes[-1]
 

@@ -15,10 +15,11 @@ RTMDet's input is dynamic, so on frames larger than its 320 px it runs a second,
 frame's longer side at `fine_side` px) and adds the boxes of people the 320 px pass did not find.
 The 320 px pass alone shrinks a 960x540 crowd frame 3x and finds 0.46 of the people at 44 per
 frame; the two passes find 0.67 (benchmarks/detector_layouts.py). The first pass's boxes win where
-both passes see a person: preferring the fine boxes finds more people in crowds (a 640 px pass alone: 0.73) but lowered
-top-down AP on the COCO, OCHuman and CrowdPose photos (0.608 -> 0.548, 0.195 -> 0.181,
-0.777 -> 0.740), whose people are large. SAHI-style tiles of the same pixel count found fewer
-people than the whole-frame pass (0.68 for 2x1 tiles at the same cost): people cut at the seams.
+both passes see a person: preferring the fine boxes finds more people in crowds (a 640 px pass
+alone: 0.73) but lowered top-down AP on the COCO, OCHuman and CrowdPose photos (0.608 -> 0.548,
+0.195 -> 0.181, 0.777 -> 0.740), whose people are large. SAHI-style tiles of the same pixel count
+found fewer people than the whole-frame pass (0.68 for 2x1 tiles at the same cost): people cut at
+the seams.
 """
 from __future__ import annotations
 
@@ -226,7 +227,7 @@ class RTMDetPerson:
         first = self.detect_pass(images_rgb, (self.size, self.size))
         fine = fine_input(h, w, self.size, p.fine_side)
         r = min(self.size / h, self.size / w)
-        again = [i for i, dets in enumerate(first) if fine is not None and needs_fine_pass(dets, r, p.fine_below)]
+        again = [] if fine is None else [i for i, d in enumerate(first) if needs_fine_pass(d, r, p.fine_below)]
         if not again:
             return first
         # The frames that need it, in one call: an isolated large person costs no fine pass.

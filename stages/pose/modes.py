@@ -18,8 +18,8 @@ from stages.eval.metrics import shared_oks
 
 @dataclass(frozen=True)
 class AutoParams:
-    to_bottomup_at: float = 8.0  # people per frame (recent mean) at or above which bottom-up is used
-    to_topdown_at: float = 5.0  # ...and at or below which top-down comes back
+    to_bottomup_at: float = 5.0  # people per frame (recent mean) at or above which bottom-up is used
+    to_topdown_at: float = 3.0  # ...and at or below which top-down comes back
     window: int = 16  # frames in the recent mean
     min_dwell: int = 32  # frames to stay in a mode before switching again
 
