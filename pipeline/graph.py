@@ -131,9 +131,9 @@ class Graph:
         return out
 
 
-def _check_fits(need: dict[str, float]) -> None:
-    """Ray would queue actors that can never be placed and the run would hang: say so now."""
-    have = ray.cluster_resources()
+def _check_fits(need: dict[str, float], have: dict[str, float]) -> None:
+    """Ray would queue actors that can never be placed and the run would hang: say so now.
+    have: ray.cluster_resources()."""
     for kind, amount in need.items():
         if amount > have.get(kind, 0.0) + 1e-9:
             raise ConfigError(
@@ -145,7 +145,7 @@ def _check_fits(need: dict[str, float]) -> None:
 def build_mesh_pool(config: Config) -> list:
     """Mesh actors alone, for the offline `posepipe mocap` job over a finished output."""
     res = config.mesh.resources
-    _check_fits({"CPU": res.actors * res.num_cpus, "GPU": res.actors * res.num_gpus})
+    _check_fits({"CPU": res.actors * res.num_cpus, "GPU": res.actors * res.num_gpus}, ray.cluster_resources())
     actors = [_remote(MeshWorker, res).remote(config) for _ in range(res.actors)]
     _wait_ready(actors, config.run.start_timeout_s)
     return actors
@@ -175,7 +175,7 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     and fetched from it by every pose actor. sink_cls: the sink's actor class (injected by tests)."""
     have = ray.cluster_resources()
     config = sized(config, have.get("CPU", 0.0), have.get("GPU", 0.0))
-    _check_fits(required_resources(config))
+    _check_fits(required_resources(config), have)
     store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
     store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs)
     d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)

@@ -32,6 +32,13 @@ def rtmdet(weights_dir: Path) -> RTMDetPerson:
 
 
 @pytest.fixture(scope="module")
+def one_pass(weights_dir: Path) -> RTMDetPerson:
+    """RTMDet without the fine pass: the first pass alone."""
+    return RTMDetPerson(weights_dir / RTMDET_FILE, DetectorParams(fine_side=0), num_threads=2,
+                        providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
 def yolox(weights_dir: Path) -> YoloxNano:
     return YoloxNano(weights_dir / YOLOX_FILE, DetectorParams(), num_threads=2, providers=["CPUExecutionProvider"])
 
@@ -130,7 +137,7 @@ def crowd_recall(detector: RTMDetPerson, seq: Path, frames: np.ndarray) -> tuple
 
 
 @pytest.mark.parametrize("seq", ["p20", "p50"])
-def test_rtmdet_fine_pass_finds_more_of_a_crowd(rtmdet: RTMDetPerson, eval_dir: Path, weights_dir: Path,
+def test_rtmdet_fine_pass_finds_more_of_a_crowd(rtmdet: RTMDetPerson, one_pass: RTMDetPerson, eval_dir: Path,
                                                seq: str) -> None:
     """crowd_synth frames 0-7 in one batched call, with and without the 640 px fine pass.
 
@@ -141,8 +148,6 @@ def test_rtmdet_fine_pass_finds_more_of_a_crowd(rtmdet: RTMDetPerson, eval_dir: 
     path = eval_dir / "crowd_synth" / seq
     frames = video_frames(path / "video.mp4", 8)
     assert fine_input(*frames.shape[1:3], rtmdet.size, rtmdet.params.fine_side) == (640, 384)
-    one_pass = RTMDetPerson(weights_dir / RTMDET_FILE, DetectorParams(fine_side=0), num_threads=2,
-                            providers=["CPUExecutionProvider"])
     coarse, found_1, total = crowd_recall(one_pass, path, frames)
     both, found_2, _ = crowd_recall(rtmdet, path, frames)
     report = f"{seq} frames 0-7: one pass {found_1}/{total}, with the fine pass {found_2}/{total}"
@@ -155,14 +160,12 @@ def test_rtmdet_fine_pass_finds_more_of_a_crowd(rtmdet: RTMDetPerson, eval_dir: 
         assert len(boxes_2) >= len(boxes_1)
 
 
-def test_no_fine_pass_for_an_isolated_large_person(rtmdet: RTMDetPerson, eval_dir: Path, weights_dir: Path,
+def test_no_fine_pass_for_an_isolated_large_person(rtmdet: RTMDetPerson, one_pass: RTMDetPerson, eval_dir: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """crowd_synth p01: one person, ~300 px tall on 960x540 (100 px in the 320 input): the first
     pass's boxes are the answer and no second network call is made. Frames 3-10: in frames 1 and 2
     the first pass also returns a small false box, for which the fine pass does run."""
     frames = video_frames(eval_dir / "crowd_synth" / "p01" / "video.mp4", 11)[3:]
-    one_pass = RTMDetPerson(weights_dir / RTMDET_FILE, DetectorParams(fine_side=0), num_threads=2,
-                            providers=["CPUExecutionProvider"])
     calls = []
     original = rtmdet.detect_pass
     monkeypatch.setattr(rtmdet, "detect_pass", lambda images, size: calls.append(size) or original(images, size))
