@@ -22,8 +22,10 @@ import numpy as np
 import onnxruntime as ort
 from timing import measure, print_table
 
-from stages.pose import detect
-from stages.pose.detect import RTMDET_FILE, YOLOX_FILE, DetectorParams, RTMDetPerson, YoloxNano
+from stages.pose import rtmdet as rtmdet_module
+from stages.pose.params import DetectorParams
+from stages.pose.rtmdet import RTMDET_FILE, RTMDetPerson
+from stages.pose.yolox import YOLOX_FILE, YoloxNano
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights"))
@@ -52,7 +54,7 @@ def main() -> None:
     params = DetectorParams()
     rtmdet = RTMDetPerson(WEIGHTS / RTMDET_FILE, params, num_threads=args.threads, providers=cpu)
     assert rtmdet.batched, "the RTMDet graph edit did not apply (is the onnx package installed?)"
-    with mock.patch.object(detect, "batchable_rtmdet_graph", lambda path: None):
+    with mock.patch.object(rtmdet_module, "batchable_rtmdet_graph", lambda path: None):
         fallback = RTMDetPerson(WEIGHTS / RTMDET_FILE, params, num_threads=args.threads, providers=cpu)
     yolox = YoloxNano(WEIGHTS / YOLOX_FILE, params, num_threads=args.threads, providers=cpu)
     frames = load_frames(8)

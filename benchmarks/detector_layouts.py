@@ -40,7 +40,9 @@ from scipy.optimize import linear_sum_assignment
 
 from stages.io.decode import VideoReader
 from stages.pose import detect
-from stages.pose.detect import RTMDET_FILE, Detections, DetectorParams, RTMDetPerson
+from stages.pose.detect import Detections
+from stages.pose.params import DetectorParams
+from stages.pose.rtmdet import RTMDET_FILE, RTMDetPerson
 from stages.track.boxes import box_iou
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,9 @@ import numpy as np
 import onnxruntime as ort
 
 from stages.batches import FrameBatch
-from stages.pose.topdown import MoveNet, TopDownKeypoints, crop_transforms, warp_crops
+from stages.pose.crops import crop_transforms, warp_crops
+from stages.pose.movenet import MoveNet
+from stages.pose.topdown import TopDownKeypoints
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights"))
@@ -58,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
 
     rgb, boxes = load_frame(args.seq, args.frame, args.people)
-    crops = warp_crops(rgb, crop_transforms(boxes)[0])
+    crops = warp_crops(rgb, crop_transforms(boxes, 1.25, 192)[0], 192)
     frames = FrameBatch(video_id=args.seq, frame_index=np.array([args.frame], np.int64),
                         time_s=np.zeros(1), images=rgb[None])
     raw = (WEIGHTS / MODEL).read_bytes()

@@ -17,10 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.body.params import FitParams
-from stages.pose.bottomup import BottomUpParams
-from stages.pose.detect import DetectorParams
-from stages.pose.modes import AutoParams, HybridParams
-from stages.pose.topdown import TopDownParams
+from stages.pose.params import AutoParams, BottomUpParams, DetectorParams, HybridParams, TopDownParams
 from stages.track.track import TrackParams
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

@@ -16,9 +16,10 @@ from pipeline.config import Config, ConfigError
 from stages.track.appearance import appearance, thumbnails
 from stages.batches import FrameBatch, MapBatch, PoseBatch, PoseOutput
 from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
-from stages.pose.detect import build_detector
 from stages.pose.modes import merge_hybrid
-from stages.pose.topdown import MoveNet, TopDownKeypoints
+from stages.pose.topdown import TopDownKeypoints
+from stages.pose.movenet import MoveNet
+from stages.pose.zoo import Detector, build_detector
 from stages.weights import WeightsError, resolve
 
 if TYPE_CHECKING:  # torch: imported by the pose actors that group on their device only
@@ -134,7 +135,7 @@ class PoseModels:
     """The built networks of one pose actor (None where the mode does not need one)."""
 
     bottomup: BottomUpNet | DeviceBottomUp | None  # maps for a grouping actor, or people grouped here
-    detector: object | None  # RTMDetPerson | YoloxNano: frames -> per-frame (boxes, scores)
+    detector: Detector | None  # frames -> per-frame (boxes, scores)
     topdown: TopDownKeypoints | None
     thumb_side: int = 0  # thumbnails for the tracker's appearance descriptor; 0 = none
 

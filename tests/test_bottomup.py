@@ -11,7 +11,8 @@ import torch
 from pycocotools.coco import COCO
 
 from stages.batches import FrameBatch
-from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, BottomUpParams, TorchForward, net_input_size
+from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward, net_input_size
+from stages.pose.params import BottomUpParams
 from stages.eval.metrics import match_people
 from stages.pose.tfpose_net import TfPoseNet
 from stages.pose.tfpose_onnx import TfPoseOnnx

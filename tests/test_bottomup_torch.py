@@ -10,8 +10,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from stages.batches import FrameBatch, PoseBatch
-from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, BottomUpParams, TorchForward, net_input_size, \
-    to_net_input
+from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward, net_input_size, to_net_input
+from stages.pose.params import BottomUpParams
 from stages.pose.bottomup_torch import DeviceBottomUp, find_peaks_device, resize_to_net, smooth_heatmaps
 from stages.pose.heatmap import find_peaks_stack
 from stages.pose.paf import NUM_PARTS

@@ -9,21 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.pose import detect
-from stages.pose.detect import (
-    RTMDET_FILE,
-    YOLOX_FILE,
-    DetectorParams,
-    RTMDetPerson,
-    YoloxNano,
-    box_iou,
-    add_missed,
-    build_detector,
-    fine_input,
-    letterbox,
-    needs_fine_pass,
-    nms,
-)
+from stages.pose import rtmdet as rtmdet_module
+from stages.pose.detect import box_iou, add_missed, fine_input, letterbox, needs_fine_pass, nms
+from stages.pose.params import DetectorParams
+from stages.pose.rtmdet import RTMDET_FILE, RTMDetPerson
+from stages.pose.yolox import YOLOX_FILE, YoloxNano
+from stages.pose.zoo import build_detector
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +102,7 @@ def test_rtmdet_batch_equals_one_frame_per_call(rtmdet: RTMDetPerson, eval_dir: 
     batched = rtmdet(frames)
     single = [rtmdet(frames[i : i + 1])[0] for i in range(len(frames))]
     # The fallback: the file as published (no graph edit), one frame per call.
-    monkeypatch.setattr(detect, "batchable_rtmdet_graph", lambda path: None)
+    monkeypatch.setattr(rtmdet_module, "batchable_rtmdet_graph", lambda path: None)
     plain = RTMDetPerson(weights_dir / RTMDET_FILE, num_threads=2, providers=["CPUExecutionProvider"])
     assert not plain.batched
     unedited = plain(frames)

@@ -14,7 +14,8 @@ import av
 import numpy as np
 import pytest
 
-from stages.pose.bottomup import BottomUpParams, decode_maps, net_input_size, to_net_input
+from stages.pose.bottomup import decode_maps, net_input_size, to_net_input
+from stages.pose.params import BottomUpParams
 from stages.pose.tfpose_onnx import TfPoseOnnx
 
 GOLDEN = Path(__file__).parent / "data" / "grouping_golden.npz"

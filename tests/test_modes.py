@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from stages.batches import PoseBatch
-from stages.pose.modes import AutoParams, AutoSwitch, merge_hybrid
+from stages.pose.modes import AutoSwitch, merge_hybrid
+from stages.pose.params import AutoParams
 
 
 def test_auto_switches_with_hysteresis_and_dwell():

@@ -6,12 +6,12 @@ from stages.pose.paf import (
     LIMBS,
     NUM_PARTS,
     OPENPOSE18_TO_COCO17,
-    GroupingParams,
     group_people,
     limb_scores,
     match_limb,
     sample_bilinear,
 )
+from stages.pose.params import GroupingParams
 
 H, W = 60, 80
 

@@ -14,17 +14,13 @@ from pycocotools.coco import COCO
 
 from stages.batches import FrameBatch
 from stages.eval.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px
-from stages.pose.topdown import (
-    INPUT_SIZE,
-    MoveNet,
-    TopDownKeypoints,
-    TopDownParams,
-    apply_affine,
-    crop_transforms,
-    low_confidence_mask,
-    make_batch_dynamic,
-    warp_crops,
-)
+from stages.pose.crops import apply_affine, crop_transforms, warp_crops
+from stages.pose.graph_rewrite import make_batch_dynamic
+from stages.pose.movenet import MoveNet
+from stages.pose.params import TopDownParams
+from stages.pose.topdown import TopDownKeypoints, low_confidence_mask
+
+INPUT_SIZE = 192  # MoveNet Lightning's square input
 
 MODEL = "movenet_singlepose_lightning_4_dequant_fp32.onnx"
 SKIER = "000000000785.jpg"  # one person, box x, y, w, h below
@@ -70,7 +66,7 @@ def _gt_crops(coco: COCO, eval_dir) -> np.ndarray:
     crops = []
     for img in coco.loadImgs(coco.getImgIds()):
         boxes = _xyxy([a["bbox"] for a in _gt_people(coco, img["id"])])
-        crops.append(warp_crops(_photo(eval_dir, img["file_name"]), crop_transforms(boxes)[0]))
+        crops.append(warp_crops(_photo(eval_dir, img["file_name"]), crop_transforms(boxes, 1.25, INPUT_SIZE)[0], INPUT_SIZE))
     return np.concatenate(crops)
 
 
@@ -87,14 +83,14 @@ def test_crop_affine_round_trip_and_pixels(eval_dir):
     # scale 1 with an integer shift: the warp copies pixels, so a point maps to the same pixel value
     rgb = _photo(eval_dir, SKIER)
     box = np.array([[300 - 76.8, 200 - 76.8, 300 + 76.8, 200 + 76.8]], np.float32)  # side 192 after margin
-    A, _ = crop_transforms(box)
-    crop = warp_crops(rgb, A)[0]
+    A, _ = crop_transforms(box, 1.25, INPUT_SIZE)
+    crop = warp_crops(rgb, A, INPUT_SIZE)[0]
     x, y = apply_affine(np.array([[[350.0, 170.0]]]), A)[0, 0]
     np.testing.assert_allclose([x, y], [146, 66], atol=1e-3)
     np.testing.assert_array_equal(crop[66, 146], rgb[170, 350])
     # outside the frame is black
-    A, _ = crop_transforms(np.array([[-100, -100, 0, 0]], np.float32))
-    assert warp_crops(rgb, A)[0, :40, :40].max() == 0
+    A, _ = crop_transforms(np.array([[-100, -100, 0, 0]], np.float32), 1.25, INPUT_SIZE)
+    assert warp_crops(rgb, A, INPUT_SIZE)[0, :40, :40].max() == 0
 
 
 def test_batched_equals_per_crop(model_bytes, movenet, coco, eval_dir):

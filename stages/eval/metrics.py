@@ -15,11 +15,13 @@ import contextlib
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+
+if TYPE_CHECKING:  # pycocotools is imported where AP is computed: pose and sink actors use the kernels only
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
 # Per-keypoint OKS falloff of COCO-17 (pycocotools' Params.kpt_oks_sigmas), in COCO-17 order.
 COCO_SIGMAS = np.array(
@@ -311,6 +313,9 @@ def coco_keypoint_eval(
     image_ids: evaluate only these images. Returns the 10 standard stats keyed by
     COCO_STAT_KEYS (-1 where no GT falls in a range); all zeros for an empty results list.
     """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     sink = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
     with sink:
         coco_gt = gt if isinstance(gt, COCO) else COCO(str(gt))

@@ -6,31 +6,18 @@ grows slowly with the number of people) runs beside it; float16 maps travel betw
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from stages.batches import FrameBatch, MapBatch, PoseBatch
 from stages.pose.heatmap import find_peaks_stack
-from stages.pose.paf import NUM_PARTS, GroupingParams, group_people
+from stages.pose.paf import NUM_PARTS, group_people
+from stages.pose.params import BottomUpParams
 
 if TYPE_CHECKING:  # torch is imported where it runs, so actors without a network skip it
     import torch
-
-
-@dataclass(frozen=True)
-class BottomUpParams:
-    net_height: int = 368  # network input height; width follows the frame's aspect ratio
-    # A second network pass at this input height ("frame": the frame's own), its maps averaged with
-    # the first's at the finer pass's map size; 0 = one pass. README "Crowd accuracy" measures it.
-    second_height: int | Literal["frame"] = 0
-    size_multiple: int = 16  # input sides are rounded to this (two stride-2 stages below stride 8)
-    upsample: int = 4  # heatmaps are upsampled by this before peak finding (stride 8 -> 2)
-    blur_sigma: float = 1.5  # Gaussian blur (upsampled pixels) that merges split maxima
-    peak_threshold: float = 0.05
-    grouping: GroupingParams = field(default_factory=GroupingParams)
 
 
 def net_input_size(width: int, height: int, net_height: int, multiple: int) -> tuple[int, int]:

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from stages.batches import FrameBatch, PoseBatch
-from stages.pose.bottomup import BottomUpParams, net_sizes, people_batch, place_net
-from stages.pose.paf import LIMBS, NUM_PARTS, GroupingParams, people_from_limbs, samples_needed
+from stages.pose.bottomup import net_sizes, people_batch, place_net
+from stages.pose.paf import LIMBS, NUM_PARTS, people_from_limbs, samples_needed
+from stages.pose.params import BottomUpParams, GroupingParams
 
 STRIDE = 8  # TfPoseNet's output stride (MapBatch.stride)
 

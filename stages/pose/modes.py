@@ -8,20 +8,13 @@ the detector missed is still found, and a person both branches found is written 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from stages.batches import PoseBatch
 from stages.eval.metrics import shared_oks
-
-
-@dataclass(frozen=True)
-class AutoParams:
-    to_bottomup_at: float = 5.0  # people per frame (recent mean) at or above which bottom-up is used
-    to_topdown_at: float = 3.0  # ...and at or below which top-down comes back
-    window: int = 16  # frames in the recent mean
-    min_dwell: int = 32  # frames to stay in a mode before switching again
+from stages.pose.params import AutoParams
 
 
 class AutoSwitch:
@@ -51,12 +44,6 @@ class AutoSwitch:
 
 
 MIN_SHARED = 2  # keypoints two poses must both be sure of before their agreement says anything
-
-
-@dataclass(frozen=True)
-class HybridParams:
-    max_oks: float = 0.5  # a bottom-up person with OKS >= this against a top-down person is that person
-    min_score: float = 0.3  # keypoints below this score are not compared
 
 
 def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: float) -> PoseBatch:

@@ -9,9 +9,9 @@ OpenPose-18: 0 nose, 1 neck, 2 r_shoulder, 3 r_elbow, 4 r_wrist, 5 l_shoulder, 6
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from stages.pose.params import GroupingParams
 
 NUM_PARTS = 18
 NECK = 1
@@ -27,17 +27,6 @@ LIMBS = np.array([
     [1, 8], [8, 9], [9, 10], [1, 11], [11, 12], [12, 13], [1, 2], [2, 3], [3, 4], [2, 16],
     [1, 5], [5, 6], [6, 7], [5, 17], [1, 0], [0, 14], [0, 15], [14, 16], [15, 17],
 ])
-
-
-@dataclass(frozen=True)
-class GroupingParams:
-    """Thresholds of the PAF grouping (values of the OpenPose / tf-pose-estimation papers' code)."""
-
-    num_samples: int = 10  # points on each candidate segment for the line integral
-    sample_threshold: float = 0.05  # a sample "agrees" when its PAF projection exceeds this
-    min_agree_fraction: float = 0.8  # ...and at least this share of samples must agree
-    min_parts: int = 4  # people with fewer assigned parts are dropped
-    min_mean_score: float = 0.2  # ...and so are people whose mean part+limb score is lower
 
 
 def _bilinear_taps(xy: np.ndarray, h: int, w: int):
@@ -159,8 +148,7 @@ def match_limb(score: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # Invalid pairs get a cost no valid assignment would choose over leaving both unmatched;
     # they are filtered out after the solve.
     cost = np.where(valid, -score, 1e6)
-    # scipy.optimize is imported here: it takes 0.7 s, and every Ray process reading the config
-    # imports this module for GroupingParams.
+    # scipy.optimize is imported here: it takes 0.7 s, and actors that never group import this module.
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(cost)
