@@ -182,10 +182,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import evaluate
+    from pipeline.evaluate import decoder_lines, evaluate
 
-    report = evaluate(_config(args), Path(args.gt), Path(args.images or Path(args.gt).parent))
-    print("\n".join(report.lines()))
+    config, gt, images = _config(args), Path(args.gt), Path(args.images or Path(args.gt).parent)
+    report = evaluate(config, gt, images)
+    print("\n".join([*report.lines(), *decoder_lines(config, gt, images)]))
     return 0
 
 

@@ -69,9 +69,6 @@ class PoseConfig:
     group_on_device: Literal["auto", "on", "off"] = "auto"
     bottomup_model: str = "tfpose_mobilenet_v2_small_graph_opt.pb"
     bottomup_onnx_model: str = "tfpose_mobilenet_v2_small.onnx"
-    detector_model: Literal["rtmdet_nano_320_person_end2end.onnx", "yolox_nano_416x416.onnx"] = (
-        "rtmdet_nano_320_person_end2end.onnx")
-    topdown_model: str = "movenet_singlepose_lightning_4_dequant_fp32.onnx"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ frame order to keep), so the numbers are those of the pipeline's own decoding.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -16,6 +16,7 @@ from pycocotools.coco import COCO
 from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
 from stages.batches import FrameBatch, PoseBatch
+from stages.pose.heatmap_decode import DECODERS
 from stages.eval.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
 
 
@@ -132,6 +133,22 @@ def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
         pck=pck, people_found=found, people_gt=total,
         predictions=len(results), mean_error_px=mean_err,
     )
+
+
+def decoder_lines(config: Config, gt_path: Path, images_dir: Path) -> list[str]:
+    """AP per heatmap decoder ([topdown] decoder), one line each, for a heatmap keypoint model in a
+    mode that runs it; [] otherwise. The rest of the config is the run's."""
+    if config.topdown.keypoint_model != "tinypose" or config.run.mode not in ("topdown", "hybrid"):
+        return []
+    gt = COCO(str(gt_path))
+    lines = []
+    for decoder in DECODERS:
+        variant = replace(config, topdown=replace(config.topdown, decoder=decoder))
+        results = predict_images(variant, gt, images_dir)
+        coco = coco_keypoint_eval(gt, results, max_dets=max(20, len(results)))
+        lines.append(f"decoder {decoder:<11} AP {coco['AP']:.3f}  AP75 {coco['AP .75']:.3f}  AR {coco['AR']:.3f}"
+                     + ("  (this run)" if decoder == config.topdown.decoder else ""))
+    return lines
 
 
 def report_json(report: EvalReport) -> str:

@@ -18,8 +18,9 @@ from stages.batches import FrameBatch, MapBatch, PoseBatch, PoseOutput
 from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
 from stages.pose.modes import merge_hybrid
 from stages.pose.topdown import TopDownKeypoints
-from stages.pose.movenet import MoveNet
-from stages.pose.zoo import Detector, build_detector
+from stages.pose.rtmdet import RTMDET_FILE
+from stages.pose.zoo import DETECTOR_FILES, KEYPOINT_MODELS, Detector, build_detector, build_keypoint_model, \
+    needs_fine_detector
 from stages.weights import WeightsError, resolve
 
 if TYPE_CHECKING:  # torch: imported by the pose actors that group on their device only
@@ -28,9 +29,9 @@ if TYPE_CHECKING:  # torch: imported by the pose actors that group on their devi
 # Which networks each mode runs.
 MODE_ROLES = {
     "bottomup": ("bottomup",),
-    "topdown": ("detector", "topdown"),
-    "auto": ("bottomup", "detector", "topdown"),
-    "hybrid": ("bottomup", "detector", "topdown"),
+    "topdown": ("detector", "fine_detector", "topdown"),
+    "auto": ("bottomup", "detector", "fine_detector", "topdown"),
+    "hybrid": ("bottomup", "detector", "fine_detector", "topdown"),
 }
 
 
@@ -79,9 +80,13 @@ def choose_models(config: Config) -> dict[str, ModelChoice]:
     if "bottomup" in roles:
         out["bottomup"] = choose_bottomup_model(config)
     if "detector" in roles:
-        out["detector"] = ModelChoice("onnxruntime", config.pose.detector_model, resolve(config.pose.detector_model))
+        filename = DETECTOR_FILES[config.detect.model]
+        out["detector"] = ModelChoice("onnxruntime", filename, resolve(filename))
+    if "fine_detector" in roles and needs_fine_detector(config.detect):  # RTMDet's pass after another detector
+        out["fine_detector"] = ModelChoice("onnxruntime", RTMDET_FILE, resolve(RTMDET_FILE))
     if "topdown" in roles:
-        out["topdown"] = ModelChoice("onnxruntime", config.pose.topdown_model, resolve(config.pose.topdown_model))
+        filename = KEYPOINT_MODELS[config.topdown.keypoint_model][0]
+        out["topdown"] = ModelChoice("onnxruntime", filename, resolve(filename))
     return out
 
 
@@ -92,7 +97,7 @@ def model_blobs(models: dict[str, ModelChoice]) -> dict[str, tuple[str, bytes]]:
 
 def model_label(models: dict[str, ModelChoice], mode: str) -> str:
     """The `model` column for people found in `mode`: the files that produced them."""
-    roles = {"bottomup": ("bottomup",), "topdown": ("detector", "topdown")}.get(mode, MODE_ROLES["hybrid"])
+    roles = {"bottomup": ("bottomup",), "topdown": MODE_ROLES["topdown"]}.get(mode, MODE_ROLES["hybrid"])
     return "+".join(models[r].filename for r in roles if r in models)
 
 
@@ -183,12 +188,15 @@ def build_pose_models(config: Config, blobs: dict[str, tuple[str, bytes]], devic
         backend, data = blobs["bottomup"]
         bottomup = BottomUpNet(build_bottomup_forward(config, backend, data, device), config.bottomup)
     if "detector" in blobs:
-        path = Path(tempfile.mkdtemp(prefix="posepipe-")) / config.pose.detector_model
+        folder = Path(tempfile.mkdtemp(prefix="posepipe-"))
+        path, fine_path = folder / DETECTOR_FILES[config.detect.model], None
         path.write_bytes(blobs["detector"][1])
-        detector = build_detector(config.pose.detector_model, path, config.detect,
+        if "fine_detector" in blobs:
+            fine_path = folder / RTMDET_FILE
+            fine_path.write_bytes(blobs["fine_detector"][1])
+        detector = build_detector(config.detect.model, path, config.detect, fine_path=fine_path,
                                   num_threads=config.pose.threads, providers=_providers(device))
     if "topdown" in blobs:
-        movenet = MoveNet(blobs["topdown"][1], num_threads=config.pose.threads, providers=_providers(device),
-                          max_batch=config.topdown.max_crops_per_call)
-        topdown = TopDownKeypoints(movenet, config.topdown)
+        model = build_keypoint_model(config.topdown, blobs["topdown"][1], config.pose.threads, _providers(device))
+        topdown = TopDownKeypoints(model, config.topdown)
     return PoseModels(bottomup, detector, topdown, config.track.appearance_side if config.track.reid else 0)

@@ -62,6 +62,26 @@ MODEL_FILES: dict[str, ModelFile] = {
             "Apache-2.0",
         ),
         ModelFile(
+            # Conversions made for ../shared/weights (MANIFEST.toml gives each one's steps and checks
+            # against its original runtime); no upstream ONNX exists, so they need the folder.
+            "movenet_singlepose_thunder_4_tfjs_fp32.onnx",  # from Google's TFJS MoveNet Thunder 4
+            "160396137a0dd0960f45c13284cb0ecff74b7c3f392358e911902a79cc0ec1aa",
+            "",
+            "Apache-2.0",
+        ),
+        ModelFile(
+            "pp_tinypose_256x192_ov_fp32.onnx",  # from PaddleDetection's PP-TinyPose via OpenVINO IR
+            "0dcaa0b072954b27e27ce47331a3929a32bf530d921f0b6340ff75116c5824d4",
+            "",
+            "Apache-2.0",
+        ),
+        ModelFile(
+            "picodet_s_320_lcnet_pedestrian_ov_fp32.onnx",  # from PaddleDetection's PicoDet-S pedestrian
+            "b0db6aa554d2e941f4f34c64f5e931ee394e8c0ed7ee02bdd299294913ec4382",
+            "",
+            "Apache-2.0",
+        ),
+        ModelFile(
             # tf2onnx conversion of the .pb above; no upstream copy exists, so a user without a
             # weights folder uses the .pb (the default backend) instead.
             "tfpose_mobilenet_v2_small.onnx",

@@ -50,6 +50,28 @@ def test_bad_arguments_are_one_line_before_ray(tmp_path, capsys):
                                       capsys)
 
 
+@pytest.mark.parametrize("model, detector", [("tinypose", "picodet"), ("thunder", "rtmdet")])
+def test_a_missing_or_corrupt_model_file_is_one_line_before_ray(tmp_path, capsys, monkeypatch, weights_dir,
+                                                                model, detector):
+    """The top-down files each config can choose are resolved, sha256-checked, before Ray starts."""
+    from stages.pose.zoo import DETECTOR_FILES, KEYPOINT_MODELS
+
+    config = tmp_path / "models.toml"
+    config.write_text(f'[topdown]\nkeypoint_model = "{model}"\n[detect]\nmodel = "{detector}"\n')
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    keypoints, boxes = KEYPOINT_MODELS[model][0], DETECTOR_FILES[detector]
+    (folder / boxes).symlink_to(weights_dir / boxes)
+    monkeypatch.setenv("POSEPIPE_WEIGHTS", str(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no user cache to fall back on
+    out = tmp_path / "o"
+    argv = ["run", str(SHORT), "--out", str(out), "--mode", "topdown", "--config", str(config)]
+    assert keypoints in _one_line_exit_2(argv, capsys)  # missing: named, with the folder to set
+    (folder / keypoints).write_bytes((weights_dir / keypoints).read_bytes()[:-1] + b"x")
+    err = _one_line_exit_2(argv, capsys)
+    assert keypoints in err and "sha256" in err, err
+
+
 def test_a_folder_expands_to_the_videos_under_it(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ("a/one.mp4", "a/b/two.MOV", "a/notes.txt", "a/b/frame.jpg"):

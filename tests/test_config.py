@@ -34,6 +34,10 @@ def test_override_file_wins(tmp_path):
     ("[pose]\nhalf = 1\n", "pose.half = 1: expected bool"),
     ("bottomup = 3\n", "bottomup must be a table"),
     ("[decode\n", "not valid TOML"),
+    ("[topdown]\nkeypoint_model = 'hrnet'\n", "topdown.keypoint_model = 'hrnet': must be one of"),
+    ("[topdown]\ndecoder = 'udp'\n", "topdown.decoder = 'udp': must be one of"),
+    ("[detect]\nmodel = 'yolov8'\n", "detect.model = 'yolov8': must be one of"),
+    ("[pose]\ndetector_model = 'yolox_nano_416x416.onnx'\n", "unknown key 'pose.detector_model'"),
 ])
 def test_bad_files_name_key_and_file(tmp_path, text, message):
     f = tmp_path / "bad.toml"

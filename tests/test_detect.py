@@ -12,6 +12,7 @@ import pytest
 from stages.pose import rtmdet as rtmdet_module
 from stages.pose.detect import box_iou, add_missed, fine_input, letterbox, needs_fine_pass, nms
 from stages.pose.params import DetectorParams
+from stages.pose.picodet import PICODET_FILE, PicoDetPedestrian
 from stages.pose.rtmdet import RTMDET_FILE, RTMDetPerson
 from stages.pose.yolox import YOLOX_FILE, YoloxNano
 from stages.pose.zoo import build_detector
@@ -257,9 +258,11 @@ def test_nms_and_box_iou() -> None:
 
 def test_build_detector(weights_dir: Path) -> None:
     params = DetectorParams(score_threshold=0.5)
-    det = build_detector(YOLOX_FILE, weights_dir / YOLOX_FILE, params, providers=["CPUExecutionProvider"])
+    det = build_detector("yolox", weights_dir / YOLOX_FILE, params, providers=["CPUExecutionProvider"])
     assert isinstance(det, YoloxNano) and det.params == params
-    det = build_detector(RTMDET_FILE, weights_dir / RTMDET_FILE, params, providers=["CPUExecutionProvider"])
+    det = build_detector("rtmdet", weights_dir / RTMDET_FILE, params, providers=["CPUExecutionProvider"])
     assert isinstance(det, RTMDetPerson) and det.params == params
+    det = build_detector("picodet", weights_dir / PICODET_FILE, params, providers=["CPUExecutionProvider"])
+    assert isinstance(det, PicoDetPedestrian) and det.params == params
     with pytest.raises(ValueError, match="unknown person detector"):
         build_detector("light_person_detector_192x192.onnx", weights_dir / YOLOX_FILE, params)

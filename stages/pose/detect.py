@@ -99,16 +99,15 @@ def add_missed(first: Detections, fine: Detections, overlap_iou: float, max_peop
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy NMS: boxes [n, 4] (x1, y1, x2, y2), scores [n] -> int64[k] kept indices, score desc.
 
-    A box is dropped when its IoU with a higher-scoring kept box is > iou_threshold. One
-    vectorised IoU row per kept box: callers pass candidates above the score threshold (tens).
+    A box is dropped when its IoU with a higher-scoring kept box is > iou_threshold (OpenCV's
+    `cv2.dnn.NMSBoxes`; callers pass the candidates above their score threshold).
     """
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        best, order = order[0], order[1:]
-        keep.append(best)
-        order = order[box_iou(boxes[best], boxes[order])[0] <= iou_threshold]
-    return np.array(keep, np.int64)
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    b = np.asarray(boxes, np.float64)
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), np.asarray(scores, np.float64).tolist(), 0.0, iou_threshold)
+    return np.asarray(keep, np.int64).reshape(-1)
 
 
 def frames_shape(images_rgb: np.ndarray) -> tuple[int, int, int]:

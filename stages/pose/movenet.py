@@ -19,6 +19,7 @@ import numpy as np
 from stages.batches import NUM_KEYPOINTS
 from stages.pose.graph_rewrite import make_batch_dynamic
 from stages.pose.onnx_session import onnx_session
+from stages.pose.scores import HOUSE_THRESHOLD
 
 LIGHTNING_FILE = "movenet_singlepose_lightning_4_dequant_fp32.onnx"
 THUNDER_FILE = "movenet_singlepose_thunder_4_tfjs_fp32.onnx"
@@ -31,7 +32,7 @@ class MoveNet:
     aspect = 1.0  # square crops (width / height)
 
     def __init__(self, path_or_bytes: str | Path | bytes, num_threads: int = 1,
-                 providers: Sequence[str] | None = None, max_batch: int = 64):
+                 providers: Sequence[str] | None = None, max_batch: int = 64, raw_threshold: float = HOUSE_THRESHOLD):
         data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
         self.session = onnx_session(make_batch_dynamic(data), num_threads, providers)
         inp = self.session.get_inputs()[0]
@@ -41,6 +42,7 @@ class MoveNet:
         side = int(inp.shape[1])
         self.input_size = (side, side)  # (width, height)
         self.max_batch = max_batch
+        self.raw_threshold = raw_threshold  # this file's confident-joint score (zoo.py; topdown.py maps it to 0.3)
 
     def __call__(self, crops: np.ndarray, max_batch: int | None = None) -> np.ndarray:
         side = self.input_size[0]

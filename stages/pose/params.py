@@ -35,12 +35,15 @@ class BottomUpParams:
 
 @dataclass(frozen=True)
 class DetectorParams:
-    score_threshold: float = 0.3  # MANIFEST: 12/12 COCO test people for RTMDet at 0.3; its graph drops < 0.05
-    nms_iou: float = 0.45  # YOLOX only; RTMDet's NMS (IoU 0.6) is inside its graph
+    # stages/pose/zoo.py: which file each loads; README "Top-down models" measures the choice
+    model: Literal["rtmdet", "yolox", "picodet"] = "picodet"
+    score_threshold: float = 0.3  # MANIFEST: 12/12 COCO test people for RTMDet at 0.3 (PicoDet 13/14); RTMDet's graph drops < 0.05
+    nms_iou: float = 0.45  # YOLOX only (PicoDet: 0.6, its own config; RTMDet: IoU 0.6 inside its graph)
     max_people: int = 100  # RTMDet's graph returns at most 100 boxes anyway
     min_box_size: float = 4.0  # px in the image; smaller boxes (after clipping) are slivers, no pose fits
-    # RTMDet only (YOLOX's input is static): the frame's longer side in px in a second pass, run on
-    # frames longer than FINE_PASS_FROM x the 320 px input; 0 = one pass.
+    # The frame's longer side in px in RTMDet's second, finer pass, run on frames longer than
+    # FINE_PASS_FROM x its 320 px input; after PicoDet or YOLOX (static inputs, no larger pass of
+    # their own) RTMDet runs it too (rtmdet.FinePass). 0 = one pass of the chosen detector.
     fine_side: int = 640
     fine_overlap_iou: float = 0.5  # a fine-pass box overlapping a first-pass box this much is that person
     # The fine pass runs on the frames where the first may have missed someone: it found nobody, two
@@ -51,16 +54,20 @@ class DetectorParams:
 
 @dataclass(frozen=True)
 class TopDownParams:
-    crop_margin: float = 1.25  # crop side / longer box side (MoveNet's recipe)
+    keypoint_model: Literal["lightning", "thunder", "tinypose"] = "tinypose"  # zoo.py; configs/fast.toml: lightning
+    decoder: Literal["argmax", "parabola", "soft_argmax", "dark"] = "dark"  # heatmap models (tinypose) only
+    crop_margin: float = 1.25  # crop side / longer box side after matching the model's aspect (both models' recipe)
     low_confidence: float = 0.3  # keypoints scoring below are flagged low-confidence (occluded), kept
     min_keypoints: int = 3  # confident keypoints needed to keep a person
     duplicate_oks: float = 0.8  # two poses in a frame with OKS above this are one person: keep the better
     outside_box_fraction: float = 0.5  # drop when more than this share of confident keypoints is outside
     outside_box_expand: float = 0.15  # ... the detector box grown by this fraction of its size per side
-    # Crops per model call (bounds activation memory). 20 real crops in one call vs 20 calls, on
-    # this 2-core CPU: 0.72x at 2 threads, 1.13x at 1 thread (no gain without threads to fill);
-    # benchmarks/topdown_batching.py.
-    max_crops_per_call: int = 64
+    # Crops per model call. On a 1-thread CPU actor (the default) a big call is slower per crop:
+    # its activations leave the cache. ms per crop at 1 / 4 / 8 / 32 crops per call, 1 thread,
+    # this 2-core CPU: TinyPose 24.4 / 23.1 / 24.2 / 32.4, Lightning 13.1 / 12.6 / 13.1 / 16.0. With
+    # 2 threads 20 crops in one call took 0.72x the time of 20 calls (benchmarks/topdown_batching.py);
+    # a GPU wants whole frames of crops (configs/crowd.toml: 256).
+    max_crops_per_call: int = 8
     # Average each crop's pose with its mirror image's (the usual top-down test-time flip), at twice
     # the keypoint-model cost. Off by default: measured AP +0.013 on eval/coco, -0.019 on OCHuman
     # and -0.012 on CrowdPose, since in a crowded crop the mirror pass can centre another person.
@@ -69,8 +76,10 @@ class TopDownParams:
 
 @dataclass(frozen=True)
 class AutoParams:
-    to_bottomup_at: float = 5.0  # people per frame (recent mean) at or above which bottom-up is used
-    to_topdown_at: float = 3.0  # ...and at or below which top-down comes back
+    # people per frame (recent mean) at or above which bottom-up is used: just above where top-down
+    # (TinyPose on PicoDet's boxes) gets slower than bottom-up on a CPU, 2.7 people (README)
+    to_bottomup_at: float = 3.0
+    to_topdown_at: float = 2.0  # ...and at or below which top-down comes back
     window: int = 16  # frames in the recent mean
     min_dwell: int = 32  # frames to stay in a mode before switching again
 

@@ -39,7 +39,8 @@ class RTMDetPerson:
     All N frames go through one onnxruntime call per pass (the graph's batch dim is dynamic once its
     score gate is fixed, see `batchable_rtmdet_graph`); `batched` is False when that fix was not
     possible and frames then run one per call. Large frames get a second, finer pass (`fine_input`),
-    whose new boxes are added (`add_missed`).
+    whose new boxes are added (`add_missed`); `add_fine_pass` gives that pass to another detector's
+    boxes too (`FinePass`).
     """
 
     size = 320
@@ -55,8 +56,14 @@ class RTMDetPerson:
         n, h, w = frames_shape(images_rgb)
         if n == 0 or h == 0 or w == 0:
             return [empty_detections() for _ in range(n)]
+        return self.add_fine_pass(images_rgb, self.detect_pass(images_rgb, (self.size, self.size)))
+
+    def add_fine_pass(self, images_rgb: np.ndarray, first: list[Detections]) -> list[Detections]:
+        """A first pass's detections of the frames (image px, this or another detector's) plus the
+        people a finer pass finds, on the frames where the first may have missed someone. The
+        criterion is in image px, as this detector's 320 px letterbox sees them."""
+        n, h, w = frames_shape(images_rgb)
         p = self.params
-        first = self.detect_pass(images_rgb, (self.size, self.size))
         fine = fine_input(h, w, self.size, p.fine_side)
         r = min(self.size / h, self.size / w)
         again = [] if fine is None else [i for i, d in enumerate(first) if needs_fine_pass(d, r, p.fine_below)]
@@ -90,3 +97,19 @@ class RTMDetPerson:
             keep = (frame_labels == 0) & (frame_dets[:, 4] > self.params.score_threshold)
             results.append(to_image(frame_dets[keep, :4], frame_dets[keep, 4], r, h, w, self.params))
         return results
+
+
+class FinePass:
+    """Another detector's boxes plus RTMDet's finer pass: `first` (PicoDet, YOLOX: static inputs,
+    no larger pass of their own) then `fine.add_fine_pass`. Same call as every detector."""
+
+    def __init__(self, first, fine: RTMDetPerson):
+        self.first = first
+        self.fine = fine
+        self.params = first.params
+
+    def __call__(self, images_rgb: np.ndarray) -> list[Detections]:
+        n, h, w = frames_shape(images_rgb)
+        if n == 0 or h == 0 or w == 0:
+            return [empty_detections() for _ in range(n)]
+        return self.fine.add_fine_pass(images_rgb, self.first(images_rgb))

@@ -20,6 +20,7 @@ from stages.batches import NUM_KEYPOINTS, FrameBatch, PoseBatch
 from stages.eval.metrics import shared_oks
 from stages.pose.crops import apply_affine, crop_transforms, warp_crops
 from stages.pose.params import TopDownParams
+from stages.pose.scores import to_house_scale
 
 DROP_REASONS = ("few_keypoints", "outside_box", "duplicate")
 # COCO-17 index of each keypoint's mirror image (left <-> right), for flip test.
@@ -30,9 +31,10 @@ class KeypointModel(Protocol):
     """A single-person keypoint model on crops (`movenet.MoveNet`)."""
 
     input_size: tuple[int, int]  # (width, height) of a crop
+    raw_threshold: float  # the raw score of a confident joint (zoo.py), mapped onto the house's 0.3
 
     def __call__(self, crops: np.ndarray, max_batch: int | None = None) -> np.ndarray:
-        """uint8[B, height, width, 3] RGB -> float32[B, 17, 3] (x, y in crop px, score)."""
+        """uint8[B, height, width, 3] RGB -> float32[B, 17, 3] (x, y in crop px, raw score)."""
 
 
 def low_confidence_mask(keypoints: np.ndarray, threshold: float) -> np.ndarray:
@@ -79,9 +81,13 @@ class TopDownKeypoints:
                                     for f in np.unique(frame_of[sl])])
             kps[sl] = self._infer(crops)
         kps[:, :, :2] = apply_affine(kps[:, :, :2], A_inv)
-        # Person score: how sure the detector is times how sure MoveNet is on average over all 17
-        # joints (a crop of a background object still returns 17 joints, at low scores).
+        # Person score: how sure the detector is times how sure the keypoint model is on average
+        # over all 17 joints (a crop of a background object still returns 17 joints, at low scores),
+        # on the model's own scale: a monotone remap of each joint reorders people (TinyPose on the
+        # house scale: OCHuman AP 0.362 -> 0.302, COCO 0.832 -> 0.823 with PicoDet's boxes).
         score = det_score * kps[:, :, 2].mean(1)  # [n]
+        # Joint scores onto the house scale, where every consumer reads "confident" as >= 0.3.
+        kps[:, :, 2] = to_house_scale(kps[:, :, 2], self.model.raw_threshold)
 
         keep, order = self._crowd_filter(kps, boxes, score, frame_of)
         idx = order[keep[order]]
