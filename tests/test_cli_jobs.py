@@ -60,8 +60,9 @@ def test_a_missing_or_corrupt_model_file_is_one_line_before_ray(tmp_path, capsys
     config.write_text(f'[topdown]\nkeypoint_model = "{model}"\n[detect]\nmodel = "{detector}"\n')
     folder = tmp_path / "weights"
     folder.mkdir()
-    keypoints, boxes = KEYPOINT_MODELS[model][0], DETECTOR_FILES[detector]
-    (folder / boxes).symlink_to(weights_dir / boxes)
+    keypoints = KEYPOINT_MODELS[model][0]
+    for boxes in {DETECTOR_FILES[detector], DETECTOR_FILES["rtmdet"]}:  # RTMDet's fine pass follows PicoDet
+        (folder / boxes).symlink_to(weights_dir / boxes)
     monkeypatch.setenv("POSEPIPE_WEIGHTS", str(folder))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no user cache to fall back on
     out = tmp_path / "o"

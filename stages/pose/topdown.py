@@ -28,7 +28,7 @@ FLIP_PAIRS = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]
 
 
 class KeypointModel(Protocol):
-    """A single-person keypoint model on crops (`movenet.MoveNet`)."""
+    """A single-person keypoint model on crops (`movenet.MoveNet`, `tinypose.TinyPose`)."""
 
     input_size: tuple[int, int]  # (width, height) of a crop
     raw_threshold: float  # the raw score of a confident joint (zoo.py), mapped onto the house's 0.3
