@@ -43,7 +43,7 @@ from stages.pose import detect
 from stages.pose.detect import Detections
 from stages.pose.params import DetectorParams
 from stages.pose.rtmdet import RTMDET_FILE, RTMDetPerson
-from stages.track.boxes import box_iou
+from stages.coco17 import box_iou
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights"))

@@ -57,7 +57,8 @@ def gt_box_ap(config_path: Path, frames: int) -> dict[str, float]:
     """AP of a config's keypoint model on GT boxes: the photo sets, then crowd_synth p20 and p50."""
     _, models, _ = build("topdown", 1, config_path)
     out = {}
-    for label, rel in [*PHOTO_SETS.items(), ("p20", "crowd_synth/p20/gt_coco.json"), ("p50", "crowd_synth/p50/gt_coco.json")]:
+    crowds = [(seq, f"crowd_synth/{seq}/gt_coco.json") for seq in ("p20", "p50")]
+    for label, rel in [*PHOTO_SETS.items(), *crowds]:
         with contextlib.redirect_stdout(io.StringIO()):
             gt = COCO(str(EVAL.parent / rel))
         results, ids = [], []
@@ -65,7 +66,8 @@ def gt_box_ap(config_path: Path, frames: int) -> dict[str, float]:
             sources = [(img["id"], np.ascontiguousarray(cv2.imread(str((EVAL.parent / rel).parent / img["file_name"]))[
                 :, :, ::-1])) for img in gt.loadImgs(gt.getImgIds())]
         else:
-            with VideoReader(EVAL.parent / rel.replace("gt_coco.json", "video.mp4"), batch_size=1, max_side=None) as reader:
+            video = EVAL.parent / rel.replace("gt_coco.json", "video.mp4")
+            with VideoReader(video, batch_size=1, max_side=None) as reader:
                 sources = [(int(b.frame_index[0]) + 1, b.images[0]) for b in reader if b.frame_index[0] < frames]
         for image_id, rgb in sources:
             anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=image_id)) if a["num_keypoints"] > 0]
@@ -84,7 +86,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--models", default="lightning,thunder,tinypose")
     ap.add_argument("--detectors", default="rtmdet,picodet")
-    ap.add_argument("--decoders", default="dark", help="heatmap decoders for tinypose, e.g. argmax,parabola,soft_argmax,dark")
+    ap.add_argument("--decoders", default="dark",
+                    help="heatmap decoders for tinypose, e.g. argmax,parabola,soft_argmax,dark")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--gt-boxes", action="store_true", help="each keypoint model on GT boxes (--frames: 24)")
     args = ap.parse_args()
@@ -105,7 +108,8 @@ def main() -> None:
         row = {"combo": name}
         for label, rel in PHOTO_SETS.items():
             with contextlib.redirect_stdout(io.StringIO()):
-                row[f"AP_{label}"] = round(evaluate(config, EVAL.parent / rel, (EVAL.parent / rel).parent).coco["AP"], 4)
+                report = evaluate(config, EVAL.parent / rel, (EVAL.parent / rel).parent)
+            row[f"AP_{label}"] = round(report.coco["AP"], 4)
         rows.append(row)
         print(f"{name:<18} photos AP " + " / ".join(f"{row[f'AP_{k}']:.3f}" for k in PHOTO_SETS), flush=True)
     for seq in args.seqs.split(","):
@@ -119,7 +123,7 @@ def main() -> None:
         ms = {name: dict.fromkeys(("detector", "td_keypoints", "crops"), 0.0) for name in built}
         poses = {name: [] for name in built}
         for name, (_, models, grouping) in built.items():  # warm-up, untimed
-            run_batch("topdown", models, grouping, batches[0], dict.fromkeys(("detector", "td_keypoints", "crops"), 0.0))
+            run_batch("topdown", models, grouping, batches[0], dict.fromkeys(ms[name], 0.0))
         for batch in batches:  # take turns batch by batch
             for name, (_, models, grouping) in built.items():
                 poses[name].append(run_batch("topdown", models, grouping, batch, ms[name]))

@@ -28,7 +28,7 @@ from pipeline.evaluate import mot_rows_from_output
 from pipeline.runner import Runner
 from stages.eval.metrics import oks_matrix
 from stages.eval.mot import clear_mot, load_mot
-from stages.track.track import FLIP_PAIRS
+from stages.coco17 import FLIP_PAIRS
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.batches import NUM_KEYPOINTS, PoseBatch
+from stages.batches import PoseBatch
+from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS
 from stages.eval.mot import clear_mot_many, degrade_detections, load_mot
-from stages.track.track import FLIP_PAIRS, Tracker, TrackParams, track_boxes
+from stages.track.track import Tracker, TrackParams, track_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))

@@ -9,14 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# COCO-17 order, the layout of every keypoint array that leaves a pose stage.
-COCO17_NAMES: tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-NUM_KEYPOINTS = len(COCO17_NAMES)
+from stages.coco17 import NUM_KEYPOINTS  # every keypoint array that leaves a pose stage is COCO-17
 
 
 def _check(name: str, arr: np.ndarray, dtype: type, shape: tuple[int | None, ...]) -> None:

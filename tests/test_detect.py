@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from stages.pose import rtmdet as rtmdet_module
-from stages.pose.detect import box_iou, add_missed, fine_input, letterbox, needs_fine_pass, nms
+from stages.coco17 import box_iou
+from stages.pose.detect import add_missed, fine_input, letterbox, needs_fine_pass, nms
 from stages.pose.params import DetectorParams
 from stages.pose.picodet import PICODET_FILE, PicoDetPedestrian
 from stages.pose.rtmdet import RTMDET_FILE, RTMDetPerson

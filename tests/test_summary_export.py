@@ -17,7 +17,7 @@ from rich.console import Console
 from pipeline.config import load_config, mode_file
 from pipeline.evaluate import coco_results
 from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs, model_label
-from stages.batches import COCO17_NAMES
+from stages.coco17 import NAMES as COCO17_NAMES
 from stages.eval.metrics import coco_keypoint_eval
 from stages.io.decode import VideoReader
 from stages.io.export_table import csv_columns, export_coco, export_csv

@@ -66,7 +66,8 @@ def _gt_crops(coco: COCO, eval_dir) -> np.ndarray:
     crops = []
     for img in coco.loadImgs(coco.getImgIds()):
         boxes = _xyxy([a["bbox"] for a in _gt_people(coco, img["id"])])
-        crops.append(warp_crops(_photo(eval_dir, img["file_name"]), crop_transforms(boxes, 1.25, INPUT_SIZE)[0], INPUT_SIZE))
+        A = crop_transforms(boxes, 1.25, INPUT_SIZE)[0]
+        crops.append(warp_crops(_photo(eval_dir, img["file_name"]), A, INPUT_SIZE))
     return np.concatenate(crops)
 
 

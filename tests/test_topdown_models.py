@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from stages.batches import FrameBatch
 from stages.eval.metrics import coco_keypoint_eval
 from stages.pose.crops import apply_affine, crop_transforms, warp_crops
-from stages.pose.detect import box_iou
+from stages.coco17 import box_iou
 from stages.pose.graph_rewrite import free_batch_dim
 from stages.pose.params import DetectorParams, TopDownParams
 from stages.pose.picodet import PICODET_FILE, PicoDetPedestrian

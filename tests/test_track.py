@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from stages.batches import NUM_KEYPOINTS, PoseBatch
-from stages.pose.topdown import FLIP_PAIRS as TOPDOWN_FLIP_PAIRS
-from stages.track.track import FLIP_PAIRS, Tracker, TrackParams, box_iou, track_boxes
+from stages.batches import PoseBatch
+from stages.coco17 import FLIP_PAIRS, NAMES, NUM_KEYPOINTS, box_iou
+from stages.track.track import Tracker, TrackParams, track_boxes
 
 TUD = ("TUD-Campus", "TUD-Stadtmitte")
 
@@ -48,8 +48,11 @@ def ids_by_person(out: PoseBatch, who: np.ndarray) -> dict[int, set[int]]:
     return {w: set(out.track_id[who == w].tolist()) for w in np.unique(who)}
 
 
-def test_flip_pairs_match_topdown():
-    assert np.array_equal(FLIP_PAIRS, TOPDOWN_FLIP_PAIRS)
+def test_flip_pairs_mirror_every_side_joint():
+    assert sorted(FLIP_PAIRS) == list(range(NUM_KEYPOINTS)) and np.array_equal(FLIP_PAIRS[FLIP_PAIRS], np.arange(17))
+    for i, j in enumerate(FLIP_PAIRS):  # the written-out pairs of the top-down flip test before they became one
+        assert [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15][i] == j
+        assert NAMES[i].replace("left", "right") == NAMES[j] or NAMES[i].replace("right", "left") == NAMES[j]
 
 
 @pytest.mark.parametrize("boxes_only", [False, True])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from stages.batches import NUM_KEYPOINTS
+from stages.coco17 import NUM_KEYPOINTS
 
 if TYPE_CHECKING:  # torch is imported by fit.py: the sink actor, which uses this module, need not
     from stages.body.fit import FitResult

@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stages.coco17 import SIGMAS, oks
+
 if TYPE_CHECKING:  # pycocotools is imported where AP is computed: pose and sink actors use the kernels only
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-# Per-keypoint OKS falloff of COCO-17 (pycocotools' Params.kpt_oks_sigmas), in COCO-17 order.
-COCO_SIGMAS = np.array(
-    [.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87, .89, .89]
-) / 10.0
 
 COCO_STAT_KEYS: tuple[str, ...] = (
     "AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)",
@@ -38,17 +36,18 @@ _L_SHOULDER, _R_SHOULDER, _L_HIP, _R_HIP = 5, 6, 11, 12
 _MPII_UPPER_NECK, _MPII_HEAD_TOP = 8, 9
 
 
-def oks_matrix(pred_xy: Any, gt: Any, gt_area: Any, sigmas: Any = COCO_SIGMAS) -> np.ndarray:
+def oks_matrix(pred_xy: Any, gt: Any, gt_area: Any, sigmas: Any = SIGMAS) -> np.ndarray:
     """Object keypoint similarity of every prediction against every ground truth.
 
     pred_xy: float[P, K, 2] (NaN = keypoint not found); gt: float[G, K, 3] = (x, y, v);
     gt_area: float[G] (object area, the COCO scale s^2); sigmas: float[K].
     Returns float64[P, G] in [0, 1].
 
-    COCO definition (pycocotools ``computeOks``): per joint e = d^2 / (2σ)^2 / (area + eps) / 2,
-    OKS = mean of exp(-e) over the GT joints with v > 0. Unlike pycocotools, a GT with no
-    labelled joint scores 0 (pycocotools measures a distance to its box instead), because
-    tracking and NMS call this with predictions as "GT" and an empty pose must match nothing.
+    COCO definition (pycocotools ``computeOks``, through ``stages.coco17.oks``): per joint
+    e = d^2 / (2σ)^2 / (area + eps) / 2, OKS = mean of exp(-e) over the GT joints with v > 0.
+    Unlike pycocotools, a GT with no labelled joint scores 0 (pycocotools measures a distance to its
+    box instead), because tracking and NMS call this with predictions as "GT" and an empty pose must
+    match nothing.
     """
     sig = np.asarray(sigmas, np.float64)
     k = len(sig)
@@ -57,15 +56,8 @@ def oks_matrix(pred_xy: Any, gt: Any, gt_area: Any, sigmas: Any = COCO_SIGMAS) -
     area = np.asarray(gt_area, np.float64).reshape(-1)
     if len(area) != len(g):
         raise ValueError(f"gt_area has {len(area)} entries for {len(g)} ground truths")
-    variances = (sig * 2) ** 2
-    d2 = ((pred[:, None] - g[None, :, :, :2]) ** 2).sum(-1)  # [P, G, K]
-    # Same operation order as pycocotools so identical inputs give bit-identical OKS.
-    e = d2 / variances / (area[None, :, None] + np.spacing(1)) / 2
-    labelled = g[:, :, 2] > 0  # [G, K]
-    sim = np.exp(-e)
-    sim = np.where(labelled[None] & ~np.isnan(sim), sim, 0.0)
-    n_lab = labelled.sum(1)
-    return np.where(n_lab > 0, sim.sum(-1) / np.maximum(n_lab, 1), 0.0)
+    # every predicted joint against the GT's labelled ones (v > 0), scaled by the GT's area
+    return oks(pred, g[:, :, :2], np.ones(pred.shape[:2], bool), g[:, :, 2] > 0, area[None, :], sig)[0]
 
 
 def shared_oks(xy: np.ndarray, conf: np.ndarray, area: np.ndarray, min_shared: int) -> np.ndarray:
@@ -78,13 +70,8 @@ def shared_oks(xy: np.ndarray, conf: np.ndarray, area: np.ndarray, min_shared: i
     of a person top-down found whole. The joints both are sure of sit on the same spots, while plain
     OKS, counting every joint of one pose, stays well below a duplicate.
     """
-    d2 = ((xy[:, None] - xy[None]) ** 2).sum(-1)  # [n, n, K]
-    scale = np.sqrt(area[:, None] * area[None])[..., None] + np.spacing(1)
-    sim = np.exp(-d2 / (2 * COCO_SIGMAS) ** 2 / scale / 2)
-    shared = conf[:, None] & conf[None]
-    n_shared = shared.sum(-1)
-    agree = np.where(shared, sim, 0.0).sum(-1)  # where(), not a product: a joint not found is NaN
-    return np.where(n_shared >= max(min_shared, 1), agree / np.maximum(n_shared, 1), 0.0)
+    agree, shared = oks(xy, xy, conf, conf, np.sqrt(area[:, None] * area[None]))
+    return np.where(shared >= max(min_shared, 1), agree, 0.0)
 
 
 def _norm_distances(pred: Any, gt: Any, mask: Any, norm: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from stages.batches import COCO17_NAMES, NUM_KEYPOINTS
+from stages.coco17 import NAMES, NUM_KEYPOINTS
 from stages.io.sink import DONE_STATUSES, read_video_rows
 from stages.io.summary import OutputReadError, read_partition
 
@@ -128,7 +128,7 @@ def export_coco(out: str, path: str | os.PathLike, video_id: str | None = None) 
 def csv_columns() -> list[str]:
     """Header of export_csv: video_id, frame_index, time_s, track_id, score, then per COCO-17 joint
     <joint>_x, <joint>_y, <joint>_score."""
-    joints = [f"{name}_{part}" for name in COCO17_NAMES for part in ("x", "y", "score")]
+    joints = [f"{name}_{part}" for name in NAMES for part in ("x", "y", "score")]
     return ["video_id", "frame_index", "time_s", "track_id", "score", *joints]
 
 
@@ -142,7 +142,7 @@ def _csv_table(people) -> pa.Table:
     columns = {"video_id": people["video_id"], "frame_index": people["frame_index"], "time_s": people["time_s"],
                "track_id": people["track_id"],
                "score": _nan_to_null(people["score"].to_numpy(zero_copy_only=False))}
-    for j, name in enumerate(COCO17_NAMES):
+    for j, name in enumerate(NAMES):
         for c, part in enumerate(("x", "y", "score")):
             columns[f"{name}_{part}"] = _nan_to_null(kp[:, j, c])
     return pa.table(columns)

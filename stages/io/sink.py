@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from stages.batches import NUM_KEYPOINTS, PoseBatch
+from stages.batches import PoseBatch
+from stages.coco17 import NUM_KEYPOINTS
 from stages.io.sink_fs import (
     delete_dir,
     delete_file,

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from stages.batches import FrameBatch, MapBatch, PoseBatch
+from stages.coco17 import keypoint_boxes
 from stages.pose.heatmap import find_peaks_stack
 from stages.pose.paf import NUM_PARTS, group_people
 from stages.pose.params import BottomUpParams
@@ -175,13 +176,6 @@ def decode_maps(maps: np.ndarray, params: BottomUpParams) -> tuple[np.ndarray, n
     return keypoints[order], score[order]
 
 
-def keypoint_boxes(keypoints: np.ndarray) -> np.ndarray:
-    """float32[P, 17, 3] -> float32[P, 4] (x1, y1, x2, y2) around the found keypoints."""
-    xy = keypoints[:, :, :2]
-    with np.errstate(invalid="ignore"):
-        return np.concatenate([np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)], axis=1).astype(np.float32)
-
-
 class BottomUpGrouper:
     """MapBatch -> PoseBatch: peaks, PAF limb scores, Hungarian matching and assembly per frame."""
 
@@ -216,6 +210,6 @@ def people_batch(video_id: str, frame_index: np.ndarray, time_s: np.ndarray,
     return PoseBatch(
         video_id=video_id, frames=frame_index, frame_time_s=time_s,
         frame_index=frame_index[idx], time_s=time_s[idx],
-        keypoints=keypoints.astype(np.float32), bbox=keypoint_boxes(keypoints),
+        keypoints=keypoints.astype(np.float32), bbox=keypoint_boxes(keypoints[:, :, :2]),
         score=(np.concatenate(scores) if scores else np.zeros(0)).astype(np.float32),
     )

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from stages.pose.params import DetectorParams
-from stages.track.boxes import box_iou
+from stages.coco17 import box_iou
 
 Detections = tuple[np.ndarray, np.ndarray]  # boxes float32[n, 4] (x1, y1, x2, y2), scores float32[n]
 NET_MULTIPLE = 32  # RTMDet's coarsest stride: its input sides must divide by it

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.batches import NUM_KEYPOINTS
+from stages.coco17 import NUM_KEYPOINTS
 from stages.pose.graph_rewrite import make_batch_dynamic
 from stages.pose.onnx_session import onnx_session
 from stages.pose.scores import HOUSE_THRESHOLD

@@ -37,7 +37,8 @@ class BottomUpParams:
 class DetectorParams:
     # stages/pose/zoo.py: which file each loads; README "Top-down models" measures the choice
     model: Literal["rtmdet", "yolox", "picodet"] = "picodet"
-    score_threshold: float = 0.3  # MANIFEST: 12/12 COCO test people for RTMDet at 0.3 (PicoDet 13/14); RTMDet's graph drops < 0.05
+    # MANIFEST: 12/12 COCO test people for RTMDet at 0.3 (PicoDet 13/14); RTMDet's graph drops < 0.05
+    score_threshold: float = 0.3
     nms_iou: float = 0.45  # YOLOX only (PicoDet: 0.6, its own config; RTMDet: IoU 0.6 inside its graph)
     max_people: int = 100  # RTMDet's graph returns at most 100 boxes anyway
     min_box_size: float = 4.0  # px in the image; smaller boxes (after clipping) are slivers, no pose fits

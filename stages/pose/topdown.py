@@ -10,21 +10,19 @@ The keypoint model (`movenet.py`) is injected: anything with `input_size` (width
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from stages.batches import NUM_KEYPOINTS, FrameBatch, PoseBatch
+from stages.batches import FrameBatch, PoseBatch
+from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS, keypoint_boxes
 from stages.eval.metrics import shared_oks
 from stages.pose.crops import apply_affine, crop_transforms, warp_crops
 from stages.pose.params import TopDownParams
 from stages.pose.scores import to_house_scale
 
 DROP_REASONS = ("few_keypoints", "outside_box", "duplicate")
-# COCO-17 index of each keypoint's mirror image (left <-> right), for flip test.
-FLIP_PAIRS = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15])
 
 
 class KeypointModel(Protocol):
@@ -97,10 +95,8 @@ class TopDownKeypoints:
         out_kp[:, :, :2] = to_vid(out_kp[:, :, :2])
         out_det = to_vid(boxes[idx]).astype(np.float32)
         confident = out_kp[:, :, 2] >= p.low_confidence
-        xy = np.where(confident[..., None], out_kp[:, :, :2], np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows fall back to the det box below
-            bbox = np.concatenate([np.nanmin(xy, 1), np.nanmax(xy, 1)], 1)
+        bbox = keypoint_boxes(np.where(confident[..., None], out_kp[:, :, :2], np.nan))
+        # fewer than 2 confident joints make no box: the detector's stands in
         bbox = np.where((confident.sum(1) >= 2)[:, None], bbox, out_det).astype(np.float32)
         fi = frame_of[idx]
         return PoseBatch(

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.track.appearance import similarity
-from stages.batches import COCO17_NAMES, NUM_KEYPOINTS, PoseBatch
-from stages.track.boxes import box_iou
-from stages.eval.metrics import COCO_SIGMAS
+from stages.batches import PoseBatch
+from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS, box_iou, oks
 
 
 def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,11 +48,6 @@ def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return linear_sum_assignment(cost)
 
 
-# COCO-17 mirror index (left_x <-> right_x), derived from the names so this module does not import
-# the top-down stage (onnx, cv2); equal to stages.pose.topdown.FLIP_PAIRS (a test checks).
-FLIP_PAIRS = np.array([COCO17_NAMES.index(n.replace("left_", "@").replace("right_", "left_").replace("@", "right_"))
-                       for n in COCO17_NAMES])
-_VAR = (2 * COCO_SIGMAS) ** 2  # COCO OKS per-joint variances, (2 sigma)^2
 # DeepSORT's Kalman noise, as fractions of the box size (std of position, std of velocity per frame).
 _STD_POS, _STD_VEL = 1 / 20, 1 / 160
 
@@ -95,12 +89,8 @@ def pair_oks(pred: np.ndarray, known: np.ndarray, det: np.ndarray, ok: np.ndarra
 
     Unlike metrics.oks_matrix (which scores every labelled GT joint), a joint missing on either side
     is left out: a half-occluded person must still score high against its own track."""
-    d2 = ((pred[:, None] - det[None]) ** 2).sum(-1)  # [T, D, 17]
-    shared = known[:, None] & ok[None]
-    sim = np.exp(-d2 / _VAR / (area[:, None, None] + np.spacing(1)) / 2)
-    n = shared.sum(-1)
-    oks = np.where(shared, np.nan_to_num(sim), 0.0).sum(-1) / np.maximum(n, 1)
-    return oks, n >= max(min_joints, 1)
+    sim, shared = oks(pred, det, known, ok, area[:, None])
+    return sim, shared >= max(min_joints, 1)
 
 
 def _kf_init(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
