@@ -70,7 +70,7 @@ def run_batch(mode: str, models, grouping: Grouping, batch, ms: dict[str, float]
         ms["crops"] += sum(len(boxes) for boxes, _ in dets)
         top = timed("td_keypoints", models.topdown, batch, dets)
     if mode == "hybrid":  # the same merge Grouping does on a hybrid PoseOutput, timed on its own
-        return timed("hybrid_merge", merge_hybrid, top, bottom, grouping.hybrid.max_oks, grouping.hybrid.min_score)
+        return timed("hybrid_merge", merge_hybrid, top, bottom, grouping.hybrid.max_oks)
     return bottom if bottom is not None else top
 
 

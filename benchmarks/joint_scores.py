@@ -13,7 +13,7 @@ it passes TPR_ref of the visible joints. A model's raw threshold t is the score 
 same share of its visible joints (the (1 - TPR_ref) quantile of its visible-joint scores), so the
 consumers of "confident" (tracking's OKS, the hybrid merge, mesh fitting, the low-confidence flag)
 see as many of a person's visible joints as they were tuned on, and a model that tells visible from
-unlabelled better shows it as a lower false-positive rate at the same TPR. `stages/pose/scores.py`
+unlabelled better shows it as a lower false-positive rate at the same TPR. `stages/scores.py`
 maps t onto 0.3. Youden's J-optimal cut (max TPR - FPR) is printed beside it: on 64 negatives it is
 noisy, and it would change what "confident" passes from model to model.
 Prints per model: positives, negatives, score quantiles of both, t with its TPR/FPR, the J-optimal
@@ -33,7 +33,7 @@ from pycocotools.coco import COCO
 
 from stages.pose.crops import crop_transforms, warp_crops
 from stages.pose.params import TopDownParams
-from stages.pose.scores import HOUSE_THRESHOLD
+from stages.scores import HOUSE_THRESHOLD
 from stages.pose.zoo import KEYPOINT_MODELS, build_keypoint_model
 
 REPO = Path(__file__).resolve().parents[1]

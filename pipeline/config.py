@@ -80,7 +80,6 @@ class GroupConfig:
 class SinkConfig:
     resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
     row_group_size: int = 65536
-    low_confidence: float = 0.3  # keypoints scoring below are flagged in kp_low_conf (occluded), never dropped
 
 
 @dataclass(frozen=True)

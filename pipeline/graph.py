@@ -187,8 +187,7 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     if len([n for n in ray.nodes() if n["Alive"]]) > 1:
         _wait_ready(pose, config.run.start_timeout_s)
     group = [_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]
-    sinks = [_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.sink.low_confidence,
-                                         config.track) for _ in range(s.actors)]
+    sinks = [_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.track) for _ in range(s.actors)]
     decoders = [_remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side,
                                                 config.decode.max_pixels, config.decode.max_duration_s)
                 for _ in range(d.actors)]

@@ -170,7 +170,7 @@ class Grouping:
         elif out.people is None:
             people = bottomup
         else:
-            people = merge_hybrid(out.people, bottomup, self.hybrid.max_oks, self.hybrid.min_score)
+            people = merge_hybrid(out.people, bottomup, self.hybrid.max_oks)
         if out.thumbs is None:
             return people
         # The detector's box where there is one: it covers the person, not just the found joints.

@@ -146,10 +146,10 @@ class SinkWorker(_Busy):
     SinkWorker and Ray runs one caller's actor calls in order, so each video's tracker sees its
     frames in order; videos spread over SinkWorkers are tracked in parallel."""
 
-    def __init__(self, out_dir: str, row_group_size: int, low_confidence: float, track: TrackParams):
+    def __init__(self, out_dir: str, row_group_size: int, track: TrackParams):
         super().__init__()
         _load_hungarian()
-        self.sink = ParquetSink(out_dir, row_group_size, low_confidence)
+        self.sink = ParquetSink(out_dir, row_group_size)
         self.track = track
         self.outputs: dict[str, TrackOutput] = {}
         self.track_s = 0.0  # of busy_s, the time spent tracking (benchmarks report its share)

@@ -62,7 +62,7 @@ def test_hybrid_adds_only_people_the_detector_missed():
     shifted = a.copy()
     shifted[:, :2] += 2.0  # the same person found by bottom-up, a few px off
     bottom = _batch([0, 1], [(0, shifted), (0, c), (1, shifted), (1, b)], det=False)
-    merged = merge_hybrid(top, bottom, max_oks=0.5, min_score=0.3)
+    merged = merge_hybrid(top, bottom, max_oks=0.5)
     assert merged.mode == "hybrid"
     # frame 0: a, b (top-down) + c (missed by the detector); frame 1: a + b (missed in frame 1)
     assert merged.frame_index.tolist() == [0, 0, 0, 1, 1]
@@ -87,7 +87,7 @@ def test_hybrid_writes_a_partly_found_person_once():
     stranger = _person(700, 220)
     stranger[:5] = np.nan
     bottom = _batch([0], [(0, legs), (0, arms), (0, stranger)], det=False)
-    merged = merge_hybrid(top, bottom, max_oks=0.5, min_score=0.3)
+    merged = merge_hybrid(top, bottom, max_oks=0.5)
     assert len(merged) == 3, "the partial finds of a and c were written as extra people"
     np.testing.assert_allclose(merged.keypoints[np.isnan(merged.det_score)][0], stranger)
 
@@ -101,11 +101,11 @@ def test_hybrid_keeps_a_neighbour_who_shares_no_confident_joint():
     legs = _person(100, 200)
     legs[:11] = np.nan
     legs[11:, 0] += 40.0  # someone else's legs, just beside
-    merged = merge_hybrid(top, _batch([0], [(0, legs)], det=False), max_oks=0.5, min_score=0.3)
+    merged = merge_hybrid(top, _batch([0], [(0, legs)], det=False), max_oks=0.5)
     assert len(merged) == 2
 
 
 def test_hybrid_with_no_top_down_people_keeps_all_bottom_up():
     bottom = _batch([3], [(3, _person(50, 60)), (3, _person(400, 60))], det=False)
-    merged = merge_hybrid(_batch([3], [], det=True), bottom, max_oks=0.5, min_score=0.3)
+    merged = merge_hybrid(_batch([3], [], det=True), bottom, max_oks=0.5)
     assert len(merged) == 2 and np.isnan(merged.det_score).all()

@@ -47,7 +47,7 @@ def run(eval_dir, weights_dir, tmp_path_factory):
     models = choose_models(config)
     pose = build_pose_models(config, model_blobs(models), "cpu")
     grouping = Grouping(config)
-    sink = ParquetSink(out, low_confidence=config.sink.low_confidence)
+    sink = ParquetSink(out)
     track = TrackOutput(Tracker(config.track))
     label = model_label(models, "bottomup")
     written = []  # exactly the batches the sink received, for the in-memory evaluation

@@ -125,7 +125,7 @@ def test_coco_photos_with_gt_boxes(movenet, coco, eval_dir):
         assert not np.isnan(kp).any()  # low-confidence joints keep x, y, score
         gt = np.array([a["keypoints"] for a in anns], np.float64).reshape(-1, 17, 3)
         pairs = match_people(kp[:, :, :2], np.ones(kp.shape[:2], bool), gt, [a["area"] for a in anns], min_oks=0.5)
-        confident = ~low_confidence_mask(kp, 0.3)
+        confident = ~low_confidence_mask(kp)
         found, people = found + len(pairs), people + len(anns)
         errors += [mean_keypoint_error_px(kp[:, :, :2], confident, gt, [pair]) for pair in pairs]
         results += [{"image_id": img["id"], "keypoints": k.ravel().tolist(), "score": float(s)}

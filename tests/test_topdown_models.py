@@ -19,7 +19,7 @@ from stages.coco17 import box_iou
 from stages.pose.graph_rewrite import free_batch_dim
 from stages.pose.params import DetectorParams, TopDownParams
 from stages.pose.picodet import PICODET_FILE, PicoDetPedestrian
-from stages.pose.scores import HOUSE_THRESHOLD, to_house_scale
+from stages.scores import HOUSE_THRESHOLD, to_house_scale
 from stages.pose.topdown import TopDownKeypoints
 from stages.pose.zoo import KEYPOINT_MODELS, build_keypoint_model
 

@@ -29,6 +29,7 @@ import torch
 from stages.body.fit_init import cold_start, person_scale, predecessors, torso_length
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
+from stages.scores import HOUSE_THRESHOLD
 from stages.body.skeleton import placement, pose_relations, project, rest_relations, rotvec_to_rotmat, \
     skinned_keypoints
 
@@ -100,7 +101,7 @@ class BodyFitter:
         counted. Tracks seen before (same video_id) continue from their last fit with their shape frozen."""
         p = self.p
         conf = np.nan_to_num(keypoints[..., 2]) * np.isfinite(keypoints[..., :2]).all(-1)
-        good = conf >= p.low_confidence
+        good = conf >= HOUSE_THRESHOLD  # the unsure weigh low_conf_weight x their score; flagged in 3D
         ok = (good.sum(1) >= p.min_joints) & (good[:, TORSO].sum(1) >= 2)
         rows = np.flatnonzero(ok)
         skipped = {"few_confident_joints": int((~ok).sum())} if (~ok).any() else {}

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class FitParams:
     focal_factor: float = 1.0  # focal length = this x the image diagonal (about 53 degrees across a 16:9 frame)
-    low_confidence: float = 0.3  # keypoints below weigh low_conf_weight x their score; flagged in 3D
     low_conf_weight: float = 0.2
     min_joints: int = 6  # confident keypoints (incl. 2 of the torso) a person-frame needs to be fitted
     iters_root: int = 25

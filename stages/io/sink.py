@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from stages.batches import PoseBatch
 from stages.coco17 import NUM_KEYPOINTS
+from stages.scores import HOUSE_THRESHOLD  # kp_low_conf: the joints no stage counted as sure
 from stages.io.sink_fs import (
     delete_dir,
     delete_file,
@@ -105,7 +106,7 @@ VIDEOS_SCHEMA = pa.schema([
 ])
 
 
-def people_table(batch: PoseBatch, model: str, low_confidence: float) -> pa.Table:
+def people_table(batch: PoseBatch, model: str) -> pa.Table:
     """Columns of one PoseBatch as a people-table slice (person_index counts within each frame)."""
     n = len(batch)
     no_det = np.isnan(batch.det_score)
@@ -119,7 +120,7 @@ def people_table(batch: PoseBatch, model: str, low_confidence: float) -> pa.Tabl
         pa.array((np.arange(n) - starts).astype(np.int32)),
         pa.array(batch.track_id, mask=batch.track_id < 0),
         *(pa.FixedSizeListArray.from_arrays(pa.array(kp[:, :, c].reshape(-1)), NUM_KEYPOINTS) for c in range(3)),
-        pa.FixedSizeListArray.from_arrays(pa.array((kp[:, :, 2] < low_confidence).reshape(-1)), NUM_KEYPOINTS),
+        pa.FixedSizeListArray.from_arrays(pa.array((kp[:, :, 2] < HOUSE_THRESHOLD).reshape(-1)), NUM_KEYPOINTS),
         pa.FixedSizeListArray.from_arrays(pa.array(batch.bbox.reshape(-1)), 4),
         pa.array(batch.score),
         pa.FixedSizeListArray.from_arrays(pa.array(batch.det_bbox.reshape(-1)), 4, mask=pa.array(no_det)),
@@ -158,10 +159,9 @@ class _OpenVideo:
 class ParquetSink:
     """Streams PoseBatches of many videos to Parquet; memory per video is one row group."""
 
-    def __init__(self, out_dir: str | os.PathLike, row_group_size: int = 65536, low_confidence: float = 0.3):
+    def __init__(self, out_dir: str | os.PathLike, row_group_size: int = 65536):
         self.fs, self.root = resolve_output(out_dir)
         self.row_group_size = row_group_size
-        self.low_confidence = low_confidence
         self.open_videos: dict[str, _OpenVideo] = {}
 
     def _path(self, *parts: str) -> str:
@@ -194,7 +194,7 @@ class ParquetSink:
                 f"{batch.video_id}: frame {batch.frames[0]} arrived after frame {state.last_frame}; "
                 "the sink needs each video's batches in order"
             )
-        state.people.write_table(people_table(batch, model, self.low_confidence), row_group_size=self.row_group_size)
+        state.people.write_table(people_table(batch, model), row_group_size=self.row_group_size)
         state.frames.write_table(frames_table(batch), row_group_size=self.row_group_size)
         state.frame_count += len(batch.frames)
         state.people_rows += len(batch)

@@ -15,6 +15,7 @@ import numpy as np
 from stages.batches import PoseBatch
 from stages.eval.metrics import shared_oks
 from stages.pose.params import AutoParams
+from stages.scores import HOUSE_THRESHOLD
 
 
 class AutoSwitch:
@@ -46,11 +47,11 @@ class AutoSwitch:
 MIN_SHARED = 2  # keypoints two poses must both be sure of before their agreement says anything
 
 
-def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: float) -> PoseBatch:
+def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float) -> PoseBatch:
     """Top-down people plus the bottom-up people of the same frames that none of them explains.
 
     A bottom-up person is that top-down person when, over the keypoints both are sure of (score >=
-    min_score, at least MIN_SHARED of them), their OKS reaches `max_oks` (`shared_oks`, scaled by
+    HOUSE_THRESHOLD, at least MIN_SHARED of them), their OKS reaches `max_oks` (`shared_oks`, scaled by
     the geometric mean of the two people's box areas). Plain OKS
     against the top-down pose missed partial finds: bottom-up often assembles only a person's legs,
     or the arms apart from the torso, and those scored below any threshold while sitting exactly on
@@ -71,7 +72,7 @@ def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float, min_score: f
         t = np.nonzero(top.frame_index == f)[0]
         if len(t):
             kp = np.concatenate([top.keypoints[t], bottom.keypoints[b]])
-            conf = (kp[:, :, 2] >= min_score) & np.isfinite(kp[:, :, 0])
+            conf = (kp[:, :, 2] >= HOUSE_THRESHOLD) & np.isfinite(kp[:, :, 0])
             box = np.concatenate([top.bbox[t], bottom.bbox[b]])
             oks = shared_oks(kp[:, :, :2], conf, np.prod(np.clip(box[:, 2:] - box[:, :2], 0, None), axis=1), MIN_SHARED)
             keep[b] = oks[len(t):, :len(t)].max(axis=1) < max_oks

@@ -19,7 +19,7 @@ import numpy as np
 from stages.coco17 import NUM_KEYPOINTS
 from stages.pose.graph_rewrite import make_batch_dynamic
 from stages.pose.onnx_session import onnx_session
-from stages.pose.scores import HOUSE_THRESHOLD
+from stages.scores import HOUSE_THRESHOLD
 
 LIGHTNING_FILE = "movenet_singlepose_lightning_4_dequant_fp32.onnx"
 THUNDER_FILE = "movenet_singlepose_thunder_4_tfjs_fp32.onnx"

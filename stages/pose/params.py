@@ -58,7 +58,6 @@ class TopDownParams:
     keypoint_model: Literal["lightning", "thunder", "tinypose"] = "tinypose"  # zoo.py; configs/fast.toml: lightning
     decoder: Literal["argmax", "parabola", "soft_argmax", "dark"] = "dark"  # heatmap models (tinypose) only
     crop_margin: float = 1.25  # crop side / longer box side after matching the model's aspect (both models' recipe)
-    low_confidence: float = 0.3  # keypoints scoring below are flagged low-confidence (occluded), kept
     min_keypoints: int = 3  # confident keypoints needed to keep a person
     duplicate_oks: float = 0.8  # two poses in a frame with OKS above this are one person: keep the better
     outside_box_fraction: float = 0.5  # drop when more than this share of confident keypoints is outside
@@ -88,4 +87,3 @@ class AutoParams:
 @dataclass(frozen=True)
 class HybridParams:
     max_oks: float = 0.5  # a bottom-up person with OKS >= this against a top-down person is that person
-    min_score: float = 0.3  # keypoints below this score are not compared

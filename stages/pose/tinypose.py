@@ -21,7 +21,7 @@ import numpy as np
 from stages.pose.graph_rewrite import free_batch_dim
 from stages.pose.heatmap_decode import decode_heatmaps
 from stages.pose.onnx_session import onnx_session
-from stages.pose.scores import HOUSE_THRESHOLD
+from stages.scores import HOUSE_THRESHOLD
 
 TINYPOSE_FILE = "pp_tinypose_256x192_ov_fp32.onnx"
 STRIDE = 4  # crop px per heatmap px

@@ -20,7 +20,7 @@ from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS, keypoint_boxes
 from stages.eval.metrics import shared_oks
 from stages.pose.crops import apply_affine, crop_transforms, warp_crops
 from stages.pose.params import TopDownParams
-from stages.pose.scores import to_house_scale
+from stages.scores import HOUSE_THRESHOLD, to_house_scale
 
 DROP_REASONS = ("few_keypoints", "outside_box", "duplicate")
 
@@ -35,7 +35,7 @@ class KeypointModel(Protocol):
         """uint8[B, height, width, 3] RGB -> float32[B, 17, 3] (x, y in crop px, raw score)."""
 
 
-def low_confidence_mask(keypoints: np.ndarray, threshold: float) -> np.ndarray:
+def low_confidence_mask(keypoints: np.ndarray, threshold: float = HOUSE_THRESHOLD) -> np.ndarray:
     """float[P, 17, 3] -> bool[P, 17]: True where the score is below threshold or x is NaN."""
     return (keypoints[..., 2] < threshold) | np.isnan(keypoints[..., 0])
 
@@ -94,7 +94,7 @@ class TopDownKeypoints:
         out_kp = kps[idx].copy()
         out_kp[:, :, :2] = to_vid(out_kp[:, :, :2])
         out_det = to_vid(boxes[idx]).astype(np.float32)
-        confident = out_kp[:, :, 2] >= p.low_confidence
+        confident = out_kp[:, :, 2] >= HOUSE_THRESHOLD
         bbox = keypoint_boxes(np.where(confident[..., None], out_kp[:, :, :2], np.nan))
         # fewer than 2 confident joints make no box: the detector's stands in
         bbox = np.where((confident.sum(1) >= 2)[:, None], bbox, out_det).astype(np.float32)
@@ -127,7 +127,7 @@ class TopDownKeypoints:
         """
         p = self.params
         dropped = dict.fromkeys(DROP_REASONS, 0)
-        conf = kps[:, :, 2] >= p.low_confidence
+        conf = kps[:, :, 2] >= HOUSE_THRESHOLD
         fit = _inside_fraction(kps[:, :, :2], conf, boxes, p.outside_box_expand)
         keep = conf.sum(1) >= p.min_keypoints
         dropped["few_keypoints"] = int((~keep).sum())

@@ -19,7 +19,7 @@ from stages.pose.yolox import YOLOX_FILE, YoloxNano
 # The config's model names ([detect] model, [topdown] keypoint_model) and the file each loads.
 DETECTOR_FILES = {"rtmdet": RTMDET_FILE, "yolox": YOLOX_FILE, "picodet": PICODET_FILE}
 # Keypoint models: (file, raw confident-joint threshold). The threshold is the one place a model's
-# score calibration lives (stages/pose/scores.py maps it onto the house 0.3), derived for every model
+# score calibration lives (stages/scores.py maps it onto the house 0.3), derived for every model
 # by the same rule in benchmarks/joint_scores.py; Lightning's scores are the house scale.
 KEYPOINT_MODELS = {
     "lightning": (LIGHTNING_FILE, 0.3),

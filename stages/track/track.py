@@ -38,6 +38,7 @@ import numpy as np
 from stages.track.appearance import similarity
 from stages.batches import PoseBatch
 from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS, box_iou, oks
+from stages.scores import HOUSE_THRESHOLD
 
 
 def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,6 @@ class TrackParams:
     match_threshold: float = 0.7  # max cost of a match; 0.7 = SORT's IoU >= 0.3 for boxes
     max_gap_frames: int = 30  # frames a confirmed track survives unmatched (an occlusion of <= this keeps the id)
     min_hits: int = 3  # matched frames before a track is confirmed (tentative tracks end at their first miss)
-    low_confidence: float = 0.3  # keypoints scoring below are ignored for OKS and do not steer the filters
     min_joints: int = 3  # confident joints a track and a detection must share for OKS to count
     flip_correction: bool = True
     flip_margin: float = 0.15  # OKS gain a left/right swap must bring to count (either way)
@@ -254,7 +254,7 @@ class Tracker:
             tr.predict(f)
         box = bbox.astype(np.float64)
         xy = kp[:, :, :2].astype(np.float64)
-        ok = np.isfinite(xy).all(-1) & (kp[:, :, 2] >= p.low_confidence)
+        ok = np.isfinite(xy).all(-1) & (kp[:, :, 2] >= HOUSE_THRESHOLD)  # the unsure steer nothing
         bad = ~np.isfinite(box).all(1) | (box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1])
         if bad.any():  # no usable box: fall back to the confident keypoints' extent (inf if none)
             m = ok[bad][..., None]

@@ -2,7 +2,9 @@
 
 MoveNet's scores and PP-TinyPose's heatmap peaks are different numbers: a TinyPose joint at 0.3
 is not as sure as a MoveNet joint at 0.3. Everything downstream thresholds joints at one house
-value (`HOUSE_THRESHOLD`: low-confidence flags, the hybrid merge, tracking's OKS, mesh fitting), so
+value (`HOUSE_THRESHOLD`, read by all of them: top-down's crowd checks, the hybrid merge, tracking's
+OKS, the sink's kp_low_conf flags, mesh fitting; one number, so the people and bodies tables always
+agree on which joint was sure), so
 each model's raw joint scores are mapped onto the house scale once, where top-down people are made
 (`topdown.TopDownKeypoints`, after the person score, which keeps the model's own scale):
 
