@@ -7,7 +7,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class FitParams:
     focal_factor: float = 1.0  # focal length = this x the image diagonal (about 53 degrees across a 16:9 frame)
-    low_conf_weight: float = 0.2
+    low_conf_weight: float = 0.2  # weight (x score) of a joint below the house threshold (stages/scores.py)
     min_joints: int = 6  # confident keypoints (incl. 2 of the torso) a person-frame needs to be fitted
     iters_root: int = 25
     iters_full: int = 100
