@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(args: argparse.Namespace):
-    files = [mode_file(args.mode)] + ([args.config] if args.config else [])
+    files = [mode_file(args.mode or "bottomup")] + ([args.config] if args.config else [])
     config = load_config(*files)
+    if args.mode and config.run.mode != args.mode:  # --mode wins over a --config file's [run] mode
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, mode=args.mode))
     if getattr(args, "mesh", False) or getattr(args, "body_model", None):
         mesh = config.mesh
         mesh = dataclasses.replace(mesh, enabled=mesh.enabled or args.mesh,
@@ -59,7 +61,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     # Inputs and OUT are passed as given: they must name files the cluster sees (shared storage, URIs).
     cmd = ["python", "-m", "pipeline.cli", "run", *args.videos, "--out", args.out, "--address", "auto",
-           "--mode", args.mode, "--no-progress"]
+           "--no-progress", *(["--mode", args.mode] if args.mode else [])]
     env: dict = {"working_dir": str(REPO),
                  "excludes": [".git", ".venv", "benchmarks", "tests", "*.parquet", "*.mp4"]}
     if args.config:
@@ -216,8 +218,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML file overriding configs/default.toml and the mode preset")
-    common.add_argument("--mode", default="bottomup", choices=["bottomup", "topdown", "auto", "hybrid"],
-                        help="pose mode, loads configs/MODE.toml (default bottomup)")
+    common.add_argument("--mode", default=None, choices=["bottomup", "topdown", "auto", "hybrid"],
+                        help="pose mode: loads configs/MODE.toml and wins over a --config file's [run] mode "
+                             "(default: the --config file's, else bottomup)")
 
     run_args = argparse.ArgumentParser(add_help=False, parents=[common])
     run_args.add_argument("videos", nargs="+",

@@ -129,3 +129,18 @@ def test_grouping_on_the_device_needs_the_torch_network(tmp_path):
     cfg.write_text("[pose.resources]\nnum_gpus = 1\n")
     assert groups_on_device(load_config(cfg))  # auto with a GPU
     assert choose_bottomup_model(load_config(cfg)).backend == "torch"
+
+
+def test_mode_flag_wins_over_a_config_files_mode():
+    """`--mode topdown --config configs/crowd.toml` (whose [run] mode is auto) runs top-down."""
+    import argparse
+
+    from pipeline.cli import _config
+
+    crowd = str(CONFIG_DIR / "crowd.toml")
+    assert load_config(crowd).run.mode == "auto"
+    given = lambda mode, config: _config(argparse.Namespace(mode=mode, config=config))
+    assert given("topdown", crowd).run.mode == "topdown"
+    assert given("topdown", crowd).pose.resources.num_gpus == 0.5  # the rest of the file still applies
+    assert given(None, crowd).run.mode == "auto"  # no --mode: the file's
+    assert given(None, None).run.mode == "bottomup"  # neither: the default
