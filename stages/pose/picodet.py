@@ -20,13 +20,11 @@ import cv2
 import numpy as np
 
 from stages.pose.detect import Detections, empty_detections, frames_shape, nms, to_image
-from stages.pose.onnx_session import onnx_session
+from stages.pose.onnx_session import IMAGENET_MEAN, IMAGENET_STD, normalized_nchw, onnx_session
 from stages.pose.params import DetectorParams
 
 PICODET_FILE = "picodet_s_320_lcnet_pedestrian_ov_fp32.onnx"
 NMS_IOU = 0.6  # PaddleDetection's picodet_s_320_lcnet_pedestrian config (MANIFEST)
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255  # RGB, applied to 0..255 values
-_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 class PicoDetPedestrian:
@@ -48,11 +46,7 @@ class PicoDetPedestrian:
 
     def _frame(self, image_rgb: np.ndarray, height: int, width: int) -> Detections:
         resized = cv2.resize(image_rgb, (self.size, self.size), interpolation=cv2.INTER_CUBIC)
-        x = resized.transpose(2, 0, 1)[None].astype(np.float32, order="C")
-        for c in range(3):
-            plane = x[:, c]
-            plane -= _MEAN[c]
-            plane /= _STD[c]
+        x = normalized_nchw(resized[None], IMAGENET_MEAN, IMAGENET_STD)
         boxes, scores = self.session.run(None, {self.input_name: x})
         boxes, scores = boxes[0], scores[0, 0]
         cand = np.flatnonzero(scores > self.params.score_threshold)

@@ -20,13 +20,11 @@ import numpy as np
 
 from stages.pose.graph_rewrite import free_batch_dim
 from stages.pose.heatmap_decode import decode_heatmaps
-from stages.pose.onnx_session import onnx_session
+from stages.pose.onnx_session import IMAGENET_MEAN, IMAGENET_STD, normalized_nchw, onnx_session
 from stages.scores import HOUSE_THRESHOLD
 
 TINYPOSE_FILE = "pp_tinypose_256x192_ov_fp32.onnx"
 STRIDE = 4  # crop px per heatmap px
-_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255  # RGB, applied to 0..255 values
-_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
 class TinyPose:
@@ -55,12 +53,7 @@ class TinyPose:
         step = max(1, max_batch or self.max_batch)  # bounds activation memory
         out = []
         for s in range(0, len(crops), step):
-            # NCHW float32 in one converting copy, then scalar ops per channel plane (as rtmdet.py)
-            x = crops[s:s + step].transpose(0, 3, 1, 2).astype(np.float32, order="C")
-            for c in range(3):
-                plane = x[:, c]
-                plane -= _MEAN[c]
-                plane /= _STD[c]
+            x = normalized_nchw(crops[s:s + step], IMAGENET_MEAN, IMAGENET_STD)
             out.append(self.session.run(None, {self.input_name: x})[0])
         return np.concatenate(out) if out else np.zeros((0, 17, height // STRIDE, width // STRIDE), np.float32)
 
