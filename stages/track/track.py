@@ -38,6 +38,7 @@ import numpy as np
 from stages.track.appearance import similarity
 from stages.batches import PoseBatch
 from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS, box_iou, oks
+from stages.track import kalman
 from stages.scores import HOUSE_THRESHOLD
 
 
@@ -49,8 +50,6 @@ def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return linear_sum_assignment(cost)
 
 
-# DeepSORT's Kalman noise, as fractions of the box size (std of position, std of velocity per frame).
-_STD_POS, _STD_VEL = 1 / 20, 1 / 160
 
 
 @dataclass(frozen=True)
@@ -93,41 +92,12 @@ def pair_oks(pred: np.ndarray, known: np.ndarray, det: np.ndarray, ok: np.ndarra
     return sim, shared >= max(min_joints, 1)
 
 
-def _kf_init(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Box z = (cx, cy, w, h) -> state mean float[8] (box, velocity per frame), covariance [8, 8]."""
-    w, h = z[2], z[3]
-    std = np.array([2 * _STD_POS * w, 2 * _STD_POS * h] * 2 + [10 * _STD_VEL * w, 10 * _STD_VEL * h] * 2)
-    return np.r_[z, np.zeros(4)], np.diag(std ** 2)
-
-
-def _kf_predict(mean: np.ndarray, cov: np.ndarray, dt: int) -> tuple[np.ndarray, np.ndarray]:
-    f = np.eye(8)
-    f[:4, 4:] = dt * np.eye(4)
-    w, h = mean[2], mean[3]
-    q = np.diag(np.array([_STD_POS * w, _STD_POS * h] * 2 + [_STD_VEL * w, _STD_VEL * h] * 2) ** 2) * dt
-    mean = f @ mean
-    mean[2:4] = np.maximum(mean[2:4], 1.0)  # a shrinking box extrapolated through a long gap stays a box
-    return mean, f @ cov @ f.T + q
-
-
-def _kf_update(mean: np.ndarray, cov: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r = np.diag(np.array([_STD_POS * mean[2], _STD_POS * mean[3]] * 2) ** 2)
-    s = cov[:4, :4] + r
-    gain = np.linalg.solve(s, cov[:4]).T  # K = P H^T S^-1, [8, 4] (S symmetric)
-    return mean + gain @ (z - mean[:4]), cov - gain @ s @ gain.T
-
-
-def _xyxy(z: np.ndarray) -> np.ndarray:
-    """float[..., 4] (cx, cy, w, h) -> xyxy."""
-    return np.concatenate([z[..., :2] - z[..., 2:4] / 2, z[..., :2] + z[..., 2:4] / 2], -1)
-
-
 class _Track:
     """One person: Kalman box state, pose memory with its own velocity, One-Euro filter state."""
 
     def __init__(self, tid: int, frame: int, box_cxcywh: np.ndarray):
         self.id, self.frame, self.last_frame, self.hits = tid, frame, frame, 1
-        self.mean, self.cov = _kf_init(box_cxcywh)
+        self.mean, self.cov = kalman.init(box_cxcywh)
         # Each joint is remembered where (and when) it was last confidently seen; the prediction moves
         # the whole pose with one velocity measured on the pose itself. Per-joint velocities from noisy
         # keypoints extrapolate badly over gaps, and the box is no reference: a detector's box covers
@@ -145,7 +115,7 @@ class _Track:
 
     def predict(self, frame: int) -> None:
         if frame > self.frame:
-            self.mean, self.cov = _kf_predict(self.mean, self.cov, frame - self.frame)
+            self.mean, self.cov = kalman.predict(self.mean, self.cov, frame - self.frame)
             self.frame = frame
 
     def pose(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +125,7 @@ class _Track:
 
     def restart(self, frame: int, box_cxcywh: np.ndarray) -> None:
         """Re-identified after a gap: the motion state is stale, start it again at the new box."""
-        self.mean, self.cov = _kf_init(box_cxcywh)
+        self.mean, self.cov = kalman.init(box_cxcywh)
         self.frame = frame
         self.kp[:] = np.nan
         self.kp_vel = None
@@ -264,7 +234,7 @@ class Tracker:
         det = np.flatnonzero(trackable)
         matches: list[tuple[_Track, int, int]] = []
         if self.tracks and len(det):
-            pred_box = _xyxy(np.stack([tr.mean[:4] for tr in self.tracks]))
+            pred_box = kalman.xyxy(np.stack([tr.mean[:4] for tr in self.tracks]))
             iou = box_iou(pred_box, box[det])
             poses = [tr.pose(f) for tr in self.tracks]
             pxy, known = np.stack([q[0] for q in poses]), np.stack([q[1] for q in poses])
@@ -312,7 +282,7 @@ class Tracker:
                 tr.lr_votes = min(1 - tr.lr_votes, p.flip_patience)
             tr.seen = self._cxcywh(box[j])
             if tr.last_frame != f:  # an old track: a new track was initialised from this very box
-                tr.mean, tr.cov = _kf_update(tr.mean, tr.cov, tr.seen)
+                tr.mean, tr.cov = kalman.update(tr.mean, tr.cov, tr.seen)
                 tr.last_frame, tr.hits = f, tr.hits + 1
             if tr.hits >= p.min_hits:
                 self.confirmed_ids.add(tr.id)
