@@ -33,6 +33,7 @@ from pipeline.models import Grouping, build_pose_models, choose_models, model_bl
 from stages.batches import PoseBatch, PoseOutput
 from stages.io.decode import VideoReader
 from stages.eval.metrics import coco_keypoint_eval, match_people
+from stages.pose.mode_table import MODES
 from stages.pose.modes import merge_hybrid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,14 +63,15 @@ def run_batch(mode: str, models, grouping: Grouping, batch, ms: dict[str, float]
         return out
 
     bottom = top = None
-    if mode in ("bottomup", "hybrid"):
+    branches = MODES[mode]
+    if branches.bottomup:
         maps = timed("bu_net", models.bottomup, batch)
         bottom = timed("bu_group", grouping, PoseOutput(mode="bottomup", maps=maps))
-    if mode in ("topdown", "hybrid"):
+    if branches.topdown:
         dets = timed("detector", models.detector, batch.images)
         ms["crops"] += sum(len(boxes) for boxes, _ in dets)
         top = timed("td_keypoints", models.topdown, batch, dets)
-    if mode == "hybrid":  # the same merge Grouping does on a hybrid PoseOutput, timed on its own
+    if branches.bottomup and branches.topdown:  # the same merge Grouping does on a hybrid PoseOutput, timed on its own
         return timed("hybrid_merge", merge_hybrid, top, bottom, grouping.hybrid.max_oks)
     return bottom if bottom is not None else top
 

@@ -3,7 +3,7 @@
     python benchmarks/gpu.py [--video PATH] [--videos 1,4,16] [--pose-actors N] [--decoders N] [--cpu-smoke]
 
 Makes a 480p H.264 test clip (../shared/eval/videos/vtest.mp4 or --video, re-encoded to 854x480 with
-PyAV in a temporary folder), then for each count runs `Runner(config).run(copies)` in this process
+PyAV in a temporary folder), then for each count runs `Runner(prepare(config, out)).run(copies)` in this process
 on that many copies of it (distinct names: each is its own video) through a local Ray with this
 machine's cores and GPUs. The config is the bottomup preset with: pose actors sharing the one GPU
 (--pose-actors x 1/N of it), the torch backend, pose.group_on_device = "on" (peaks and PAF scores
@@ -31,7 +31,7 @@ import ray
 import torch
 
 from pipeline.config import Config, StageResources, load_config, mode_file
-from pipeline.runner import Runner
+from pipeline.runner import Runner, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))
@@ -90,7 +90,7 @@ def run_count(config: Config, clip: Path, count: int, tmp: Path) -> dict:
         shutil.copyfile(clip, copy)
         copies.append(copy)
     t0 = time.perf_counter()
-    runner = Runner(config, tmp / f"out_{count}", progress=False)
+    runner = Runner(prepare(config, tmp / f"out_{count}"), progress=False)
     rows = runner.run([str(c) for c in copies])
     wall = time.perf_counter() - t0
     bad = [r for r in rows if r["status"] != "ok"]

@@ -22,7 +22,7 @@ import torch
 from pipeline.config import load_config
 from stages.body.fit import BodyFitter
 from stages.body.load import load_body_model
-from stages.body.read import tracked_people
+from stages.io.read_bodies import tracked_people
 from stages.body.stream import BodyStream, TrackedRows
 from stages.io.sink import read_video_rows
 

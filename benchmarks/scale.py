@@ -26,7 +26,7 @@ import ray
 from throughput import PeakSampler, RssSampler, repeat_video
 
 from pipeline.config import load_config, mode_file
-from pipeline.runner import Runner
+from pipeline.runner import Runner, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))
@@ -51,7 +51,7 @@ class PlasmaSampler(PeakSampler):
 def run(config, videos: list[Path], out: Path) -> dict:
     with RssSampler() as rss, PlasmaSampler() as plasma:
         t0 = time.perf_counter()
-        runner = Runner(config, out, progress=False)
+        runner = Runner(prepare(config, out), progress=False)
         rows = runner.run([str(v) for v in videos])
         wall = time.perf_counter() - t0
     frames = sum(r["frames"] for r in rows)

@@ -177,11 +177,11 @@ def repeat_video(src: Path, dst: Path, times: int) -> Path:
 
 def in_process(config, video: Path, out: Path) -> dict:
     """One Runner run in this process (Ray already started): wall time, stages, peak RSS."""
-    from pipeline.runner import Runner
+    from pipeline.runner import Runner, prepare
 
     with RssSampler() as rss:
         t0 = time.perf_counter()
-        runner = Runner(config, out, progress=False)
+        runner = Runner(prepare(config, out), progress=False)
         row = runner.run([str(video)])[0]
     return {"frames": row["frames"], "wall_s": time.perf_counter() - t0, "video_wall_s": row["wall_s"],
             "stages": runner.stage_stats, "peak_rss_mb": rss.peak / 2**20}
@@ -203,7 +203,7 @@ def memory_and_tracking(args, tmp: Path) -> None:
             b_off = in_process(off, Path(args.video), tmp / f"off{k}")
             b_on = in_process(config, Path(args.video), tmp / f"on{k}")
             ratios.append(b_on["video_wall_s"] / b_off["video_wall_s"])
-        track_s = b_on["stages"]["sink"].get("track_s", 0.0)
+        track_s = b_on["stages"]["track"]["busy_s"]
         print(f"tracking on/off time ratio per pair {', '.join(f'{r:.3f}' for r in ratios)}; median "
               f"{np.median(ratios):.3f}; tracker {track_s:.1f} s of the last run's {b_on['video_wall_s']:.1f} s")
     if args.memory:

@@ -25,7 +25,7 @@ import ray
 
 from pipeline.config import load_config, mode_file
 from pipeline.evaluate import mot_rows_from_output
-from pipeline.runner import Runner
+from pipeline.runner import Runner, prepare
 from stages.eval.metrics import oks_matrix
 from stages.eval.mot import clear_mot, load_mot
 from stages.coco17 import FLIP_PAIRS
@@ -86,7 +86,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if not args.no_track_a:
                 out = Path(tmp) / "track_a"
-                row = Runner(config, out, progress=False).run([str(track_a / "video.mp4")])[0]
+                row = Runner(prepare(config, out), progress=False).run([str(track_a / "video.mp4")])[0]
                 m = clear_mot(load_mot(track_a / "gt_mot.txt"), mot_rows_from_output(out))
                 ok, bad = left_right(people(out), track_a / "gt_coco.json")
                 print(f"{mode:9s} track_a  MOTA {m['MOTA']:.3f}  IDF1 {m['IDF1']:.3f}  IDs {int(m['IDs'])}  "
@@ -94,7 +94,7 @@ def main() -> None:
                       f"left/right correct {ok}, swapped {bad} ({ok / max(ok + bad, 1):.3f})", flush=True)
             for video in videos:
                 out = Path(tmp) / video.stem
-                row = Runner(config, out, progress=False).run([str(video)])[0]
+                row = Runner(prepare(config, out), progress=False).run([str(video)])[0]
                 lengths = track_lengths(people(out))
                 print(f"{mode:9s} {video.name:18s} frames {row['frames']}  rows {row['people_rows']}  "
                       f"track ids {len(lengths)}  median length {np.median(lengths):.0f}  "

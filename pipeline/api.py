@@ -33,12 +33,12 @@ def start_ray(config: Config, address: str | None = None, num_cpus: int | None =
 def run_job(config: Config, videos: list[str], out: str, *, address: str | None = None, num_cpus: int | None = None,
             progress: bool = True, verbose: bool = False) -> tuple[list[dict], str]:
     """Process the videos into OUT; returns (one videos row per input, in input order; OUT as written)."""
-    from pipeline.runner import Runner
+    from pipeline.runner import Runner, prepare
 
     paths = expand_inputs(videos)
     check_output(out)
-    runner = Runner(config, out, progress=progress)  # resolves weights, checks the body model
+    prepared = prepare(config, out)  # weights resolved, body model checked
     with OutputLock(out) as lock:
-        runner.heartbeat = lock.refresh
-        runner.before_graph = lambda: start_ray(config, address, num_cpus, verbose)
-        return runner.run(paths), runner.out
+        runner = Runner(prepared, progress=progress, heartbeat=lock.refresh,
+                        before_graph=lambda: start_ray(config, address, num_cpus, verbose))
+        return runner.run(paths), prepared.out

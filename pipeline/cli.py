@@ -16,6 +16,7 @@ from pipeline.inputs import InputError
 from stages.body.errors import BodyModelError
 from stages.io.errors import OutputError
 from stages.io.lock import LockedError
+from stages.pose.mode_table import MODES
 from stages.weights import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,7 +164,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from stages.body.export import write_bvh, write_obj
     from stages.body.export_gltf import write_glb
     from stages.body.load import load_body_model
-    from stages.body.read import read_track
+    from stages.io.read_bodies import read_track
 
     try:
         motion = read_track(args.out, args.video, args.track)
@@ -218,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML file overriding configs/default.toml and the mode preset")
-    common.add_argument("--mode", default=None, choices=["bottomup", "topdown", "auto", "hybrid"],
+    common.add_argument("--mode", default=None, choices=list(MODES),
                         help="pose mode: loads configs/MODE.toml and wins over a --config file's [run] mode "
                              "(default: the --config file's, else bottomup)")
 

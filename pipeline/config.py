@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from stages.body.params import FitParams
+from stages.pose.mode_table import MODES
 from stages.pose.params import AutoParams, BottomUpParams, DetectorParams, HybridParams, TopDownParams
 from stages.track.track import TrackParams
 
@@ -40,7 +41,7 @@ class StageResources:
 
 @dataclass(frozen=True)
 class RunConfig:
-    mode: Literal["bottomup", "topdown", "auto", "hybrid"] = "bottomup"
+    mode: str = "bottomup"  # a name in stages/pose/mode_table.py's MODES
     max_videos_in_flight: int = 2  # videos decoded at once
     max_batches_in_flight: int = 4  # per video, between decode and sink (the backpressure bound)
     start_timeout_s: float = 600.0  # actors not placed by then: a clear error, not a hang
@@ -77,8 +78,15 @@ class GroupConfig:
 
 
 @dataclass(frozen=True)
+class TrackConfig(TrackParams):
+    """[track]: the tracker's settings (stages/track/track.py) and its actors' placement."""
+
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.125))
+
+
+@dataclass(frozen=True)
 class SinkConfig:
-    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.25))
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=0.125))
     row_group_size: int = 65536
 
 
@@ -105,7 +113,7 @@ class Config:
     topdown: TopDownParams = field(default_factory=TopDownParams)
     auto: AutoParams = field(default_factory=AutoParams)
     hybrid: HybridParams = field(default_factory=HybridParams)
-    track: TrackParams = field(default_factory=TrackParams)
+    track: TrackConfig = field(default_factory=TrackConfig)
     group: GroupConfig = field(default_factory=GroupConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
@@ -170,7 +178,9 @@ def _build(cls: type, data: dict) -> Any:
 
 def _check_config(config: Config, source: str) -> Config:
     """Rules across keys, after merging."""
-    for name in ("decode", "group", "sink", "mesh"):
+    if config.run.mode not in MODES:
+        raise ConfigError(f"{source}: run.mode = {config.run.mode!r}: must be one of {tuple(MODES)}")
+    for name in ("decode", "group", "track", "sink", "mesh"):
         if getattr(config, name).resources.actors == "auto":
             raise ConfigError(f"{source}: {name}.resources.actors = 'auto': only [pose.resources] sizes itself; "
                               "give a number")

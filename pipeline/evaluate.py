@@ -17,6 +17,7 @@ from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
 from stages.batches import FrameBatch, PoseBatch
 from stages.pose.heatmap_decode import DECODERS
+from stages.pose.mode_table import MODES
 from stages.eval.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
 
 
@@ -50,7 +51,7 @@ def coco_results(poses: PoseBatch, image_id_offset: int = 0) -> list[dict]:
 
 def predict_images(config: Config, gt: COCO, images_dir: Path) -> list[dict]:
     """COCO results (one per predicted person) for every image of the set, in the config's mode."""
-    if config.run.mode == "auto":
+    if not MODES[config.run.mode].branch:
         raise ValueError("eval scores single images: use --mode bottomup, topdown or hybrid")
     blobs = model_blobs(choose_models(config))
     models = build_pose_models(config, blobs, "cpu")
@@ -138,7 +139,8 @@ def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
 def decoder_lines(config: Config, gt_path: Path, images_dir: Path) -> list[str]:
     """AP per heatmap decoder ([topdown] decoder), one line each, for a heatmap keypoint model in a
     mode that runs it; [] otherwise. The rest of the config is the run's."""
-    if config.topdown.keypoint_model != "tinypose" or config.run.mode not in ("topdown", "hybrid"):
+    mode = MODES[config.run.mode]
+    if config.topdown.keypoint_model != "tinypose" or not (mode.topdown and mode.branch):
         return []
     gt = COCO(str(gt_path))
     lines = []

@@ -1,14 +1,14 @@
 """The actor graph, written once:
 
-    videos -> DecodeWorker --FrameBatch--> PoseWorker --PoseOutput--> GroupWorker --PoseBatch--> SinkWorker -> Parquet
-              (CPU; holds      (GPU or CPU: network   (CPU: peaks, PAF       (CPU: tracking + writer;
-               the readers)     maps and/or detector   matching, assembly,    a video always goes to
-                                + keypoint crops)      hybrid merge)          the same one, in order)
-                                                                                 |  tracked rows  ^ bodies rows
-                                                                                 v                |
-                                                                              MeshWorker (--mesh; GPU or CPU:
-                                                                              body fits per chunk of frames,
-                                                                              a video always on the same one)
+    videos -> DecodeWorker --FrameBatch--> PoseWorker --PoseOutput--> GroupWorker --PoseBatch--> TrackWorker
+              (CPU; holds      (GPU or CPU: network   (CPU: peaks, PAF       (CPU: one tracker per video,
+               the readers)     maps and/or detector   matching, assembly,    a video always on the same
+                                + keypoint crops)      hybrid merge)          one, in order)
+                                                                                 | tracked slices
+                           Parquet <- SinkWorker <-- bodies rows -- MeshWorker <-+ (--mesh; GPU or CPU: body
+                                     (writer; a video always        fits per chunk of frames, a video
+                                      on the same one)              always on the same one)
+                                          ^-------- tracked slices --------------'
 
 Each box is a pool of actors whose count and logical resources come from the config
 (`[decode.resources]`, `[pose.resources]`, ...). Batches move actor to actor through the object
@@ -26,14 +26,15 @@ import ray
 
 from pipeline.config import Config, ConfigError, StageResources
 from pipeline.sizing import required_resources, sized
-from pipeline.workers import DecodeWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker
+from pipeline.workers import DecodeWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker, TrackWorker
 
 
 def _remote(cls: type, res: StageResources):
     # Retries of an actor method only make sense for stateless deterministic stages; the sink's
     # writes are not retried (a half-applied write is caught by its order check and fails the
-    # video), nor the mesh stage's (its held chunk and warm starts die with it: the video fails).
-    retries = 0 if issubclass(cls, (SinkWorker, MeshWorker)) else -1
+    # video), nor the tracker's or the mesh stage's (their per-video state dies with them: the
+    # video fails).
+    retries = 0 if issubclass(cls, (SinkWorker, TrackWorker, MeshWorker)) else -1
     return ray.remote(
         num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=res.max_restarts,
         max_task_retries=retries if res.max_restarts else 0,
@@ -74,51 +75,48 @@ class Graph:
     decoders: _RoundRobin
     pose: _RoundRobin
     group: _RoundRobin
-    sinks: list  # a video's sink is chosen by a stable hash of its id: one writer per video
+    tracks: list  # per-video stages (tracker, sink, mesh): a video's actor is chosen by a stable hash of its id
+    sinks: list  # one writer per video
     model_store: object  # the _ModelStore actor: restarted pose actors fetch their models from it
-    meshes: list = ()  # mesh actors (empty without --mesh); a video's is chosen like its sink
+    meshes: list = ()  # mesh actors (empty without --mesh)
 
-    def sink_for(self, video_id: str):
-        return self.sinks[sum(video_id.encode()) % len(self.sinks)]
-
-    def mesh_for(self, video_id: str):
-        return self.meshes[sum(video_id.encode()) % len(self.meshes)]
+    @staticmethod
+    def _pinned(actors: list, video_id: str):
+        return actors[sum(video_id.encode()) % len(actors)]
 
     def submit_batch(self, frames_ref, video_id: str, mode: str, model: str, image_size: tuple[int, int]):
-        """Chain one batch through pose -> group -> sink (-> mesh -> sink); returns a ref to the sink's
-        (frames, people, per frame), ready when every row of the batch is written."""
-        pose_ref = self.pose.next().process.remote(frames_ref, mode)
+        """Chain one batch through pose -> group -> track (-> mesh) -> sink; returns a ref to the
+        tracker's (frames, people, per frame), ready when every row of the batch is written.
+        mode: the branch mode to run; model: the label its rows carry."""
+        pose_ref = self.pose.next().process.remote(frames_ref, mode, model)
         people_ref = self.group.next().process.remote(pose_ref)
-        sink = self.sink_for(video_id)
-        if not self.meshes:
-            return sink.write.remote(people_ref, model)
-        info_ref, rows_ref = sink.write_tracked.options(num_returns=2).remote(people_ref, model)
-        bodies_ref = self.mesh_for(video_id).fit.remote(rows_ref, image_size)
-        return sink.write_bodies.remote(video_id, bodies_ref, info_ref)
+        info_ref, pieces_ref = self._pinned(self.tracks, video_id).push.options(num_returns=2).remote(people_ref)
+        bodies_ref = self._pinned(self.meshes, video_id).fit.remote(video_id, pieces_ref, image_size) \
+            if self.meshes else None
+        return self._pinned(self.sinks, video_id).write.remote(video_id, pieces_ref, info_ref, bodies_ref)
 
     def finish_video(self, video_id: str, row: dict, image_size: tuple[int, int]):
         """Ref to the sink's final videos row: the held rows flushed (and fitted, with --mesh), files published."""
-        sink = self.sink_for(video_id)
-        if not self.meshes:
-            return sink.finish.remote(video_id, row)
-        end_ref = self.mesh_for(video_id).finish.remote(sink.flush.remote(video_id), image_size)
-        return sink.finish.remote(video_id, row, end_ref)
+        pieces_ref, tracking_ref = self._pinned(self.tracks, video_id).finish.options(num_returns=2).remote(video_id)
+        end_ref = self._pinned(self.meshes, video_id).finish.remote(video_id, pieces_ref, image_size) \
+            if self.meshes else None
+        return self._pinned(self.sinks, video_id).finish.remote(video_id, row, pieces_ref, tracking_ref, end_ref)
 
     def open_video(self, video_id: str) -> None:
-        ray.get([self.sink_for(video_id).open.remote(video_id),
-                 *([self.mesh_for(video_id).open.remote(video_id)] if self.meshes else [])])
+        stages = [self.tracks, self.sinks, *([self.meshes] if self.meshes else [])]
+        ray.get([self._pinned(actors, video_id).open.remote(video_id) for actors in stages])
 
     def fail_video(self, video_id: str, row: dict):
-        if self.meshes:
-            self.mesh_for(video_id).drop.remote(video_id)
-        return self.sink_for(video_id).fail.remote(video_id, row)
-
+        for actors in [self.tracks, *([self.meshes] if self.meshes else [])]:
+            self._pinned(actors, video_id).drop.remote(video_id)
+        return self._pinned(self.sinks, video_id).fail.remote(video_id, row)
 
     def stage_stats(self) -> dict[str, dict]:
         """Per stage: summed busy seconds, calls, and busy fraction of the actors' lifetime."""
         out = {}
         for name, actors in (("decode", self.decoders.actors), ("pose", self.pose.actors),
-                             ("group", self.group.actors), ("sink", self.sinks), ("mesh", list(self.meshes))):
+                             ("group", self.group.actors), ("track", self.tracks), ("sink", self.sinks),
+                             ("mesh", list(self.meshes))):
             if not actors:
                 continue
             stats = ray.get([a.stats.remote() for a in actors])
@@ -126,8 +124,6 @@ class Graph:
             alive = sum(s["alive_s"] for s in stats)
             out[name] = {"actors": len(actors), "busy_s": busy, "calls": sum(s["calls"] for s in stats),
                          "busy_fraction": busy / alive if alive else 0.0}
-            extra = {k for s in stats for k in s} - {"busy_s", "calls", "alive_s"}  # e.g. the sink's track_s
-            out[name].update({k: sum(s.get(k, 0.0) for s in stats) for k in sorted(extra)})
         return out
 
 
@@ -178,7 +174,8 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     _check_fits(required_resources(config), have)
     store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
     store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs)
-    d, p, g, s = (config.decode.resources, config.pose.resources, config.group.resources, config.sink.resources)
+    d, p, g, t, s = (config.decode.resources, config.pose.resources, config.group.resources,
+                     config.track.resources, config.sink.resources)
     # Pose actors first. On a cluster they are placed before the rest are created: Ray places actors
     # as they come, and small ones placed first can fragment a node so a pose actor fits nowhere
     # although the totals add up (seen on a two-node cluster). On one node nothing can fragment, and
@@ -187,13 +184,13 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     if len([n for n in ray.nodes() if n["Alive"]]) > 1:
         _wait_ready(pose, config.run.start_timeout_s)
     group = [_remote(GroupWorker, g).remote(config) for _ in range(g.actors)]
-    sinks = [_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size, config.track) for _ in range(s.actors)]
+    tracks = [_remote(TrackWorker, t).remote(config.track) for _ in range(t.actors)]
+    sinks = [_remote(sink_cls, s).remote(out_dir, config.sink.row_group_size) for _ in range(s.actors)]
     decoders = [_remote(DecodeWorker, d).remote(config.decode.batch_size, config.decode.max_side,
                                                 config.decode.max_pixels, config.decode.max_duration_s)
                 for _ in range(d.actors)]
     m = config.mesh.resources
     meshes = [_remote(MeshWorker, m).remote(config) for _ in range(m.actors)] if config.mesh.enabled else []
-    _wait_ready([*pose, *group, *sinks, *decoders, *meshes], config.run.start_timeout_s)
-    graph = Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), sinks=sinks,
-                  model_store=store, meshes=meshes)
-    return graph
+    _wait_ready([*pose, *group, *tracks, *sinks, *decoders, *meshes], config.run.start_timeout_s)
+    return Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), tracks=tracks,
+                 sinks=sinks, model_store=store, meshes=meshes)

@@ -1,7 +1,7 @@
 """`posepipe mocap OUT`: the offline motion-capture job. Refits the tracks already in a finished
 output with whole-track smoothing (every track one optimisation over all its frames, so the
 temporal terms look both ways), spread over mesh actors, one video per call; the driver publishes
-each video's new bodies as its call returns (stages/body/publish.py).
+each video's new bodies as its call returns (stages/io/publish_bodies.py).
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import ray
 from pipeline.config import Config
 from pipeline.graph import build_mesh_pool
 from stages.body.load import check_body_model
-from stages.body.publish import replace_bodies
-from stages.body.read import tracked_people
+from stages.io.publish_bodies import replace_bodies
+from stages.io.read_bodies import tracked_people
 from stages.io.errors import OutputError
-from stages.body.stream import TrackedRows
+from stages.batches import TrackedRows
 from stages.io.sink import DONE_STATUSES, read_video_rows
 
 
@@ -24,8 +24,7 @@ def _select(rows: TrackedRows, track_id: int | None) -> TrackedRows:
     if not keep.any():
         raise OutputError(f"{rows.video_id}: no tracked rows for track {track_id} "
                           f"(tracks: {sorted(set(rows.track_id.tolist()))})")
-    return TrackedRows(rows.video_id, rows.frame_index[keep], rows.time_s[keep], rows.track_id[keep],
-                       rows.keypoints[keep])
+    return rows.take(keep)
 
 
 def plan(out: str, video_id: str | None = None) -> list[str]:

@@ -16,6 +16,7 @@ from pipeline.config import Config, ConfigError
 from stages.track.appearance import appearance, thumbnails
 from stages.batches import FrameBatch, MapBatch, PoseBatch, PoseOutput
 from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
+from stages.pose.mode_table import MODES, branch_mode
 from stages.pose.modes import merge_hybrid
 from stages.pose.topdown import TopDownKeypoints
 from stages.pose.rtmdet import RTMDET_FILE
@@ -25,15 +26,6 @@ from stages.weights import WeightsError, resolve
 
 if TYPE_CHECKING:  # torch: imported by the pose actors that group on their device only
     from stages.pose.bottomup_torch import DeviceBottomUp
-
-# Which networks each mode runs.
-MODE_ROLES = {
-    "bottomup": ("bottomup",),
-    "topdown": ("detector", "fine_detector", "topdown"),
-    "auto": ("bottomup", "detector", "fine_detector", "topdown"),
-    "hybrid": ("bottomup", "detector", "fine_detector", "topdown"),
-}
-
 
 @dataclass(frozen=True)
 class ModelChoice:
@@ -75,7 +67,7 @@ def groups_on_device(config: Config) -> bool:
 
 def choose_models(config: Config) -> dict[str, ModelChoice]:
     """role -> resolved file, for the roles the run's mode needs."""
-    roles = MODE_ROLES[config.run.mode]
+    roles = MODES[config.run.mode].roles
     out = {}
     if "bottomup" in roles:
         out["bottomup"] = choose_bottomup_model(config)
@@ -96,9 +88,9 @@ def model_blobs(models: dict[str, ModelChoice]) -> dict[str, tuple[str, bytes]]:
 
 
 def model_label(models: dict[str, ModelChoice], mode: str) -> str:
-    """The `model` column for people found in `mode`: the files that produced them."""
-    roles = {"bottomup": ("bottomup",), "topdown": MODE_ROLES["topdown"]}.get(mode, MODE_ROLES["hybrid"])
-    return "+".join(models[r].filename for r in roles if r in models)
+    """The `model` column for people found in `mode` (for auto: every file it may use): the files
+    that produced them."""
+    return "+".join(models[r].filename for r in MODES[mode].roles if r in models)
 
 
 def _providers(device: str) -> list[str]:
@@ -144,15 +136,18 @@ class PoseModels:
     topdown: TopDownKeypoints | None
     thumb_side: int = 0  # thumbnails for the tracker's appearance descriptor; 0 = none
 
-    def __call__(self, batch: FrameBatch, mode: str) -> PoseOutput:
-        """bottomup: the network's maps (grouped later, on CPU); topdown: detector, then every crop
-        through the keypoint model; hybrid: both. Plus frame thumbnails when appearance is on."""
-        bottomup = self.bottomup(batch) if mode in ("bottomup", "hybrid") else None
+    def __call__(self, batch: FrameBatch, mode: str, model: str = "") -> PoseOutput:
+        """The branches of `mode` (stages/pose/mode_table.py; never auto): bottom-up gives the network's
+        maps (grouped later, on CPU) or people grouped on this device; top-down runs the detector, then
+        every crop through the keypoint model. Plus frame thumbnails when appearance is on.
+        model: the label the people rows will carry."""
+        branches = branch_mode(mode)
+        bottomup = self.bottomup(batch) if branches.bottomup else None
         maps, grouped = (bottomup, None) if isinstance(bottomup, MapBatch) else (None, bottomup)
-        people = self.topdown(batch, self.detector(batch.images)) if mode in ("topdown", "hybrid") else None
+        people = self.topdown(batch, self.detector(batch.images)) if branches.topdown else None
         thumbs, scale = thumbnails(batch.images, self.thumb_side) if self.thumb_side else (None, 1.0)
         return PoseOutput(mode=mode, maps=maps, people=people, grouped=grouped, thumbs=thumbs,
-                          thumb_scale=scale * batch.scale)
+                          thumb_scale=scale * batch.scale, model=model)
 
 
 class Grouping:
@@ -164,13 +159,14 @@ class Grouping:
         self.hybrid = config.hybrid
 
     def __call__(self, out: PoseOutput) -> PoseBatch:
-        bottomup = self.grouper(out.maps) if out.maps is not None else out.grouped
-        if bottomup is None:
-            people = out.people
-        elif out.people is None:
-            people = bottomup
-        else:
+        branches = branch_mode(out.mode)
+        # Bottom-up people: grouped here from the maps, or already on the pose actor's device.
+        bottomup = (self.grouper(out.maps) if out.maps is not None else out.grouped) if branches.bottomup else None
+        if branches.bottomup and branches.topdown:
             people = merge_hybrid(out.people, bottomup, self.hybrid.max_oks)
+        else:
+            people = bottomup if branches.bottomup else out.people
+        people = replace(people, model=out.model)
         if out.thumbs is None:
             return people
         # The detector's box where there is one: it covers the person, not just the found joints.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from pipeline.config import Config
 from pipeline.graph import Graph, build_graph
 from pipeline.inputs import config_hash, done_ids, fingerprint
 from pipeline.jobfile import JobFile
-from pipeline.models import choose_models, model_blobs, model_label
+from pipeline.models import ModelChoice, choose_models, model_blobs, model_label
 from pipeline.workers import SinkWorker
 from stages.body.load import check_body_model
 from stages.io.decode import video_id_for
@@ -63,29 +64,52 @@ def _size(meta: dict) -> tuple[int, int]:
     return int(meta.get("width") or 0), int(meta.get("height") or 0)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a run needs that can fail before Ray starts, checked once (`prepare`) and handed to Runner."""
+
+    config: Config
+    out: str  # absolute folder, or a URI as given
+    models: dict[str, ModelChoice]  # role -> resolved, sha256-checked file
+
+
+def prepare(config: Config, out: str | Path) -> Prepared:
+    """Resolve the model files (a missing one fails now, not in an actor) and, with --mesh, check the
+    body model (SMPL files present; Anny's cache built once per machine) before any Ray work."""
+    models = choose_models(config)
+    if config.mesh.enabled:
+        check_body_model(config.mesh.body_model, config.mesh.body_model_path)
+    return Prepared(config, _absolute(out), models)
+
+
+def _nothing() -> None:
+    return None
+
+
 class Runner:
     """Runs one job: a list of videos -> OUT (a folder or a pyarrow.fs URI).
 
-    sink_cls: the SinkWorker class the graph builds (tests inject a slow one to see backpressure).
+    heartbeat: called from the loop (the OUT lock's refresh); before_graph: called once there is work
+    (starts or joins Ray); both from pipeline/api.py. sink_cls: the SinkWorker class the graph builds
+    (tests inject a slow one to see backpressure).
     After run(): stage_stats (busy time per stage), peak_in_flight (most batches between decode and
     sink at once, all videos), frames_done."""
 
-    def __init__(self, config: Config, out: str | Path, progress: bool = True, sink_cls: type = SinkWorker):
-        self.config = config
-        self.out = _absolute(out)
+    def __init__(self, prepared: Prepared, progress: bool = True, sink_cls: type = SinkWorker,
+                 heartbeat: Callable[[], None] = _nothing, before_graph: Callable[[], None] = _nothing):
+        self.config = prepared.config
+        self.out = prepared.out
+        self.models = prepared.models
         self.progress = progress
         self.sink_cls = sink_cls
-        self.models = choose_models(config)  # resolved before Ray work: a missing file fails fast
-        if config.mesh.enabled:  # SMPL files checked, Anny's cache built once per machine, before Ray starts
-            check_body_model(config.mesh.body_model, config.mesh.body_model_path)
-        self.config_hash = config_hash(config)
+        self.heartbeat = heartbeat
+        self.before_graph = before_graph
+        self.config_hash = config_hash(self.config)
         self.graph: Graph | None = None
         self.stage_stats: dict = {}
         self.peak_in_flight = 0
         self.frames_done = 0
         self.job: JobFile | None = None
-        self.heartbeat = lambda: None  # called from the loop: the OUT lock's refresh (pipeline/api.py)
-        self.before_graph = lambda: None  # called once there is work: starts or joins Ray (pipeline/api.py)
 
     def _row(self, v: _Video) -> dict:
         meta = v.meta

@@ -22,7 +22,7 @@ from pipeline.config import Config
 
 
 def _stages(config: Config, with_pose: bool = True) -> tuple:
-    stages = (config.decode.resources, config.group.resources, config.sink.resources)
+    stages = (config.decode.resources, config.group.resources, config.track.resources, config.sink.resources)
     stages += (config.mesh.resources,) if config.mesh.enabled else ()
     return ((config.pose.resources,) if with_pose else ()) + stages
 

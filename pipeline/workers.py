@@ -12,11 +12,12 @@ import time
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
 from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models
-from stages.batches import FrameBatch, PoseBatch, PoseOutput
-from stages.body.stream import BodyStream, TrackedRows, tracked_rows
+from stages.batches import FrameBatch, PoseBatch, PoseOutput, TrackedRows
+from stages.body.stream import BodyStream
 from stages.body.table import body_summary
 from stages.track.confirm import TrackOutput
 from stages.io.decode import DecodeError, VideoReader
@@ -122,9 +123,10 @@ class PoseWorker(_Busy):
         cv2.setNumThreads(config.pose.threads)
         self.models = build_pose_models(config, blobs, device)
 
-    def process(self, batch: FrameBatch, mode: str) -> PoseOutput:
+    def process(self, batch: FrameBatch, mode: str, model: str) -> PoseOutput:
+        """mode: the branch mode to run (never auto); model: the label its people rows carry."""
         with self.timed():
-            return self.models(batch, mode)
+            return self.models(batch, mode, model)
 
 
 class GroupWorker(_Busy):
@@ -141,80 +143,79 @@ class GroupWorker(_Busy):
             return self.grouping(out)
 
 
-class SinkWorker(_Busy):
-    """Tracking and Parquet for the videos given to it. Every batch of a video goes to the same
-    SinkWorker and Ray runs one caller's actor calls in order, so each video's tracker sees its
-    frames in order; videos spread over SinkWorkers are tracked in parallel."""
+class TrackWorker(_Busy):
+    """PoseBatch -> tracked, confirmed PoseBatch slices (stages/track/confirm.py), per video. Every batch
+    of a video goes to the same TrackWorker and Ray runs one caller's actor calls in order, so each
+    video's tracker sees its frames in order; videos spread over TrackWorkers are tracked in parallel.
+    Only people rows pass through it (no maps, no frames): the hop costs a small copy."""
 
-    def __init__(self, out_dir: str, row_group_size: int, track: TrackParams):
+    def __init__(self, track: TrackParams):
         super().__init__()
         _load_hungarian()
-        self.sink = ParquetSink(out_dir, row_group_size)
         self.track = track
         self.outputs: dict[str, TrackOutput] = {}
-        self.track_s = 0.0  # of busy_s, the time spent tracking (benchmarks report its share)
-        self.labels: dict[str, str] = {}  # batch mode -> model label (held rows are written later)
+
+    def open(self, video_id: str) -> None:
+        self.outputs[video_id] = TrackOutput(Tracker(self.track))  # state per video, new for each run of it
+
+    def push(self, batch: PoseBatch) -> tuple[tuple[int, int, np.ndarray], list[PoseBatch]]:
+        """(info, slices now decided): info = (frames, people rows released now, people detected per
+        frame), for progress and the auto-mode switch; called with num_returns=2 so the driver waits
+        on info while the slices go to the sink (and the mesh stage)."""
+        with self.timed():
+            ready = self.outputs[batch.video_id].push(batch)
+            return (len(batch.frames), sum(len(piece) for piece in ready), people_per_frame(batch)), ready
+
+    def finish(self, video_id: str) -> tuple[list[PoseBatch], dict]:
+        """At a video's end: (the slices still held that are now decided, the videos row's tracking
+        fields); called with num_returns=2."""
+        with self.timed():
+            output = self.outputs.pop(video_id)
+            return output.flush(), {"tracks": output.tracks, "flips_corrected": output.tracker.flips_corrected}
+
+    def drop(self, video_id: str) -> None:
+        self.outputs.pop(video_id, None)
+
+
+class SinkWorker(_Busy):
+    """Parquet for the videos given to it: a video always goes to the same SinkWorker (one writer per
+    video), its writes in frame order."""
+
+    def __init__(self, out_dir: str, row_group_size: int):
+        super().__init__()
+        self.sink = ParquetSink(out_dir, row_group_size)
 
     def open(self, video_id: str) -> None:
         self.sink.open(video_id)
-        self.outputs[video_id] = TrackOutput(Tracker(self.track))  # state per video, new for each run of it
 
-    def write(self, batch: PoseBatch, model: str) -> tuple[int, int, np.ndarray]:
-        """Returns (frames, people rows written, people detected per frame) of this batch: progress and
-        the auto-mode switch. Rows of still-tentative tracks are written by a later call."""
-        return self._track_and_write(batch, model)[0]
-
-    def write_tracked(self, batch: PoseBatch, model: str) -> tuple[tuple[int, int, np.ndarray], TrackedRows]:
-        """write(), and the tracked rows it wrote (for the mesh stage; called with num_returns=2)."""
-        info, ready = self._track_and_write(batch, model)
-        return info, tracked_rows(batch.video_id, ready)
-
-    def _track_and_write(self, batch: PoseBatch, model: str) -> tuple[tuple[int, int, np.ndarray], list[PoseBatch]]:
+    def write(self, video_id: str, pieces: list[PoseBatch], info, bodies: pa.Table | None = None):
+        """Write tracked slices (and the bodies rows fitted from earlier ones); info passes through,
+        so the driver's wait on this call covers every row of its batch."""
         with self.timed():
-            t0 = time.perf_counter()
-            ready = self.outputs[batch.video_id].push(batch)
-            self.track_s += time.perf_counter() - t0
-            self.labels[batch.mode] = model
-            self._write_ready(ready)
-            # people: rows written now (what the progress bar counts); per frame: people detected (auto mode)
-            return (len(batch.frames), sum(len(piece) for piece in ready), people_per_frame(batch)), ready
-
-    def _write_ready(self, pieces: list[PoseBatch]) -> None:
-        for piece in pieces:
-            self.sink.write(piece, self.labels[piece.mode])
-
-    def flush(self, video_id: str) -> TrackedRows:
-        """At a video's end: write the rows still held, return them as tracked rows."""
-        ready = self.outputs[video_id].flush()
-        self._write_ready(ready)
-        return tracked_rows(video_id, ready)
-
-    def write_bodies(self, video_id: str, bodies, info):
-        """bodies: a bodies-table slice (or None); info passes through, so the driver waits on this call."""
-        with self.timed():
+            for piece in pieces:
+                self.sink.write(piece)
             if bodies is not None:
                 self.sink.write_table(video_id, "bodies", bodies)
             return info
 
-    def finish(self, video_id: str, row: dict, bodies_end: tuple | None = None) -> dict:
-        """bodies_end: the mesh stage's (last bodies rows, body_tracks rows, skip counts), when it ran."""
-        output = self.outputs.pop(video_id)
-        self._write_ready(output.flush())  # nothing left when flush() ran first (with the mesh stage)
-        row = {**row, "tracks": output.tracks, "flips_corrected": output.tracker.flips_corrected}
-        if bodies_end is not None:
-            last, tracks, skipped = bodies_end
-            if last is not None:
-                self.sink.write_table(video_id, "bodies", last)
-            self.sink.write_table(video_id, "body_tracks", tracks)
-            row.update(body_summary(tracks, skipped))
-        return self.sink.finish(video_id, row)
+    def finish(self, video_id: str, row: dict, pieces: list[PoseBatch], tracking: dict,
+               bodies_end: tuple | None = None) -> dict:
+        """pieces, tracking: the tracker's last slices and its videos-row fields; bodies_end: the mesh
+        stage's (last bodies rows, body_tracks rows, skip counts), when it ran."""
+        with self.timed():
+            for piece in pieces:
+                self.sink.write(piece)
+            row = {**row, **tracking}
+            if bodies_end is not None:
+                last, tracks, skipped = bodies_end
+                if last is not None:
+                    self.sink.write_table(video_id, "bodies", last)
+                self.sink.write_table(video_id, "body_tracks", tracks)
+                row.update(body_summary(tracks, skipped))
+            return self.sink.finish(video_id, row)
 
     def fail(self, video_id: str, row: dict) -> dict:
-        self.outputs.pop(video_id, None)
         return self.sink.fail(video_id, row)
-
-    def stats(self) -> dict:
-        return {**super().stats(), "track_s": self.track_s}
 
 
 class MeshWorker(_Busy):
@@ -236,13 +237,15 @@ class MeshWorker(_Busy):
     def open(self, video_id: str) -> None:
         self.stream.open(video_id)
 
-    def fit(self, rows: TrackedRows, image_size: tuple[int, int]):
+    def fit(self, video_id: str, pieces: list[PoseBatch], image_size: tuple[int, int]):
+        """Tracked slices in; the bodies rows of the chunks now complete (or None)."""
         with self.timed():
-            return self.stream.push(rows, image_size)
+            return self.stream.push(TrackedRows.concat(video_id, pieces), image_size)
 
-    def finish(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple:
+    def finish(self, video_id: str, pieces: list[PoseBatch], image_size: tuple[int, int]) -> tuple:
+        """The tracker's last slices; (last bodies rows, body_tracks rows, skip counts)."""
         with self.timed():
-            return self.stream.finish(rows, image_size)
+            return self.stream.finish(TrackedRows.concat(video_id, pieces), image_size)
 
     def drop(self, video_id: str) -> None:
         self.stream.drop(video_id)

@@ -5,7 +5,7 @@ future Parquet column where possible, so the sink writes columns without reshapi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -78,7 +78,9 @@ class PoseBatch:
     track_id: int64[P], -1 until tracking assigns one.
     det_bbox: float32[P, 4] detector box (x1, y1, x2, y2) of a top-down person, NaN for bottom-up;
     det_score: float32[P] its detector score, NaN for bottom-up.
-    mode: how these people were found ("bottomup" or "topdown"), one value per batch.
+    mode: how these people were found, one value per batch: the branch mode that ran
+      (stages/pose/mode_table.py: "bottomup", "topdown" or "hybrid").
+    model: the model files that found them (the people table's `model` column), set with the mode.
     appearance: float16[P, D] colour descriptor for re-identification (stages/track/appearance.py), D = 0
       when none was computed; used by the tracker, not written to Parquet.
     """
@@ -96,6 +98,11 @@ class PoseBatch:
     det_score: np.ndarray = field(default=None)  # type: ignore[assignment]
     mode: str = "bottomup"
     appearance: np.ndarray = field(default=None)  # type: ignore[assignment]
+    model: str = ""
+
+    # The per-person columns (one entry per person); `frames` and `frame_time_s` are per frame.
+    PERSON_COLUMNS = ("frame_index", "time_s", "keypoints", "bbox", "score", "track_id", "det_bbox", "det_score",
+                      "appearance")
 
     def __post_init__(self) -> None:
         f = len(self.frames)
@@ -120,12 +127,58 @@ class PoseBatch:
     def __len__(self) -> int:
         return len(self.frame_index)
 
+    def people(self) -> dict[str, np.ndarray]:
+        """name -> array of every per-person column."""
+        return {name: getattr(self, name) for name in self.PERSON_COLUMNS}
+
+    def take(self, rows: np.ndarray, frames: np.ndarray | None = None) -> PoseBatch:
+        """The people `rows` (bool[P] or indices, in the order given) of the frames kept by `frames`
+        (bool[F]; all when None). Rows must lie in the kept frames."""
+        kept = {} if frames is None else {"frames": self.frames[frames], "frame_time_s": self.frame_time_s[frames]}
+        return replace(self, **kept, **{name: col[rows] for name, col in self.people().items()})
+
+    def with_people(self, batches: list[PoseBatch]) -> PoseBatch:
+        """This batch's frames (and mode, model) with the people of `batches` (in order) as its rows."""
+        return replace(self, **{name: np.concatenate([getattr(b, name) for b in batches])
+                                for name in self.PERSON_COLUMNS})
+
+
+@dataclass(frozen=True)
+class TrackedRows:
+    """People rows with their track ids, what the body stage fits: frame_index, track_id int64[P];
+    time_s float64[P]; keypoints float32[P, 17, 3] (x, y, score in video pixels)."""
+
+    video_id: str
+    frame_index: np.ndarray
+    time_s: np.ndarray
+    track_id: np.ndarray
+    keypoints: np.ndarray
+
+    COLUMNS = ("frame_index", "time_s", "track_id", "keypoints")
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
+
+    def take(self, rows: np.ndarray) -> TrackedRows:
+        """The rows `rows` (bool[P] or indices)."""
+        return replace(self, **{name: getattr(self, name)[rows] for name in self.COLUMNS})
+
+    @staticmethod
+    def concat(video_id: str, parts: list[TrackedRows | PoseBatch]) -> TrackedRows:
+        """The rows of `parts` in order (tracked PoseBatch slices give their rows with a track id)."""
+        parts = [p.take(p.track_id >= 0) if isinstance(p, PoseBatch) else p for p in parts]
+        if not parts:
+            return TrackedRows(video_id, np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64),
+                               np.zeros((0, NUM_KEYPOINTS, 3), np.float32))
+        return TrackedRows(video_id, **{name: np.concatenate([getattr(p, name) for p in parts])
+                                        for name in TrackedRows.COLUMNS})
+
 
 @dataclass(frozen=True)
 class PoseOutput:
     """What a pose actor hands to grouping: bottom-up maps, top-down people, or both (hybrid)."""
 
-    mode: str  # "bottomup", "topdown" or "hybrid"
+    mode: str  # the branch mode that ran: "bottomup", "topdown" or "hybrid" (stages/pose/mode_table.py)
     maps: MapBatch | None = None
     people: PoseBatch | None = None  # top-down people
     grouped: PoseBatch | None = None  # bottom-up people already grouped on the pose actor's device (no maps)
@@ -133,6 +186,7 @@ class PoseOutput:
     # the people, downstream; thumb_scale = video pixels per thumbnail pixel.
     thumbs: np.ndarray | None = None
     thumb_scale: float = 1.0
+    model: str = ""  # the model label its people rows carry (PoseBatch.model)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pipeline.cli import main
 from pipeline.graph import build_graph
 from pipeline.inputs import expand_inputs
 from pipeline.models import choose_models, model_blobs
-from pipeline.runner import Runner
+from pipeline.runner import Runner, prepare
 from pipeline.workers import SinkWorker
 from stages.io.decode import video_id_for
 from stages.io.sink import read_video_rows
@@ -39,7 +39,7 @@ def gpu_ray():
 def references(gpu_ray, tmp_path_factory):
     """Plain top-down runs of the two clips: {clip: people}."""
     tmp = tmp_path_factory.mktemp("clean")
-    runner = Runner(config_with(tmp, "topdown", FAST), tmp / "out", progress=False)
+    runner = Runner(prepare(config_with(tmp, "topdown", FAST), tmp / "out"), progress=False)
     assert [r["status"] for r in runner.run([str(CLIP), str(SHORT)])] == ["ok", "ok"]
     return {v: people(tmp / "out", video_id_for(v)) for v in (CLIP, SHORT)}
 
@@ -59,13 +59,13 @@ def _plasma_mib() -> float:
 
 def test_slow_sink_stalls_decode_within_the_bound(gpu_ray, tmp_path, clean_run):
     class SlowSink(SinkWorker):  # defined here: Ray ships it by value
-        def write(self, batch, model):
+        def write(self, video_id, pieces, info, bodies=None):
             time.sleep(0.4)
-            return super().write(batch, model)
+            return super().write(video_id, pieces, info, bodies)
 
     bound, batch = 2, 4
     config = config_with(tmp_path, "topdown", f"[run]\nmax_batches_in_flight = {bound}\n[decode]\nbatch_size = {batch}\n")
-    runner = Runner(config, tmp_path / "out", progress=False, sink_cls=SlowSink)
+    runner = Runner(prepare(config, tmp_path / "out"), progress=False, sink_cls=SlowSink)
     samples, stop = [], threading.Event()
 
     def sample():
@@ -103,7 +103,7 @@ def test_slow_sink_stalls_decode_within_the_bound(gpu_ray, tmp_path, clean_run):
 
 def test_killed_pose_actor_restarts_and_output_equals_clean_run(gpu_ray, tmp_path, clean_run):
     config = config_with(tmp_path, "topdown", FAST)
-    runner = Runner(config, tmp_path / "out", progress=False)
+    runner = Runner(prepare(config, tmp_path / "out"), progress=False)
     killed = threading.Event()
 
     def killer():
@@ -127,7 +127,7 @@ def test_one_video_spread_over_two_pose_actors_keeps_frame_order(gpu_ray, tmp_pa
     # Batches of one video go round robin to both pose actors and come back out of order; the sink
     # still writes (and tracks) them in frame order, so the rows equal the one-actor run's.
     config = config_with(tmp_path, "topdown", FAST + "[pose.resources]\nactors = 2\nnum_cpus = 0.5\n")
-    runner = Runner(config, tmp_path / "out", progress=False)
+    runner = Runner(prepare(config, tmp_path / "out"), progress=False)
     assert runner.run([str(CLIP)])[0]["status"] == "ok"
     calls = [s["calls"] for s in ray.get([a.stats.remote() for a in runner.graph.pose.actors])]
     assert len(calls) == 2 and min(calls) >= 4, calls  # 10 batches of 4 frames, shared
@@ -171,7 +171,7 @@ def test_fractional_gpu_shares_are_placed_and_accounted(gpu_ray, tmp_path):
     before = ray.available_resources().get("GPU", 0)
     graph = build_graph(config, str(tmp_path / "out"), model_blobs(choose_models(config)))
     assert before - ray.available_resources().get("GPU", 0) == pytest.approx(1.5)
-    for actor in [*graph.decoders.actors, *graph.pose.actors, *graph.group.actors, *graph.sinks]:
+    for actor in [*graph.decoders.actors, *graph.pose.actors, *graph.group.actors, *graph.tracks, *graph.sinks]:
         ray.kill(actor, no_restart=True)
     # More than the cluster has is one clear error, not actors waiting forever.
     too_many = config_with(tmp_path, "bottomup", "[pose.resources]\nactors = 5\nnum_gpus = 0.5\nnum_cpus = 0.1\n")
@@ -209,7 +209,7 @@ def test_batch_of_twenty_with_every_bad_kind(gpu_ray, tmp_path, references):
     listing = tmp_path / "batch.txt"
     listing.write_text("\n".join(str(p) for p in [*good, *special]) + "\n")
     config = config_with(tmp_path, "topdown", FAST + "max_duration_s = 10.0\n[run]\nmax_videos_in_flight = 4\n")
-    rows = Runner(config, tmp_path / "out", progress=False).run(expand_inputs([f"@{listing}"]))
+    rows = Runner(prepare(config, tmp_path / "out"), progress=False).run(expand_inputs([f"@{listing}"]))
 
     assert len(rows) == len(good) + len(special) >= 20
     by_path = {r["path"]: r for r in rows}

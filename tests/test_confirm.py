@@ -45,7 +45,7 @@ def test_only_confirmed_tracks_are_written_and_every_frame_once():
         assert out.rows_dropped == 5 and out.tracks == 1  # g1 (1 row), g2 (2), C (2 rows at the end)
         for p in pieces:  # each slice is a valid sink input with its batch's mode
             assert p.mode == "topdown"
-            assert isinstance(people_table(p, "m"), pa.Table)
+            assert isinstance(people_table(p), pa.Table)
 
 
 def test_keeping_unconfirmed_passes_every_row_through():

@@ -11,7 +11,7 @@ from media import black_video, cut, remux
 from outputs import config_with, people
 
 from pipeline.cli import main
-from pipeline.runner import Runner
+from pipeline.runner import Runner, prepare
 from stages.io.decode import count_frames, video_id_for
 
 CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, portrait
@@ -151,7 +151,7 @@ def test_grouping_on_the_pose_actors_device_finds_the_same_people(local_ray, tmp
     runs = {}
     for where in ("off", "on"):
         config = config_with(tmp_path, "bottomup", f'[pose]\nbackend = "torch"\ngroup_on_device = "{where}"\n')
-        runner = Runner(config, tmp_path / where, progress=False)
+        runner = Runner(prepare(config, tmp_path / where), progress=False)
         assert runner.run([str(CLIP)])[0]["status"] == "ok"
         runs[where] = people(tmp_path / where)
     off, on = runs["off"], runs["on"]

@@ -11,7 +11,7 @@ from conftest import EVAL
 
 from pipeline.cli import main
 from stages.body.anny_body import AnnyBody
-from stages.body.read import read_track
+from stages.io.read_bodies import read_track
 from stages.body.rig import pose_full
 from stages.io.decode import video_id_for
 

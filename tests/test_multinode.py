@@ -7,7 +7,7 @@ from conftest import EVAL
 from outputs import assert_same_people, config_with, people
 from ray.cluster_utils import Cluster
 
-from pipeline.runner import Runner
+from pipeline.runner import Runner, prepare
 from stages.io.decode import video_id_for
 
 VIDEOS = [EVAL / "videos" / "mmtracking_demo.mp4", EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"]
@@ -26,11 +26,11 @@ def test_batch_across_two_nodes_equals_single_node(tmp_path):
     try:
         worker = cluster.add_node(num_cpus=2)
         ray.init(address=cluster.address, log_to_driver=False)
-        runner = Runner(config, tmp_path / "two_nodes", progress=False)
+        runner = Runner(prepare(config, tmp_path / "two_nodes"), progress=False)
         rows = runner.run([str(v) for v in VIDEOS])
         g = runner.graph
         pose_node = _node_of(g.pose.actors[0])
-        other = {_node_of(a) for a in (*g.decoders.actors, *g.group.actors, *g.sinks)}
+        other = {_node_of(a) for a in (*g.decoders.actors, *g.group.actors, *g.tracks, *g.sinks)}
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -39,7 +39,7 @@ def test_batch_across_two_nodes_equals_single_node(tmp_path):
 
     ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
-        single = Runner(config, tmp_path / "one_node", progress=False).run([str(v) for v in VIDEOS])
+        single = Runner(prepare(config, tmp_path / "one_node"), progress=False).run([str(v) for v in VIDEOS])
     finally:
         ray.shutdown()
     assert [r["frames"] for r in single] == [r["frames"] for r in rows] == [8, 40]

@@ -16,7 +16,7 @@ from conftest import EVAL
 from media import encoded_clip, remux
 
 from stages.batches import PoseBatch
-from stages.body.read import OutputError
+from stages.io.read_bodies import OutputError
 from stages.io.decode import VideoReader, count_frames, video_id_for
 from stages.io.render import contact_sheet, encode_video, frame_range, load_overlay, pick_encoder, render, sheet_layout
 from stages.io.render_draw import draw_frame, pad_even, project
@@ -41,7 +41,8 @@ def real_out(tmp_path_factory, weights_dir):
     from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs, model_label
     from stages.body.fit import BodyFitter
     from stages.body.load import load_body_model
-    from stages.body.stream import BodyStream, _take, tracked_rows
+    from stages.batches import TrackedRows
+    from stages.body.stream import BodyStream
     from stages.track.confirm import TrackOutput
     from stages.track.track import Tracker
 
@@ -58,14 +59,14 @@ def real_out(tmp_path_factory, weights_dir):
     with VideoReader(CLIP, batch_size=8, max_side=cfg.decode.max_side, video_id=vid) as reader:
         meta = reader.meta
         for batch in reader:
-            pieces += tracks.push(grouping(models(batch, "bottomup")))
+            pieces += tracks.push(grouping(models(batch, "bottomup", label)))
     pieces += tracks.flush()
     for piece in pieces:
-        sink.write(piece, label)
+        sink.write(piece)
     # Bodies for the first FITTED frames only: the fit is the slow part (~0.1 s per person-frame on
     # a busy 2-core box) and a few frames show the projection as well as forty.
-    rows = tracked_rows(vid, pieces)
-    rows = _take(rows, rows.frame_index < FITTED)
+    rows = TrackedRows.concat(vid, pieces)
+    rows = rows.take(rows.frame_index < FITTED)
     fitter = BodyFitter(load_body_model("anny", "", "cpu"), cfg.mesh.fit)
     bodies, _, _ = BodyStream(fitter).fit_whole(rows, (meta.width, meta.height))
     sink.write_table(vid, "bodies", bodies)
@@ -256,8 +257,7 @@ def test_rotated_input_is_drawn_and_written_upright(tmp_path):
     sink.write(PoseBatch(vid, frames, frames / 3.0, idx, idx / 3.0, kp, box, np.full(2 * n, .8, np.float32),
                          track_id=np.tile([3, -1], n).astype(np.int64),
                          det_bbox=box + np.array([-10, -10, 10, 10], np.float32),
-                         det_score=np.full(2 * n, .9, np.float32)),
-               "synthetic")
+                         det_score=np.full(2 * n, .9, np.float32), model="synthetic"))
     sink.finish(vid, _row(meta))
     counts = render(out, vid, str(tmp_path / "rot_overlay.mp4"), boxes=True)
     images, _, _ = _decode(tmp_path / "rot_overlay.mp4")

@@ -33,6 +33,7 @@ def _batch(video_id: str, frames: list[int], people_per_frame: list[int]) -> Pos
         video_id=video_id, frames=np.array(frames, np.int64), frame_time_s=np.array(frames) / 25.0,
         frame_index=idx, time_s=idx / 25.0, keypoints=kp,
         bbox=np.tile(np.array([1, 2, 3, 4], np.float32), (p, 1)), score=np.linspace(1, 0.5, p).astype(np.float32),
+        model="net",
     )
 
 
@@ -46,7 +47,7 @@ def out(request, tmp_path):
 def _finished(out_arg, video_id, people, row=None):
     sink = ParquetSink(out_arg)
     sink.open(video_id)
-    sink.write(_batch(video_id, list(range(len(people))), people), "net")
+    sink.write(_batch(video_id, list(range(len(people))), people))
     return sink.finish(video_id, {"path": f"{video_id}.mp4", "status": "ok", **(row or {})})
 
 
@@ -63,10 +64,10 @@ def test_video_is_invisible_until_finished_then_readable(out):
     out_arg, tmp_path = out
     sink = ParquetSink(out_arg)
     sink.open("clip-1")
-    sink.write(_batch("clip-1", [0, 1, 2], [2, 0, 1]), "net")
+    sink.write(_batch("clip-1", [0, 1, 2], [2, 0, 1]))
     # nothing published yet: a reader sees no people rows and no video row
     assert not (tmp_path / "people").exists() and not (tmp_path / "videos").exists()
-    sink.write(_batch("clip-1", [3, 4], [1, 3]), "net")
+    sink.write(_batch("clip-1", [3, 4], [1, 3]))
     row = sink.finish("clip-1", {"path": "/x/clip.mp4", "status": "ok", "fps": 25.0})
     assert row["frames"] == 5 and row["people_rows"] == 7
     assert not (tmp_path / "_staging" / "clip-1").exists()
@@ -92,9 +93,9 @@ def test_video_is_invisible_until_finished_then_readable(out):
 def test_out_of_order_batch_is_refused(tmp_path):
     sink = ParquetSink(tmp_path)
     sink.open("v")
-    sink.write(_batch("v", [4, 5], [1, 1]), "net")
+    sink.write(_batch("v", [4, 5], [1, 1]))
     with pytest.raises(ValueError, match="after frame 5"):
-        sink.write(_batch("v", [2, 3], [1, 1]), "net")
+        sink.write(_batch("v", [2, 3], [1, 1]))
 
 
 def test_failed_video_leaves_only_its_status_row(out):
@@ -103,8 +104,8 @@ def test_failed_video_leaves_only_its_status_row(out):
     sink = ParquetSink(out_arg)
     sink.open("good")
     sink.open("bad")
-    sink.write(_batch("good", [0], [1]), "net")
-    sink.write(_batch("bad", [0], [2]), "net")
+    sink.write(_batch("good", [0], [1]))
+    sink.write(_batch("bad", [0], [2]))
     sink.fail("bad", {"path": "bad.mp4", "error": "boom"})
     sink.finish("good", {"path": "good.mp4", "status": "ok"})
     for table in ("people", "frames"):
@@ -155,12 +156,12 @@ def test_remove_unfinished_drops_partitions_without_a_done_row(out, monkeypatch)
         sink = ParquetSink(out_arg)
         monkeypatch.setattr(sink, "_write_video_row", killed)
         sink.open(video_id)
-        sink.write(_batch(video_id, [0, 1], [1, 2]), "net")
+        sink.write(_batch(video_id, [0, 1], [1, 2]))
         with pytest.raises(KeyboardInterrupt):
             sink.finish(video_id, {"path": f"{video_id}.mp4", "status": "ok"})
     staged = ParquetSink(out_arg)  # killed while still staging
     staged.open("staged")
-    staged.write(_batch("staged", [0], [1]), "net")
+    staged.write(_batch("staged", [0], [1]))
     staged.open_videos["staged"].people.close()
     staged.open_videos["staged"].frames.close()
     assert (tmp_path / "people" / "video_id=crashed").exists() and (tmp_path / "_staging" / "staged").exists()

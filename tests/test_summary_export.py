@@ -55,12 +55,12 @@ def run(eval_dir, weights_dir, tmp_path_factory):
         meta = reader.meta
         sink.open(meta.video_id)
         for batch in reader:
-            written += track.push(grouping(pose(batch, "bottomup")))
+            written += track.push(grouping(pose(batch, "bottomup", label)))
             if batch.frame_index[-1] + 1 >= FRAMES:
                 break
     written += track.flush()
     for piece in written:
-        sink.write(piece, label)
+        sink.write(piece)
     sink.finish(meta.video_id, {"path": str(seq / "video.mp4"), "status": "ok", "width": meta.width,
                                 "height": meta.height, "fps": meta.fps, "mode": "bottomup", "model": label,
                                 "tracks": track.tracks})
@@ -138,7 +138,7 @@ def test_coco_export_of_several_videos_numbers_images_per_video(run, tmp_path):
     for vid in ("a-00000000", "b-00000000"):
         sink.open(vid)
         for piece in run["written"]:
-            sink.write(dataclasses.replace(piece, video_id=vid), "m")
+            sink.write(dataclasses.replace(piece, video_id=vid, model="m"))
         sink.finish(vid, {"path": vid, "status": "ok"})
     path = tmp_path / "both.json"
     n = len(run["predictions"])

@@ -106,7 +106,7 @@ VIDEOS_SCHEMA = pa.schema([
 ])
 
 
-def people_table(batch: PoseBatch, model: str) -> pa.Table:
+def people_table(batch: PoseBatch) -> pa.Table:
     """Columns of one PoseBatch as a people-table slice (person_index counts within each frame)."""
     n = len(batch)
     no_det = np.isnan(batch.det_score)
@@ -126,7 +126,7 @@ def people_table(batch: PoseBatch, model: str) -> pa.Table:
         pa.FixedSizeListArray.from_arrays(pa.array(batch.det_bbox.reshape(-1)), 4, mask=pa.array(no_det)),
         pa.array(batch.det_score, mask=no_det),
         pa.array([batch.mode] * n, pa.string()),
-        pa.array([model] * n, pa.string()),
+        pa.array([batch.model] * n, pa.string()),
     ]
     return pa.Table.from_arrays(arrays, schema=PEOPLE_SCHEMA)
 
@@ -186,7 +186,7 @@ class ParquetSink:
             frames=pq.ParquetWriter(join(staging, "frames.parquet"), FRAMES_SCHEMA, filesystem=self.fs),
         )
 
-    def write(self, batch: PoseBatch, model: str) -> int:
+    def write(self, batch: PoseBatch) -> int:
         """Append one batch; batches of a video must come in frame order. Returns rows written."""
         state = self.open_videos[batch.video_id]
         if len(batch.frames) and batch.frames[0] <= state.last_frame:
@@ -194,7 +194,7 @@ class ParquetSink:
                 f"{batch.video_id}: frame {batch.frames[0]} arrived after frame {state.last_frame}; "
                 "the sink needs each video's batches in order"
             )
-        state.people.write_table(people_table(batch, model), row_group_size=self.row_group_size)
+        state.people.write_table(people_table(batch), row_group_size=self.row_group_size)
         state.frames.write_table(frames_table(batch), row_group_size=self.row_group_size)
         state.frame_count += len(batch.frames)
         state.people_rows += len(batch)

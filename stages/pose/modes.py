@@ -76,11 +76,7 @@ def merge_hybrid(top: PoseBatch, bottom: PoseBatch, max_oks: float) -> PoseBatch
             box = np.concatenate([top.bbox[t], bottom.bbox[b]])
             oks = shared_oks(kp[:, :, :2], conf, np.prod(np.clip(box[:, 2:] - box[:, :2], 0, None), axis=1), MIN_SHARED)
             keep[b] = oks[len(t):, :len(t)].max(axis=1) < max_oks
-    b = np.nonzero(keep)[0]
-    merged = {
-        name: np.concatenate([getattr(top, name), getattr(bottom, name)[b]])
-        for name in ("frame_index", "time_s", "keypoints", "bbox", "track_id", "det_bbox", "det_score", "appearance")
-    }
-    merged["score"] = np.concatenate([0.5 + top.score / 2, bottom.score[b] / 2]).astype(np.float32)
-    order = np.lexsort((-merged["score"], merged["frame_index"]))  # frame order, best first
-    return replace(top, mode="hybrid", **{k: v[order] for k, v in merged.items()})
+    merged = top.with_people([top, bottom.take(keep)])
+    score = np.concatenate([0.5 + top.score / 2, bottom.score[keep] / 2]).astype(np.float32)
+    order = np.lexsort((-score, merged.frame_index))  # frame order, best first
+    return replace(merged, score=score, mode="hybrid").take(order)

@@ -25,15 +25,6 @@ from stages.batches import PoseBatch
 from stages.track.track import Tracker
 
 
-def take(batch: PoseBatch, frames: np.ndarray, rows: np.ndarray) -> PoseBatch:
-    """The sub-batch with frames bool[F] and people rows bool[P] (rows must lie in the kept frames)."""
-    return dataclasses.replace(
-        batch, frames=batch.frames[frames], frame_time_s=batch.frame_time_s[frames],
-        frame_index=batch.frame_index[rows], time_s=batch.time_s[rows], keypoints=batch.keypoints[rows],
-        bbox=batch.bbox[rows], score=batch.score[rows], track_id=batch.track_id[rows],
-        det_bbox=batch.det_bbox[rows], det_score=batch.det_score[rows], appearance=batch.appearance[rows])
-
-
 class TrackOutput:
     """Tracker plus the hold-back of undecided rows; one per video, fed its batches in frame order.
 
@@ -77,8 +68,8 @@ class TrackOutput:
                 first = b.frame_index[undecided].min()  # release the frames before it, keep the rest
                 head = b.frames < first
                 if head.any():
-                    out.append(self._confirmed(take(b, head, b.frame_index < first)))
-                    self.pending[0] = take(b, ~head, b.frame_index >= first)
+                    out.append(self._confirmed(b.take(b.frame_index < first, head)))
+                    self.pending[0] = b.take(b.frame_index >= first, ~head)
                 break
             out.append(self._confirmed(b))
             self.pending.popleft()
@@ -87,7 +78,7 @@ class TrackOutput:
     def _confirmed(self, b: PoseBatch) -> PoseBatch:
         keep = np.isin(b.track_id, list(self.tracker.confirmed_ids))
         self.rows_dropped += int((~keep).sum())
-        b = take(b, np.ones(len(b.frames), bool), keep)
+        b = b.take(keep)
         for tid in b.track_id.tolist():
             self.out_ids.setdefault(tid, len(self.out_ids))
         ids = np.array([self.out_ids[t] for t in b.track_id.tolist()], np.int64)

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from stages.body.export import TrackMotion
-from stages.body.stream import TrackedRows
+from stages.batches import TrackedRows
 from stages.io.errors import OutputError
 from stages.io.output import video_row
 from stages.io.output import video_table as _table
