@@ -12,6 +12,8 @@ code tracks boxes only (`track_boxes`). Unmatched detections start tracks; a tra
 more than max_gap_frames frames (counted in frame indices) ends, so a short occlusion keeps the id.
 With flip_correction, a detection whose left/right-swapped pose (FLIP_PAIRS) fits its track's
 predicted pose clearly better (by flip_margin OKS) is swapped back, keypoints and scores together.
+The box filter is in kalman.py, the cost in association.py, the optional keypoint smoothing
+(One-Euro, params.smoothing) in one_euro.py; this file keeps the tracks and runs the phases.
 
 Re-identification (params.reid, when batches carry appearance descriptors): a detection that motion
 could not place is compared by clothing colour (stages/track/appearance.py) with the confirmed tracks
@@ -35,11 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.track.appearance import similarity
 from stages.batches import PoseBatch
-from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS, box_iou, oks
-from stages.track import kalman
-from stages.scores import HOUSE_THRESHOLD
+from stages.coco17 import FLIP_PAIRS, NUM_KEYPOINTS
+from stages.track import kalman, one_euro
+from stages.track.appearance import similarity
+from stages.track.association import association_cost, detections
 
 
 def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +50,6 @@ def _hungarian(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.optimize import linear_sum_assignment
 
     return linear_sum_assignment(cost)
-
-
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,9 @@ class TrackParams:
     reid_max_speed: float = 0.1  # body heights per frame a re-identified person may have moved (a run at 25 fps)
 
 
-def pair_oks(pred: np.ndarray, known: np.ndarray, det: np.ndarray, ok: np.ndarray, area: np.ndarray,
-             min_joints: int) -> tuple[np.ndarray, np.ndarray]:
-    """COCO OKS over the joints both sides have: pred float[T, 17, 2] with known bool[T, 17] (track
-    predictions), det float[D, 17, 2] with ok bool[D, 17] (confident detection joints), area float[T].
-    Returns (oks float64[T, D], valid bool[T, D] = at least min_joints shared).
-
-    Unlike metrics.oks_matrix (which scores every labelled GT joint), a joint missing on either side
-    is left out: a half-occluded person must still score high against its own track."""
-    sim, shared = oks(pred, det, known, ok, area[:, None])
-    return sim, shared >= max(min_joints, 1)
+def _cxcywh(b: np.ndarray) -> np.ndarray:
+    # at least 1 px: a one-keypoint "box" has zero size, and the Kalman noise scales with the size
+    return np.r_[(b[:2] + b[2:]) / 2, np.maximum(b[2:] - b[:2], 1.0)]
 
 
 class _Track:
@@ -106,10 +99,8 @@ class _Track:
         self.kp = np.full((NUM_KEYPOINTS, 2), np.nan)
         self.kp_frame = np.zeros(NUM_KEYPOINTS, np.int64)
         self.kp_vel: np.ndarray | None = None  # px per frame; the box's until the pose has one
-        self.euro_x = np.full((NUM_KEYPOINTS, 2), np.nan)  # last filtered position
-        self.euro_dx = np.zeros((NUM_KEYPOINTS, 2))  # last filtered speed, px/s
-        self.euro_t = np.full(NUM_KEYPOINTS, np.nan)  # time of the last filtered sample
-        self.lr_votes = 0  # evidence that the memory's left/right labels are right (see Tracker._frame)
+        self.euro = one_euro.init(NUM_KEYPOINTS)
+        self.lr_votes = 0  # evidence that the memory's left/right labels are right (see vote)
         self.app: np.ndarray | None = None  # running mean of the appearance descriptor
         self.seen = box_cxcywh  # the last detected box (the Kalman state drifts while unseen)
 
@@ -129,7 +120,7 @@ class _Track:
         self.frame = frame
         self.kp[:] = np.nan
         self.kp_vel = None
-        self.euro_t[:] = np.nan
+        self.euro = one_euro.init(NUM_KEYPOINTS)
 
     def see(self, app: np.ndarray) -> None:
         """Fold an appearance descriptor into the running mean (halves a detection lacks keep theirs)."""
@@ -143,8 +134,33 @@ class _Track:
 
     def mirror(self) -> None:
         """Swap left and right in the pose memory and the filters (the memory was the mirrored one)."""
-        for name in ("kp", "kp_frame", "euro_x", "euro_dx", "euro_t"):
-            setattr(self, name, getattr(self, name)[FLIP_PAIRS])
+        self.kp, self.kp_frame = self.kp[FLIP_PAIRS], self.kp_frame[FLIP_PAIRS]
+        self.euro = one_euro.State(*(a[FLIP_PAIRS] for a in self.euro))
+
+    def vote(self, side: int, patience: int) -> bool:
+        """Left/right evidence of the detection matched now (side: +1 agrees with the memory, -1
+        mirrored, 0 undecided) -> whether the detection is the one to swap.
+
+        Which is wrong, the detection or the memory of the person? The vote (+1 per detection agreeing,
+        -1 per mirrored one, at most patience) decides: while it is >= 0 the memory wins; otherwise the
+        memory is the odd one out (its first frame was mirrored, or the model labels this person the
+        other way for good) and is swapped here instead, so one bad frame never flips a whole track."""
+        if side > 0:
+            self.lr_votes = min(self.lr_votes + 1, patience)
+        elif side < 0 and self.lr_votes >= 0:
+            self.lr_votes -= 1
+            return True
+        elif side < 0:
+            self.mirror()
+            self.lr_votes = min(1 - self.lr_votes, patience)
+        return False
+
+    def hit(self, frame: int, box_cxcywh: np.ndarray) -> None:
+        """Matched at frame to a detection with this box: correct the Kalman state, count the hit."""
+        self.seen = box_cxcywh
+        if self.last_frame != frame:  # else a new track: it was initialised from this very box
+            self.mean, self.cov = kalman.update(self.mean, self.cov, box_cxcywh)
+            self.last_frame, self.hits = frame, self.hits + 1
 
     def remember(self, xy: np.ndarray, ok: np.ndarray, frame: int) -> None:
         """Store the confident joints (xy float[17, 2], ok bool[17]) seen at frame; update the pose velocity
@@ -207,12 +223,38 @@ class Tracker:
     def _frame(self, f: int, kp: np.ndarray, bbox: np.ndarray, t: np.ndarray, app: np.ndarray | None,
                out: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """One frame: kp float32[D, 17, 3], bbox float32[D, 4], t float64[D], app float16[D, DIM] or None
-        -> ids int64[D]; writes the flip-corrected / smoothed keypoints into out[rows]."""
+        -> ids int64[D]; writes the flip-corrected / smoothed keypoints into out[rows].
+
+        Phases: expire the tracks out of time, predict the others to f, associate detections with them
+        by motion and pose, re-identify what motion left over by appearance, give the rest new
+        tracks, and apply each match to its track and detection."""
+        reid = self.params.reid and app is not None
+        self._expire(f, reid)
+        for tr in self.tracks:
+            tr.predict(f)
+        box, xy, ok = detections(kp, bbox)
+        det = np.flatnonzero(np.isfinite(box).all(1))
+        matches = self._associate(f, det, box, xy, ok)
+        if reid:
+            placed = {j for _, j, _ in matches}
+            matches += self._reidentify(f, [j for j in det if j not in placed], app, box,
+                                        {id(tr) for tr, _, _ in matches})
+        matches += self._birth(f, det, {j for _, j, _ in matches}, box)
+        ids = np.full(len(kp), -1, np.int64)
+        for tr, j, side in matches:
+            self._apply(f, tr, j, side, kp, xy, ok, box, t, app)
+            ids[j] = tr.id
+        for j in np.flatnonzero(ids < 0):  # nothing to track it by (no box, no keypoint): an id of its own
+            ids[j], self.next_id = self.next_id, self.next_id + 1
+        out[rows] = kp
+        return ids
+
+    def _expire(self, f: int, reid: bool) -> None:
+        """Drop the tracks out of time at frame f from self.tracks: confirmed ones after max_gap_frames
+        missed frames (frame indices, so a strided run still measures video time), tentative ones when
+        the previous processed frame missed them. With reid, the confirmed ones with an appearance wait
+        in self.lost, which forgets tracks unseen for more than reid_max_gap_frames."""
         p = self.params
-        # Tracks out of time: confirmed ones after max_gap_frames missed frames (frame indices, so a
-        # strided run still measures video time), tentative ones when the previous processed frame
-        # missed them. Confirmed ones with an appearance wait in `lost` for a re-identification.
-        reid = p.reid and app is not None
         alive = [(f - tr.last_frame - 1 <= p.max_gap_frames) and
                  (tr.id in self.confirmed_ids or tr.last_frame == self.last_frame) for tr in self.tracks]
         if reid:
@@ -220,88 +262,64 @@ class Tracker:
                           and tr.app is not None]
             self.lost = [tr for tr in self.lost if f - tr.last_frame <= p.reid_max_gap_frames]
         self.tracks = [tr for tr, a in zip(self.tracks, alive) if a]
-        for tr in self.tracks:
-            tr.predict(f)
-        box = bbox.astype(np.float64)
-        xy = kp[:, :, :2].astype(np.float64)
-        ok = np.isfinite(xy).all(-1) & (kp[:, :, 2] >= HOUSE_THRESHOLD)  # the unsure steer nothing
-        bad = ~np.isfinite(box).all(1) | (box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1])
-        if bad.any():  # no usable box: fall back to the confident keypoints' extent (inf if none)
-            m = ok[bad][..., None]
-            box[bad] = np.concatenate([np.where(m, xy[bad], np.inf).min(1), np.where(m, xy[bad], -np.inf).max(1)], 1)
-        trackable = np.isfinite(box).all(1)
-        ids = np.full(len(kp), -1, np.int64)
-        det = np.flatnonzero(trackable)
-        matches: list[tuple[_Track, int, int]] = []
-        if self.tracks and len(det):
-            pred_box = kalman.xyxy(np.stack([tr.mean[:4] for tr in self.tracks]))
-            iou = box_iou(pred_box, box[det])
-            poses = [tr.pose(f) for tr in self.tracks]
-            pxy, known = np.stack([q[0] for q in poses]), np.stack([q[1] for q in poses])
-            area = np.prod(pred_box[:, 2:] - pred_box[:, :2], axis=1)
-            oks, has = pair_oks(pxy, known, xy[det], ok[det], area, p.min_joints)
-            side = np.zeros(has.shape, np.int64)  # +1: the pose agrees with the track's left/right, -1: mirrored
-            if p.flip_correction:
-                # Association sees the better of the pose and its mirror, so a flipped detection still
-                # finds its own track; the margin keeps side views (left ~ right) undecided (0).
-                oks_f, has_f = pair_oks(pxy, known, xy[det][:, FLIP_PAIRS], ok[det][:, FLIP_PAIRS], area, p.min_joints)
-                side = np.where(has & has_f, (oks > oks_f + p.flip_margin).astype(np.int64)
-                                - (oks_f > oks + p.flip_margin), 0)
-                oks = np.where(side < 0, oks_f, oks)
-            w = p.w_oks + p.w_iou
-            cost = np.where(has, (p.w_oks * (1 - oks) + p.w_iou * (1 - iou)) / w, 1 - iou)
-            r, c = _hungarian(np.where(cost <= p.match_threshold, cost, 1e6))
-            matches = [(self.tracks[i], int(det[j]), int(side[i, j])) for i, j in zip(r, c)
-                       if cost[i, j] <= p.match_threshold]
-        if reid:
-            placed = {j for _, j, _ in matches}
-            matches += self._reidentify(f, [j for j in det if j not in placed], app, box,
-                                        {id(tr) for tr, _, _ in matches})
-        matched = {j for _, j, _ in matches}
+
+    def _associate(self, f: int, det: np.ndarray, box: np.ndarray, xy: np.ndarray, ok: np.ndarray
+                   ) -> list[tuple[_Track, int, int]]:
+        """Live tracks (predicted to f) vs the trackable rows det int[K] of the frame's box float[D, 4],
+        xy float[D, 17, 2], ok bool[D, 17]: Hungarian on association_cost, pairs up to match_threshold
+        -> matches [(track, row, side)] with side as association_cost's."""
+        if not self.tracks or not len(det):
+            return []
+        p = self.params
+        pred_box = kalman.xyxy(np.stack([tr.mean[:4] for tr in self.tracks]))
+        poses = [tr.pose(f) for tr in self.tracks]
+        pxy, known = np.stack([q[0] for q in poses]), np.stack([q[1] for q in poses])
+        cost, side = association_cost(pred_box, pxy, known, box[det], xy[det], ok[det], p.w_oks, p.w_iou,
+                                      p.min_joints, p.flip_margin if p.flip_correction else None)
+        r, c = _hungarian(np.where(cost <= p.match_threshold, cost, 1e6))
+        return [(self.tracks[i], int(det[j]), int(side[i, j])) for i, j in zip(r, c) if cost[i, j] <= p.match_threshold]
+
+    def _birth(self, f: int, det: np.ndarray, placed: set[int], box: np.ndarray) -> list[tuple[_Track, int, int]]:
+        """A new tentative track, with the next id, for each row of det int[K] not in placed (a new
+        person, or a new false detection) -> its matches [(track, row, 0)], in row order."""
+        born = []
         for j in det:
-            if j not in matched:  # a new person (or a new false detection): new id, tentative track
-                tr = _Track(self.next_id, f, self._cxcywh(box[j]))
+            if j not in placed:
+                tr = _Track(self.next_id, f, _cxcywh(box[j]))
                 self.next_id += 1
                 self.tracks.append(tr)
-                matches.append((tr, int(j), 0))
-        for tr, j, lr in matches:
-            # Which is wrong, the detection or the track's memory of the person? The track keeps a
-            # vote (+1 per detection agreeing, -1 per mirrored one, at most flip_patience): while the
-            # vote is >= 0 the memory wins and the detection is swapped; otherwise the memory is the
-            # odd one out (its first frame was mirrored, or the model labels this person the other way
-            # for good) and is swapped instead, so one bad frame never flips a whole track.
-            if lr > 0:
-                tr.lr_votes = min(tr.lr_votes + 1, p.flip_patience)
-            elif lr < 0 and tr.lr_votes >= 0:
-                kp[j] = kp[j][FLIP_PAIRS]
-                xy[j], ok[j] = xy[j][FLIP_PAIRS], ok[j][FLIP_PAIRS]
-                self.flips_corrected += 1
-                tr.lr_votes -= 1
-            elif lr < 0:
-                tr.mirror()
-                tr.lr_votes = min(1 - tr.lr_votes, p.flip_patience)
-            tr.seen = self._cxcywh(box[j])
-            if tr.last_frame != f:  # an old track: a new track was initialised from this very box
-                tr.mean, tr.cov = kalman.update(tr.mean, tr.cov, tr.seen)
-                tr.last_frame, tr.hits = f, tr.hits + 1
-            if tr.hits >= p.min_hits:
-                self.confirmed_ids.add(tr.id)
-            tr.remember(xy[j], ok[j], f)
-            if app is not None and app[j].any():
-                tr.see(app[j])
-            if p.smoothing:
-                self._smooth(tr, kp[j], ok[j], t[j] if np.isfinite(t[j]) else f / p.fps)
-            ids[j] = tr.id
-        for j in np.flatnonzero(ids < 0):  # nothing to track it by (no box, no keypoint): an id of its own
-            ids[j], self.next_id = self.next_id, self.next_id + 1
-        out[rows] = kp
-        return ids
+                born.append((tr, int(j), 0))
+        return born
+
+    def _apply(self, f: int, tr: _Track, j: int, side: int, kp: np.ndarray, xy: np.ndarray, ok: np.ndarray,
+               box: np.ndarray, t: np.ndarray, app: np.ndarray | None) -> None:
+        """Row j of the frame (kp float32[D, 17, 3], xy float64[D, 17, 2], ok bool[D, 17], box float64[D, 4],
+        t float64[D], app float16[D, DIM] or None) is track tr's detection at frame f: settle left/right
+        (row j of kp, xy, ok may be swapped in place), update the track's state, and with smoothing
+        replace kp[j]'s confident positions by the One-Euro filter's."""
+        p = self.params
+        if tr.vote(side, p.flip_patience):
+            kp[j] = kp[j][FLIP_PAIRS]
+            xy[j], ok[j] = xy[j][FLIP_PAIRS], ok[j][FLIP_PAIRS]
+            self.flips_corrected += 1
+        tr.hit(f, _cxcywh(box[j]))
+        if tr.hits >= p.min_hits:
+            self.confirmed_ids.add(tr.id)
+        tr.remember(xy[j], ok[j], f)
+        if app is not None and app[j].any():
+            tr.see(app[j])
+        if p.smoothing:
+            now = t[j] if np.isfinite(t[j]) else f / p.fps
+            tr.euro = one_euro.step(tr.euro, kp[j, :, :2], ok[j], now, p.min_cutoff, p.beta, p.d_cutoff)
+            kp[j, ok[j], :2] = tr.euro.x[ok[j]]
 
     def _reidentify(self, f: int, dets: list[int], app: np.ndarray, box: np.ndarray, taken: set[int]
                     ) -> list[tuple[_Track, int, int]]:
-        """Detections motion could not place vs confirmed tracks unseen for >= reid_min_gap_frames
-        (coasting or lost): Hungarian on appearance similarity, pairs >= reid_min_similarity only.
-        Matched tracks restart their motion state at the detection (they may have moved anywhere)."""
+        """Rows dets that motion could not place (of app float16[D, DIM], box float64[D, 4]) vs confirmed
+        tracks unseen for >= reid_min_gap_frames (coasting or lost, and not in taken, the id()s of the
+        tracks motion matched): Hungarian on appearance similarity, pairs >= reid_min_similarity only
+        -> matches [(track, row, 0)]. Matched tracks restart their motion state at the detection (they
+        may have moved anywhere) and come back from self.lost."""
         p = self.params
         cands = [tr for tr in self.tracks if id(tr) not in taken and tr.id in self.confirmed_ids
                  and tr.app is not None and f - tr.last_frame >= p.reid_min_gap_frames] + self.lost
@@ -325,32 +343,10 @@ class Tracker:
                 if tr in self.lost:
                     self.lost.remove(tr)
                     self.tracks.append(tr)
-                tr.restart(f, self._cxcywh(box[j]))
+                tr.restart(f, _cxcywh(box[j]))
                 self.reidentified += 1
                 out.append((tr, j, 0))
         return out
-
-    @staticmethod
-    def _cxcywh(b: np.ndarray) -> np.ndarray:
-        # at least 1 px: a one-keypoint "box" has zero size, and the Kalman noise scales with the size
-        return np.r_[(b[:2] + b[2:]) / 2, np.maximum(b[2:] - b[:2], 1.0)]
-
-    def _smooth(self, tr: _Track, kp: np.ndarray, ok: np.ndarray, t: float) -> None:
-        """One-Euro filter (Casiez et al. 2012) on the confident joints of kp float32[17, 3], in place.
-        Low-confidence joints are passed through and do not update the filter: their positions are
-        guesses, and a guess fed to the filter would drag the next confident frames with it."""
-        p = self.params
-        new = ok & np.isnan(tr.euro_t)
-        tr.euro_x[new], tr.euro_dx[new], tr.euro_t[new] = kp[new, :2], 0.0, t
-        upd = ok & ~new
-        dt = np.maximum(t - tr.euro_t[upd], 1e-6)[:, None]  # per joint: it may have been hidden a while
-        alpha = lambda cutoff: 1 / (1 + 1 / (2 * np.pi * cutoff * dt))
-        x = kp[upd, :2].astype(np.float64)
-        dx = tr.euro_dx[upd] + alpha(p.d_cutoff) * ((x - tr.euro_x[upd]) / dt - tr.euro_dx[upd])
-        cutoff = p.min_cutoff + p.beta * np.linalg.norm(dx, axis=-1, keepdims=True)
-        xs = tr.euro_x[upd] + alpha(cutoff) * (x - tr.euro_x[upd])
-        tr.euro_x[upd], tr.euro_dx[upd], tr.euro_t[upd] = xs, dx, t
-        kp[upd, :2] = xs
 
 
 def track_boxes(frames: dict[int, tuple[np.ndarray, np.ndarray]], params: TrackParams = TrackParams(),
