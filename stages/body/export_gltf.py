@@ -3,7 +3,11 @@
 Export frame and rest pose as in export.py (Y-up, right-handed, metres, z toward the camera; the bind
 pose is the model's rest standing on +y facing +z). The file holds:
 - one skinned mesh: rest positions, triangles, JOINTS_0 / WEIGHTS_0 = the 4 largest skin weights per
-  vertex renormalised (glTF's one set of 4; anny has 5, the 5th is at most ~0.04);
+  vertex renormalised (glTF's one set of 4; anny has 5, the 5th is at most ~0.04), a slot of weight 0
+  naming joint 0 (glTF's rule: strict readers such as the Khronos validator flag any other joint there);
+- TEXCOORD_0 where the model has UVs (anny: MakeHuman's texture layout). UVs belong to face corners, so
+  a mesh vertex on a UV seam becomes one glTF vertex per distinct UV, each with the vertex's position
+  and skin weights (`split_seams`): the file has more vertices than the model, the same triangles;
 - one node per bone of the full rig (export.export_names), world-aligned at the rest heads (translation
   = head - parent head, no rotation), inverse bind matrices translate(-rest head);
 - one animation: per-bone rotation channels (W_parent^T W_j) and the root's translation, keyed at
@@ -48,13 +52,51 @@ def top_weights(dense: np.ndarray, k: int = WEIGHTS_PER_VERTEX) -> tuple[np.ndar
     total = w.sum(1, keepdims=True)
     if np.any(total <= 0):
         raise ValueError("some mesh vertices have no skin weight")
-    return idx.astype(np.uint16), (w / total).astype(np.float32)
+    w = (w / total).astype(np.float32)
+    # argsort fills the slots of a vertex with fewer than k bones with arbitrary zero-weight bones.
+    idx[w == 0] = 0
+    return idx.astype(np.uint16), w
+
+
+def texture_coords(model: BodyModel) -> tuple[np.ndarray, np.ndarray] | None:
+    """(float32[T, 2] UVs in glTF's convention, int64[F, 3] UV index of each corner of model.faces), or
+    None for a model without UVs (SMPL's files carry none).
+
+    Read from anny's buffers (texture_coordinates, face_texture_coordinate_indices), like its skin
+    weights. MakeHuman's v counts up from the texture's bottom row as in OBJ files, glTF's v down from
+    its top row, hence 1 - v.
+    """
+    inner = getattr(model, "model", None)
+    uv = getattr(inner, "texture_coordinates", None)
+    corners = getattr(inner, "face_texture_coordinate_indices", None)
+    if uv is None or corners is None:
+        return None
+    corners = corners.cpu().numpy().astype(np.int64)
+    faces = np.asarray(model.faces)
+    # The UV indices follow anny's own face list; model.faces is anny's triangulation of it, which
+    # is the same list while anny stores triangles (0.6 does). Anything else would pair wrong corners.
+    if corners.shape != faces.shape or not np.array_equal(inner.faces.cpu().numpy(), faces):
+        raise ValueError(f"body model {model.name!r}: texture coordinates do not follow the mesh's triangles")
+    uv = uv.detach().cpu().double().numpy()
+    return np.stack([uv[:, 0], 1.0 - uv[:, 1]], 1).astype(np.float32), corners
+
+
+def split_seams(faces: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One output vertex per distinct (mesh vertex, UV index) pair of the face corners.
+
+    faces, corners: int[F, 3] mesh vertex and UV index of each corner. Returns (int64[V'] the mesh vertex
+    of each output vertex, int64[V'] its UV index, uint32[F, 3] the same triangles on output vertices).
+    A mesh vertex no face uses has no UV and is left out.
+    """
+    pairs = np.stack([np.asarray(faces, np.int64).ravel(), np.asarray(corners, np.int64).ravel()], 1)
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return unique[:, 0], unique[:, 1], inverse.reshape(np.shape(faces)).astype(np.uint32)
 
 
 class _Blob:
     """The GLB's one binary buffer: arrays appended as 4-byte aligned buffer views, one accessor each."""
 
-    _TYPES = {1: "SCALAR", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
+    _TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
 
     def __init__(self, gltf):
         self.gltf, self.data = gltf, bytearray()
@@ -98,13 +140,20 @@ def write_glb(model: BodyModel, m: TrackMotion, path: str | Path) -> None:
         eye = torch.eye(4, dtype=pose.a.dtype, device=pose.a.device).expand(1, j_count, 4, 4)
         rest_v = model.vertices(pose.shape, eye)[0].cpu().double().numpy() @ rest_rotation(model).T
     joints, weights = top_weights(skin_weights(model))
+    uv = texture_coords(model)
+    if uv is None:
+        source, faces, tex = np.arange(len(rest_v)), np.asarray(model.faces, np.uint32), None
+    else:
+        source, uv_index, faces = split_seams(model.faces, uv[1])
+        tex = uv[0][uv_index]
 
     gltf = g.GLTF2(asset=g.Asset(generator="posepipe", version="2.0"), scene=0)
     blob = _Blob(gltf)
     attributes = g.Attributes(
-        POSITION=blob.add(rest_v.astype(np.float32), 3, g.ARRAY_BUFFER, bounds=True),
-        JOINTS_0=blob.add(joints, 4, g.ARRAY_BUFFER), WEIGHTS_0=blob.add(weights, 4, g.ARRAY_BUFFER))
-    indices = blob.add(np.asarray(model.faces, np.uint32).reshape(-1), 1, g.ELEMENT_ARRAY_BUFFER)
+        POSITION=blob.add(rest_v[source].astype(np.float32), 3, g.ARRAY_BUFFER, bounds=True),
+        JOINTS_0=blob.add(joints[source], 4, g.ARRAY_BUFFER), WEIGHTS_0=blob.add(weights[source], 4, g.ARRAY_BUFFER),
+        TEXCOORD_0=None if tex is None else blob.add(tex, 2, g.ARRAY_BUFFER))
+    indices = blob.add(faces.reshape(-1), 1, g.ELEMENT_ARRAY_BUFFER)
     gltf.meshes.append(g.Mesh(name=model.name, primitives=[g.Primitive(attributes=attributes, indices=indices)]))
 
     # Nodes 0..J-1 are the bones in the model's order, node J the mesh (its own transform is ignored by
