@@ -143,7 +143,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     frames = _frames_arg(args.frames)
     if args.png:
-        contact_sheet(args.out, args.video, args.output, frames=frames)
+        contact_sheet(args.out, args.video, args.output, frames=frames, boxes=args.boxes)
         print(f"wrote {args.output}")
         return 0
     counts = render(args.out, args.video, args.output, frames=frames, boxes=args.boxes)

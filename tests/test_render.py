@@ -228,6 +228,42 @@ def test_contact_sheet(real_out, tmp_path):
     assert cv2.imread(str(path)).shape == (480 + 2 * 4, 2 * 270 + 3 * 4, 3)
 
 
+def test_contact_sheet_boxes_from_the_cli(real_out, tmp_path):
+    """`posepipe render --png --boxes` draws every person's box on its tile (it once drew none), and
+    changes nothing else: the sheets with and without differ only on the boxes' edges."""
+    from pipeline.cli import main
+
+    out, vid = real_out
+    sheets = {}
+    for boxes in (False, True):
+        path = tmp_path / f"sheet_{boxes}.png"
+        assert main(["render", out, "--video", vid, "--png", "-o", str(path)] + (["--boxes"] if boxes else [])) == 0
+        sheets[boxes] = cv2.imread(str(path)).astype(np.int16)
+    differs = np.abs(sheets[True] - sheets[False]).max(-1) > 0
+
+    # Where the CLI's default sheet (6 frames of the whole video, 480 px tiles) puts each person's box.
+    ov = load_overlay(out, vid)
+    wanted = np.unique(np.round(np.linspace(0, ov.frame_count - 1, 6)).astype(np.int64))
+    cols, _, tw, th = sheet_layout(len(wanted), (ov.width, ov.height), 480)
+    near = np.zeros(differs.shape, np.uint8)
+    on_edge = []
+    for k, f in enumerate(wanted):
+        r, c = divmod(k, cols)
+        origin = np.array([4 + c * (tw + 4), 4 + r * (th + 4)] * 2, np.float64)
+        people = ov.people.at(int(f))
+        for i in range(len(people)):
+            box = people.det_bbox[i] if np.isfinite(people.det_bbox[i]).all() else people.bbox[i]
+            x0, y0, x1, y1 = np.round(box * tw / ov.width + origin).astype(int)
+            cv2.rectangle(near, (x0, y0), (x1, y1), 1, 5)  # 1 px box, anti-aliased: 2 px either side
+            xs, ys = np.arange(x0 + 3, x1 - 2), np.arange(y0 + 3, y1 - 2)
+            on_edge += [differs[y0, xs], differs[y1, xs], differs[ys, x0], differs[ys, x1]]
+    on_edge = np.concatenate(on_edge)
+    assert len(on_edge) > 500
+    # Not all: the skeleton, drawn over the box, and the tile's frame label hide a few edge pixels.
+    assert on_edge.mean() > 0.8, on_edge.mean()
+    assert differs.sum() > 0 and not (differs & (near == 0)).any()
+
+
 def _synthetic_person(x0: float, y0: float, s: float) -> np.ndarray:
     """A standing COCO-17 pose, box from (x0, y0), `s` px per unit; (x, y, score)."""
     xy = np.array([[2, 0], [2.2, -.2], [1.8, -.2], [2.5, 0], [1.5, 0], [3, 1.5], [1, 1.5], [3.4, 3], [.6, 3],
