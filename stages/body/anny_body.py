@@ -13,7 +13,9 @@ fitted keypoints are computed from them without skinning (skeleton.py).
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 import time
 import warnings
 
@@ -31,9 +33,52 @@ RIG = "mixamo"
 PREFIX = "mixamorig:"
 
 
+_NO_DRIVER = "Could not find or load the NVIDIA CUDA driver"
+
+
+def quiet_warp() -> None:
+    """Initialise NVIDIA Warp (anny skins the mesh with its kernels) without its console output.
+
+    Warp prints a banner (version, devices, kernel cache) when it starts and "Module ... took N ms" for
+    every kernel module it loads: both are info messages, so Warp's log level is raised to warnings
+    (`warp.config.log_level`; older Warp releases had `config.quiet` instead). On a machine without the CUDA
+    driver its native library also writes a line saying so to file descriptor 2 while it initialises,
+    which no setting reaches; the fit and export run on the CPU there anyway, so that line is dropped and
+    anything else written meanwhile is passed on. Called before anny is built, in every process that
+    builds it (the driver, `posepipe export`, each Ray mesh actor): later `wp.init()` calls do nothing.
+    """
+    import warp as wp
+
+    if hasattr(wp, "LOG_WARNING"):
+        wp.config.log_level = wp.LOG_WARNING
+    else:
+        wp.config.quiet = True
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to filter (closed): nothing to keep quiet either
+        wp.init()
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            wp.init()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+    rest = "".join(line for line in lines if _NO_DRIVER not in line)
+    if rest:
+        sys.stderr.write(rest)
+        sys.stderr.flush()
+
+
 def _build(quiet: bool):
     import anny  # imported here: only mesh actors and tools that need the model pay for it
 
+    quiet_warp()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("anny").setLevel(logging.WARNING)
