@@ -1,13 +1,17 @@
 """`posepipe run --mesh` on a real clip, then `posepipe export` of a track, read back by bvhio."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import duckdb
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
 import ray
 import torch
-from conftest import EVAL
+from conftest import EVAL, REPO
+from gltf_check import check_strict_rules, khronos_report
 
 from pipeline.cli import main
 from stages.body.anny_body import AnnyBody
@@ -85,6 +89,39 @@ def test_rerun_with_mesh_skips_the_finished_video(mesh_run, capsys):
     assert main(["run", str(CLIP), "--out", str(out), "--mesh", "--no-progress"]) == 0
     assert "(done earlier)" in capsys.readouterr().out
     assert sorted(p.stat().st_mtime_ns for p in (out / "bodies").rglob("*.parquet")) == before
+
+
+def _posepipe(*args: str) -> tuple[str, str]:
+    """(stdout, stderr) of `python -m pipeline.cli ARGS` in its own process, which must succeed."""
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout, run.stderr
+
+
+def _warp_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "Warp" in line or "CUDA driver" in line or " took " in line]
+
+
+def test_body_commands_print_only_their_own_lines(mesh_run, tmp_path):
+    """Each in its own process, as a user runs them: NVIDIA Warp (anny skins with it) prints a banner, a
+    CUDA-driver warning on CPU machines and "Module ... took N ms" per kernel load unless silenced
+    (anny_body.quiet_warp). A --mesh re-run loads anny in the driver (its cache check) before it skips."""
+    _, out = mesh_run
+    stdout, stderr = _posepipe("run", str(CLIP), "--out", str(out), "--mesh", "--no-progress")
+    assert _warp_lines(stdout + stderr) == [] and "(done earlier)" in stdout, stdout + stderr
+    vid = video_id_for(CLIP)
+    glb = tmp_path / "track.glb"
+    stdout, stderr = _posepipe("export", str(out), "--video", vid, "--track", "0", "--format", "glb", "-o", str(glb))
+    assert stderr == "" and len(stdout.splitlines()) == 1 and stdout.startswith(f"wrote {glb}: track 0"), \
+        stdout + stderr
+    stdout, stderr = _posepipe("render", str(out), "--video", vid, "--png", "-o", str(tmp_path / "sheet.png"))
+    assert stderr == "" and stdout.splitlines() == [f"wrote {tmp_path / 'sheet.png'}"], stdout + stderr
+    # The GLB of a real fitted track, to a strict reader (tests/test_export.py does a synthetic track).
+    check_strict_rules(glb)
+    report = khronos_report(glb)
+    if report is not None:
+        assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["codes"]
 
 
 def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path):
