@@ -6,7 +6,7 @@ image-to-body regressor weights exist), batched over every person-frame of a chu
                                            -> stage 2: fitted bones, root, translation, shape (new tracks)
                                            -> FitResult (bone rotations, root, translation, 3D joints, error)
 
-Loss (stage 2), each term a mean over what it covers:
+Loss (stage 2; its terms are losses.py's functions), each term a mean over what it covers:
 - Geman-McClure reprojection of the 17 keypoints in units of the person's size in the image, each
   weighted by its score; low-confidence keypoints weigh `low_conf_weight` x their score, missing
   ones (score 0) nothing;
@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from stages.body import losses
 from stages.body.fit_init import cold_start, person_scale, predecessors, torso_length
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
+from stages.body.skeleton import placement, pose_relations, project, rest_relations, rotvec_to_rotmat, skinned_keypoints
 from stages.scores import HOUSE_THRESHOLD
-from stages.body.skeleton import placement, pose_relations, project, rest_relations, rotvec_to_rotmat, \
-    skinned_keypoints
 
 TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips: what stage 1 fits the root to
 
@@ -73,9 +73,38 @@ class _Rows:
     good: np.ndarray  # bool[B, 17] confident keypoints
     weight: np.ndarray  # float32[B, 17] reprojection weights
 
-    def take(self, index: np.ndarray, track_id: np.ndarray | None = None) -> "_Rows":
+    def take(self, index: np.ndarray, track_id: np.ndarray | None = None) -> _Rows:
         return _Rows(self.kp[index], self.track_id[index] if track_id is None else track_id, self.frames[index],
                      self.good[index], self.weight[index])
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One solve's constants: B rows of T tracks (a track's index: its position in `tracks`)."""
+
+    tracks: np.ndarray  # int64[T] track ids
+    known: list[TrackFit | None]  # [T] where each track left off in an earlier chunk, None for a new one
+    track: np.ndarray  # int64[B] each row's track index
+    track_t: torch.Tensor  # the same, on the model's device
+    kp: torch.Tensor  # float[B, 17, 2] keypoints, pixels (0 where missing)
+    weight: torch.Tensor  # float[B, 17] reprojection weights
+    scale: torch.Tensor  # float[B] the person's size in the image, pixels
+    focal: torch.Tensor  # float[B]
+    center: torch.Tensor  # float[B, 2] principal point
+    shape0: torch.Tensor  # float[T, S] a known track's frozen shape, a new one's start
+    fixed: torch.Tensor  # bool[T, S] shape parameters held at shape0
+    motion: losses.Motion
+
+
+@dataclass(frozen=True)
+class _Unknowns:
+    """What the optimiser moves (leaf tensors, updated in place)."""
+
+    shape_logit: torch.Tensor  # float[T, S] logit of each shape parameter within the model's range
+    bones: torch.Tensor  # float[B, F, 3] fitted-bone axis-angle (entry 0 unused: `root` turns the root)
+    root: torch.Tensor  # float[B, 3] root axis-angle
+    txy: torch.Tensor  # float[B, 2] x/z, y/z
+    tz: torch.Tensor  # float[B, 1] log of depth per body size
 
 
 class BodyFitter:
@@ -92,6 +121,8 @@ class BodyFitter:
         self._shape_fixed = torch.tensor([n in fixed for n in model.shape_names], device=model.shape_default.device)
         self._torso0 = float(torso_length(model.rig(model.shape_default[None]))[0])
         self._starts = list(getattr(model, "shape_starts", [model.shape_default]))
+        self._torso_w = self._tensor([0.5] + [0.0] * 16)  # stage 1: the nose tells facing and head-down from head-up
+        self._torso_w[list(TORSO)] = 1.0
 
     # -- public ----------------------------------------------------------------------------------
     def fit(self, video_id: str, keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.ndarray,
@@ -156,97 +187,116 @@ class BodyFitter:
     # -- one optimisation ------------------------------------------------------------------------
     def _solve(self, video_id, data: _Rows, size, focal, start, iters, remember, shape_free=True) -> dict:
         """Stages 1 and 2 on rows that all get fitted; start: track id -> initial shape of a new track."""
-        p, m = self.p, self.model
-        dev, dtype = m.shape_default.device, m.shape_default.dtype
-        t_ = lambda x: torch.as_tensor(x, dtype=dtype, device=dev)  # noqa: E731
-        tracks, track = np.unique(data.track_id, return_inverse=True)
-        b = len(track)
-        track_t = torch.as_tensor(track, device=dev)
-        kp, weight, scale = t_(np.nan_to_num(data.kp[..., :2])), t_(data.weight), t_(person_scale(data.kp, data.good))
-        focal_t = torch.full((b,), focal, dtype=dtype, device=dev)
-        center = t_([[size[0] / 2, size[1] / 2]]).expand(b, 2)
-
-        prev = [self.state.get((video_id, int(t))) for t in tracks]
-        shape0 = torch.stack([s.shape if s is not None else start.get(int(t), m.shape_default)
-                              for t, s in zip(tracks, prev)])
-        fixed = torch.as_tensor([s is not None or not shape_free for s in prev], device=dev)[:, None] \
-            | self._shape_fixed[None]
-        root0, trans0 = (t_(a) for a in cold_start(m, data.kp, data.good, focal, size, self._torso0))
-        bones = torch.zeros(b, len(m.fitted), 3, dtype=dtype, device=dev)
-        for ti, s in enumerate(prev):  # warm start: every row of a known track from its last frame
-            if s is not None:
-                sel = torch.as_tensor(track == ti, device=dev)
-                bones[sel], root0[sel], trans0[sel] = s.bones, s.root, s.trans
-        span = m.shape_high - m.shape_low
-        shape_free = torch.logit(((shape0 - m.shape_low) / span).clamp(1e-3, 1 - 1e-3)).requires_grad_()
-        bones.requires_grad_()
-        root = root0.requires_grad_()
-        txy, tz = trans0[:, :2].clone().requires_grad_(), trans0[:, 2:].clone().requires_grad_()
-        pred, anchor = predecessors(track, data.frames, {i: s.frame for i, s in enumerate(prev) if s is not None})
-        anchors = torch.stack([s.joints if s is not None else kp.new_zeros(17, 3) for s in prev])
-        torso_w = torch.zeros(17, dtype=dtype, device=dev)
-        torso_w[list(TORSO)] = 1.0
-        torso_w[0] = 0.5  # the nose tells facing and head-down from head-up
-
-        def shape_of():
-            return torch.where(fixed, shape0, m.shape_low + span * torch.sigmoid(shape_free))
-
-        def residual(proj, sigma, w=weight):
-            e2 = ((proj - kp) ** 2).sum(-1) / scale[:, None] ** 2
-            return (w * e2 / (e2 + sigma ** 2)).sum(1) / w.sum(1).clamp(min=1e-6)
-
-        rig_now: list = [None]  # the rig while the shape is held: a constant (no gradient), computed once
-
-        def hold_shape():
-            with torch.no_grad():
-                rig_now[0] = self._rig_rows(shape_of(), track_t)
-
-        if not bool((~fixed).any()):
-            hold_shape()
-
-        def evaluate():
-            rig = rig_now[0] if rig_now[0] is not None else self._rig_rows(shape_of(), track_t)
-            return self._keypoints(rig, bones, root, txy, tz, focal_t, center)
-
-        # Per-parameter steps: x/z, y/z move the body by focal x step pixels, so their step is small.
-        lr = p.lr
-        if any(s is None for s in prev) and p.iters_root:
-            opt = torch.optim.Adam([{"params": [root], "lr": lr}, {"params": [txy], "lr": lr * p.lr_xy},
-                                    {"params": [tz], "lr": lr * p.lr_depth}])
+        p = self.p
+        pb = self._problem(video_id, data, size, focal, start, shape_free)
+        x = self._unknowns(pb, data, size, focal)
+        held = None if bool((~pb.fixed).any()) else self._held_rig(pb, x)
+        if any(s is None for s in pb.known) and p.iters_root:
+            opt = self._adam(x, pose=False)
             for _ in range(p.iters_root):
                 opt.zero_grad()
-                residual(evaluate()[1], p.root_sigma, weight * torso_w).mean().backward()
+                _, proj, _ = self._posed(pb, x, held)
+                losses.reprojection(proj, pb.kp, pb.scale, pb.weight * self._torso_w, p.root_sigma).mean().backward()
                 opt.step()
-        opt = torch.optim.Adam([{"params": [bones, shape_free], "lr": lr}, {"params": [root], "lr": lr},
-                                {"params": [txy], "lr": lr * p.lr_xy}, {"params": [tz], "lr": lr * p.lr_depth}])
+        opt = self._adam(x, pose=True)
         for it in range(iters):
-            if it == p.shape_iters and rig_now[0] is None:
-                hold_shape()  # the shape has settled; the rest only refines the pose (and costs a third less)
+            if it == p.shape_iters and held is None:
+                held = self._held_rig(pb, x)  # the shape has settled; the rest only refines the pose (a third cheaper)
             opt.zero_grad()
-            kp3, proj, t3 = evaluate()
-            shape_t = shape_of()
-            loss = residual(proj, p.robust_sigma).mean() + self._prior(bones)
-            loss = loss + p.w_shape * ((shape_t - m.shape_default) ** 2).sum(1).mean()
-            loss = loss + self._temporal(kp3, t3, pred, anchor, anchors)
-            loss.backward()
+            kp3, proj, t3 = self._posed(pb, x, held)
+            self._terms(pb, x, kp3, proj, t3).total().backward()
             opt.step()
         with torch.no_grad():
-            kp3, proj, t3 = evaluate()
-            good = torch.as_tensor(data.good, device=dev)
-            err = ((proj - kp).norm(dim=-1) * good).sum(1) / good.sum(1)
-            final = residual(proj, p.robust_sigma)
-            shape_t = shape_of()
-        trans = torch.cat([txy, tz], 1).detach()
+            kp3, proj, t3 = self._posed(pb, x, held)
+            good = torch.as_tensor(data.good, device=pb.kp.device)
+            err = ((proj - pb.kp).norm(dim=-1) * good).sum(1) / good.sum(1)
+            final = losses.reprojection(proj, pb.kp, pb.scale, pb.weight, p.robust_sigma)
+            shape = self._shape(pb, x)
         if remember:
-            for ti, t in enumerate(tracks):
-                last = int(np.flatnonzero(track == ti)[-1])
-                self.state[(video_id, int(t))] = TrackFit(shape_t[ti], bones[last].detach(), root[last].detach(),
-                                                          trans[last], kp3[last], int(data.frames[last]))
-        cpu = lambda x: x.detach().cpu().numpy().astype(np.float32)  # noqa: E731
-        return {"bones": cpu(bones), "root": cpu(root), "translation": cpu(t3), "joints": cpu(kp3),
+            self._remember(video_id, data, pb, x, shape, kp3)
+        cpu = lambda v: v.detach().cpu().numpy().astype(np.float32)
+        return {"bones": cpu(x.bones), "root": cpu(x.root), "translation": cpu(t3), "joints": cpu(kp3),
                 "err": cpu(err), "loss": cpu(final)}
 
+    def _terms(self, pb: _Problem, x: _Unknowns, kp3, proj, t3) -> losses.LossTerms:
+        """Stage 2's loss on the body posed from x: kp3 float[B, 17, 3], proj float[B, 17, 2], t3 float[B, 3].
+        The terms are built in the order the fit has always built them: the backward pass accumulates
+        gradients in that order, and the fit stays bit-identical."""
+        p = self.p
+        return losses.LossTerms(
+            reprojection=losses.reprojection(proj, pb.kp, pb.scale, pb.weight, p.robust_sigma).mean(),
+            rest=losses.rest_pull(p.w_pose, x.bones),
+            hinges=losses.hinge_limits(p.w_limits, x.bones, self.hinges),
+            shape=losses.shape_prior(p.w_shape, self._shape(pb, x), self.model.shape_default),
+            accel=losses.acceleration(p.w_accel, kp3, pb.motion),
+            velocity=losses.root_velocity(p.w_velocity, t3, pb.motion))
+
+    # -- a solve's constants, unknowns and optimiser ----------------------------------------------
+    def _problem(self, video_id: str, data: _Rows, size, focal, start, shape_free: bool) -> _Problem:
+        m, t_ = self.model, self._tensor
+        tracks, track = np.unique(data.track_id, return_inverse=True)
+        prev = [self.state.get((video_id, int(t))) for t in tracks]
+        b = len(track)
+        shape0 = torch.stack([s.shape if s is not None else start.get(int(t), m.shape_default)
+                              for t, s in zip(tracks, prev)])
+        fixed = torch.as_tensor([s is not None or not shape_free for s in prev], device=shape0.device)[:, None] \
+            | self._shape_fixed[None]
+        kp = t_(np.nan_to_num(data.kp[..., :2]))
+        triples, anchor = predecessors(track, data.frames, {i: s.frame for i, s in enumerate(prev) if s is not None})
+        anchors = torch.stack([s.joints if s is not None else kp.new_zeros(17, 3) for s in prev])
+        return _Problem(tracks=tracks, known=prev, track=track, track_t=torch.as_tensor(track, device=kp.device), kp=kp,
+                        weight=t_(data.weight), scale=t_(person_scale(data.kp, data.good)),
+                        focal=torch.full((b,), focal, dtype=kp.dtype, device=kp.device),
+                        center=t_([[size[0] / 2, size[1] / 2]]).expand(b, 2), shape0=shape0, fixed=fixed,
+                        motion=losses.Motion(triples, anchor, anchors))
+
+    def _unknowns(self, pb: _Problem, data: _Rows, size, focal) -> _Unknowns:
+        """Cold rows start from the torso (stage 1 refines that), every row of a known track from its last frame."""
+        m = self.model
+        root, trans = (self._tensor(a) for a in cold_start(m, data.kp, data.good, focal, size, self._torso0))
+        bones = root.new_zeros(len(pb.track), len(m.fitted), 3)
+        for ti, s in enumerate(pb.known):
+            if s is not None:
+                sel = torch.as_tensor(pb.track == ti, device=root.device)
+                bones[sel], root[sel], trans[sel] = s.bones, s.root, s.trans
+        logit = torch.logit(((pb.shape0 - m.shape_low) / (m.shape_high - m.shape_low)).clamp(1e-3, 1 - 1e-3))
+        return _Unknowns(logit.requires_grad_(), bones.requires_grad_(), root.requires_grad_(),
+                         trans[:, :2].clone().requires_grad_(), trans[:, 2:].clone().requires_grad_())
+
+    def _adam(self, x: _Unknowns, pose: bool) -> torch.optim.Adam:
+        """Stage 1 moves the root and translation, stage 2 the bones and shape too. Per-parameter steps:
+        x/z, y/z move the body by focal x step pixels, so their step is small."""
+        lr = self.p.lr
+        groups = [{"params": [x.bones, x.shape_logit], "lr": lr}] if pose else []
+        return torch.optim.Adam(groups + [{"params": [x.root], "lr": lr}, {"params": [x.txy], "lr": lr * self.p.lr_xy},
+                                          {"params": [x.tz], "lr": lr * self.p.lr_depth}])
+
+    def _remember(self, video_id: str, data: _Rows, pb: _Problem, x: _Unknowns, shape, kp3) -> None:
+        trans = torch.cat([x.txy, x.tz], 1).detach()
+        for ti, t in enumerate(pb.tracks):
+            last = int(np.flatnonzero(pb.track == ti)[-1])
+            self.state[(video_id, int(t))] = TrackFit(shape[ti], x.bones[last].detach(), x.root[last].detach(),
+                                                      trans[last], kp3[last], int(data.frames[last]))
+
     # -- the model evaluated on parameters ------------------------------------------------------
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=self.model.shape_default.dtype, device=self.model.shape_default.device)
+
+    def _shape(self, pb: _Problem, x: _Unknowns) -> torch.Tensor:
+        """float[T, S]: the free parameters within the model's range, the others held."""
+        m = self.model
+        return torch.where(pb.fixed, pb.shape0, m.shape_low + (m.shape_high - m.shape_low) * torch.sigmoid(x.shape_logit))
+
+    def _held_rig(self, pb: _Problem, x: _Unknowns) -> tuple:
+        """The rig while the shape is held: a constant, so computed once and without gradient."""
+        with torch.no_grad():
+            return self._rig_rows(self._shape(pb, x), pb.track_t)
+
+    def _posed(self, pb: _Problem, x: _Unknowns, held: tuple | None) -> tuple:
+        """(kp3, proj, t3) of the body at x (see _keypoints), on the held rig if there is one."""
+        rig = held if held is not None else self._rig_rows(self._shape(pb, x), pb.track_t)
+        return self._keypoints(rig, x.bones, x.root, x.txy, x.tz, pb.focal, pb.center)
+
     def _rig_rows(self, shape_t: torch.Tensor, track: torch.Tensor) -> tuple:
         """Per-track rig work (shape-dependent: rest relations, keypoint coefficients, body size) done
         once per track, then gathered per row: (kp_coeffs, rest_inv, rel, size), each indexed by row."""
@@ -267,29 +317,6 @@ class BodyFitter:
         _, a = pose_relations(self.parents, rest_inv, rel, rotvec_to_rotmat(bones), placement(root, t3))
         kp3 = skinned_keypoints(a, kp_coeffs)
         return kp3, project(kp3, focal, center), t3
-
-    def _prior(self, bones: torch.Tensor) -> torch.Tensor:
-        loss = self.p.w_pose * (bones[:, 1:] ** 2).sum((1, 2)).mean()
-        for fi, axis in self.hinges.items():
-            r = bones[:, fi]
-            angle = r @ axis
-            off = r - angle[:, None] * axis
-            loss = loss + self.p.w_limits * ((off ** 2).sum(1) + torch.relu(-angle) ** 2
-                                             + torch.relu(angle - 2.6) ** 2).mean()
-        return loss
-
-    def _temporal(self, kp3, t3, pred, anchor, anchors):
-        """Acceleration of the 3D keypoints and velocity of the root over consecutive frames; anchors:
-        float[T, 17, 3] each track's last keypoints of the previous chunk (used where anchor >= 0)."""
-        p = self.p
-        if not (p.w_accel or p.w_velocity) or not len(pred):
-            return kp3.new_zeros(())
-        i, j, k = pred[:, 0], pred[:, 1], pred[:, 2]
-        third = torch.where((k >= 0)[:, None, None], kp3[k.clamp(min=0)], anchors[anchor.clamp(min=0)])
-        valid = ((k >= 0) | (anchor >= 0)).to(kp3.dtype)
-        accel = kp3[i] - 2 * kp3[j] + third
-        loss = p.w_accel * ((accel ** 2).sum((1, 2)) * valid).sum() / valid.sum().clamp(min=1)
-        return loss + p.w_velocity * ((t3[i] - t3[j]) ** 2).sum(1).mean()
 
 
 def _empty(num_bones: int, focal: float, skipped: dict) -> FitResult:
