@@ -62,7 +62,7 @@ def main() -> None:
         stream.open(name)
         t0 = time.perf_counter()
         tables = [stream.push(rows, size) for rows in frames[:-1]]
-        last, tracks, skipped = stream.finish(frames[-1], size)
+        last, tracks, skipped, _ = stream.finish(frames[-1], size)
         dt = time.perf_counter() - t0
         err = np.concatenate([t["reproj_px"].to_numpy() for t in [*tables, last] if t is not None])
         print(f"{name}: {len(err)} person-frames in {dt:.1f} s = {len(err) / dt:.1f} person-frames/s; "

@@ -66,7 +66,7 @@ def main() -> None:
         stream = BodyStream(BodyFitter(model, params), config.mesh.chunk_frames)
         t0 = time.perf_counter()
         if whole:
-            table, _, _ = stream.fit_whole(rows, size)
+            table = stream.fit_whole(rows, size)[0]
             tables = [table]
         else:
             stream.open(vid)

@@ -54,6 +54,6 @@ def run_mocap(config: Config, out: str, video_id: str | None = None, track_id: i
     while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
         vid = pending.pop(ref)
-        bodies, tracks, skipped = ray.get(ref)
-        results.append(replace_bodies(out, vid, bodies, tracks, skipped, only_track=track_id))
+        bodies, tracks, skipped, scene = ray.get(ref)
+        results.append(replace_bodies(out, vid, bodies, tracks, skipped, scene, only_track=track_id))
     return sorted(results, key=lambda r: r["video_id"])

@@ -207,11 +207,11 @@ class SinkWorker(_Busy):
                 self.sink.write(piece)
             row = {**row, **tracking}
             if bodies_end is not None:
-                last, tracks, skipped = bodies_end
+                last, tracks, skipped, scene = bodies_end
                 if last is not None:
                     self.sink.write_table(video_id, "bodies", last)
                 self.sink.write_table(video_id, "body_tracks", tracks)
-                row.update(body_summary(tracks, skipped))
+                row.update(body_summary(tracks, skipped), **scene)
             return self.sink.finish(video_id, row)
 
     def fail(self, video_id: str, row: dict) -> dict:

@@ -51,24 +51,23 @@ def test_anny_round_trip_adults_and_children(anny):
     assert (result.low_conf == (kps[result.rows, :, 2] < 0.3)).all()
 
 
-def test_child_and_adult_at_unknown_depth_are_told_apart(anny):
-    """A child (age 1/3) near and an adult (2/3) far, so both are about the same size in the image:
-    only proportions tell them apart. One pair's fitted ages are noisy (17 keypoints, a free pose
-    per frame), so three pairs are fitted and the mean fitted ages must be ordered with a margin."""
-    ages = {"child": [], "adult": []}
-    for seed in (1, 2, 3):
+def test_without_a_floor_the_same_image_size_is_an_adult(anny):
+    """A child (age 1/3) near and an adult (2/3) far, the same size in the image, no floor: nothing
+    measures their size, and 17 keypoints' proportions are weak evidence (the fit once told them apart by
+    a mean age margin of ~0.1 over three pairs, and fitted adults at 1.0-1.2 m on real video). The
+    population prior makes both adults of a typical stature; the floor is what tells a child
+    (tests/test_body_scene.py)."""
+    for seed in (1, 2):
         rng = np.random.default_rng(seed)
         child = sample_track(anny, np.array([0.5, 1 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(2.5, 2.6))
         adult = sample_track(anny, np.array([0.5, 2 / 3, 0.5, 0.5, 0.5, 0.5]), 16, rng, depth=(3.3, 3.4))
         kps, _, track_id, frame_index = _batch([child, adult])
         fitter = BodyFitter(anny)
         fitter.fit("v", kps, track_id, frame_index, (1280, 720))
-        shapes = fitter.shapes("v")
+        statures = fitter.statures("v")
         age = anny.shape_names.index("age")
-        ages["child"].append(float(shapes[0][age]))
-        ages["adult"].append(float(shapes[1][age]))
-    print("fitted ages (true child 0.33, adult 0.67):", ages)
-    assert np.mean(ages["child"]) < np.mean(ages["adult"]) - 0.1, ages
+        assert all(1.55 < s < 1.85 for s in statures.values()), statures
+        assert all(fitter.shapes("v")[t][age] > 0.5 for t in (0, 1))
 
 
 def test_smpl_format_round_trip(tmp_path):

@@ -68,7 +68,7 @@ def real_out(tmp_path_factory, weights_dir):
     rows = TrackedRows.concat(vid, pieces)
     rows = rows.take(rows.frame_index < FITTED)
     fitter = BodyFitter(load_body_model("anny", "", "cpu"), cfg.mesh.fit)
-    bodies, _, _ = BodyStream(fitter).fit_whole(rows, (meta.width, meta.height))
+    bodies = BodyStream(fitter).fit_whole(rows, (meta.width, meta.height))[0]
     sink.write_table(vid, "bodies", bodies)
     sink.finish(vid, {**_row(meta), "tracks": tracks.tracks})
     return out, vid

@@ -29,6 +29,8 @@ _FITTED = ("Hips", "Spine", "Spine1", "Spine2", "Neck", "Head",
            "LeftUpLeg", "LeftLeg", "RightUpLeg", "RightLeg")
 _FLEXION = {"LeftForeArm": ("LeftHand", "front"), "RightForeArm": ("RightHand", "front"),
             "LeftLeg": ("LeftFoot", "back"), "RightLeg": ("RightFoot", "back")}
+_LIMITS = {"Spine": 0.6, "Spine1": 0.6, "Spine2": 0.6, "Neck": 0.8, "Head": 0.9, "LeftShoulder": 0.5,
+           "RightShoulder": 0.5, "LeftArm": 2.8, "RightArm": 2.8, "LeftUpLeg": 2.2, "RightUpLeg": 2.2}
 RIG = "mixamo"
 PREFIX = "mixamorig:"
 
@@ -126,9 +128,14 @@ class AnnyBody:
         self.shape_default = torch.full((n,), 0.5, dtype=dtype, device=device)
         self.shape_low = torch.zeros(n, dtype=dtype, device=device)
         self.shape_high = torch.ones(n, dtype=dtype, device=device)
-        # Left at 0.5 by the fit: height changes the size, which depth absorbs, and proportions and
-        # muscle trade with age and weight in 17 keypoints (measured: fitting them moved age less).
-        self.fixed_shape = ("height", "proportions", "muscle")
+        # Left at 0.5 by the fit: proportions and muscle trade with age and weight in 17 keypoints
+        # (measured: fitting them moved age less). Height is fitted: the floor and the stature prior
+        # (fit.py) tell a tall adult from a near one, and age alone cannot make an adult 1.55 or 1.90 m.
+        self.fixed_shape = ("proportions", "muscle")
+        # Most a fitted bone turns from rest (axis-angle magnitude, radians): loose anatomical ranges
+        # (spine segments ~35 degrees each, neck and head ~45-50, clavicle ~30, shoulder and hip ball
+        # joints 160 and 125); elbows and knees have their hinge terms instead.
+        self.joint_limits = {_FITTED.index(b): lim for b, lim in _LIMITS.items()}
         # Starting shapes a new track is fitted from (fit.py keeps the best): default, child, old.
         age = self.shape_names.index("age")
         self.shape_starts = [self.shape_default.clone() for _ in range(3)]

@@ -15,7 +15,13 @@ Loss (stage 2; its terms are losses.py's functions), each term a mean over what 
   data with a permissive licence is at hand to learn one honestly;
 - shape prior: squared distance of the shape parameters from the model's default;
 - temporal: 3D keypoint acceleration (and root velocity) across consecutive frames of a track, the
-  previous chunk's last frame a fixed anchor, against jitter.
+  previous chunk's last frame a fixed anchor, against jitter;
+- plausibility (fit_scene.py gives the scene): every fitted joint within its range; each track's
+  stature near the floor's measure of it, else the adult population's (saturating: evidence wins);
+  an adult's age unless the body is small; standing people upright; and, where the video's floor is
+  known, the standing foot on it, which fixes depth and so size (a single view trades them freely).
+  The shape probe scores each start with the same stature and adult priors, so a child start must earn
+  its small size.
 Shape is one per track: fitted with the track's first chunk and frozen after, so every row of a
 track is written with the shape stored once for it. Later chunks start from the track's last frame.
 """
@@ -26,14 +32,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from stages.body import losses
-from stages.body.fit_init import cold_start, person_scale, predecessors, torso_length
+from stages.body import fit_scene, losses
+from stages.body.fit_init import cold_start, person_scale, predecessors, rest_statures, torso_length
+from stages.body.ground import ADULT_FROM_M, ANKLE_AT, CHILD_M, Ground
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
 from stages.body.skeleton import placement, pose_relations, project, rest_relations, rotvec_to_rotmat, skinned_keypoints
 from stages.scores import HOUSE_THRESHOLD
 
 TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips: what stage 1 fits the root to
+ADULT_AGE = 0.55  # anny's age parameter of an adult (child 1/3, young adult 2/3): losses.adult_prior
 
 
 @dataclass
@@ -59,6 +67,7 @@ class FitResult:
     joints: np.ndarray  # float32[B, 17, 3] COCO-17 keypoints of the fitted body, camera frame, metres
     low_conf: np.ndarray  # bool[B, 17] the 2D keypoint was low-confidence or missing: not measured
     reproj_px: np.ndarray  # float32[B] mean reprojection error over the confident keypoints, pixels
+    contact: np.ndarray  # bool[B] a foot on the floor (contact.foot_contact), held there where the floor is known
     focal: float
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> person-frames not fitted
 
@@ -94,6 +103,10 @@ class _Problem:
     shape0: torch.Tensor  # float[T, S] a known track's frozen shape, a new one's start
     fixed: torch.Tensor  # bool[T, S] shape parameters held at shape0
     motion: losses.Motion
+    scene: losses.Scene  # the floor (when the video's is known) and who stands on it
+    stature_mean: torch.Tensor  # float[T] each track's expected stature: the floor's measure, else the population's
+    stature_sd: torch.Tensor  # float[T]
+    stature_w: torch.Tensor  # float[T] the prior's weight: w_stature where measured, else w_stature_unmeasured
 
 
 @dataclass(frozen=True)
@@ -123,43 +136,59 @@ class BodyFitter:
         self._starts = list(getattr(model, "shape_starts", [model.shape_default]))
         self._torso_w = self._tensor([0.5] + [0.0] * 16)  # stage 1: the nose tells facing and head-down from head-up
         self._torso_w[list(TORSO)] = 1.0
+        self._age = model.shape_names.index("age") if "age" in model.shape_names else None
+        limits = getattr(model, "joint_limits", {})
+        self._limits = self._tensor([limits.get(i, float("inf")) for i in range(len(model.fitted))])
 
     # -- public ----------------------------------------------------------------------------------
     def fit(self, video_id: str, keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.ndarray,
-            image_size: tuple[int, int]) -> FitResult:
+            image_size: tuple[int, int], ground: Ground | None = None) -> FitResult:
         """keypoints: float32[N, 17, 3] (x, y, score; video pixels, NaN/0 where missing); track_id, frame_index:
         int64[N], each track's rows in frame order. Rows with too few confident keypoints are skipped and
-        counted. Tracks seen before (same video_id) continue from their last fit with their shape frozen."""
+        counted. Tracks seen before (same video_id) continue from their last fit with their shape frozen.
+        ground: the video's floor (ground.estimate_ground); where it is ok its focal is the camera's and
+        standing feet are held on it, else the focal is focal_factor x the diagonal and no floor is assumed."""
         p = self.p
         conf = np.nan_to_num(keypoints[..., 2]) * np.isfinite(keypoints[..., :2]).all(-1)
         good = conf >= HOUSE_THRESHOLD  # the unsure weigh low_conf_weight x their score; flagged in 3D
         ok = (good.sum(1) >= p.min_joints) & (good[:, TORSO].sum(1) >= 2)
         rows = np.flatnonzero(ok)
         skipped = {"few_confident_joints": int((~ok).sum())} if (~ok).any() else {}
-        focal = float(p.focal_factor * np.hypot(*image_size))
+        ground = ground if ground is not None and ground.ok else None
+        focal = ground.focal if ground else float(p.focal_factor * np.hypot(*image_size))
         if not len(rows):
             return _empty(len(self.model.parents), focal, skipped)
         weight = np.where(good, conf, p.low_conf_weight * conf).astype(np.float32)
         data = _Rows(keypoints, track_id, frame_index, good, weight).take(rows)
-        start = self._probe(video_id, data, image_size, focal)
+        start = self._probe(video_id, data, image_size, focal, ground)
         iters = p.iters_full if any((video_id, int(t)) not in self.state for t in data.track_id) else p.iters_warm
-        out = self._solve(video_id, data, image_size, focal, start, iters, remember=True)
+        out = self._solve(video_id, data, image_size, focal, start, iters, remember=True, ground=ground)
         full = np.zeros((len(rows), len(self.model.parents), 3), np.float32)
         full[:, self.model.fitted[1:]] = out["bones"][:, 1:]
         return FitResult(rows=rows, bone_rotvec=full, root_rotvec=out["root"], translation=out["translation"],
-                         joints=out["joints"], low_conf=~data.good, reproj_px=out["err"], focal=focal,
+                         joints=out["joints"], low_conf=~data.good, reproj_px=out["err"], contact=out["contact"],
+                         focal=focal,
                          skipped=skipped)
 
     def shapes(self, video_id: str) -> dict[int, np.ndarray]:
         """track id -> float32[S] shape of every track of the video fitted so far."""
         return {t: s.shape.cpu().numpy() for (v, t), s in self.state.items() if v == video_id}
 
+    def statures(self, video_id: str) -> dict[int, float]:
+        """track id -> stature (metres) of every track of the video fitted so far."""
+        keys = [k for k in self.state if k[0] == video_id]
+        if not keys:
+            return {}
+        with torch.no_grad():
+            _, stature = rest_statures(self.model.rig(torch.stack([self.state[k].shape for k in keys])))
+        return {t: float(s) for (_, t), s in zip(keys, stature.cpu().tolist())}
+
     def close(self, video_id: str) -> None:
         for key in [k for k in self.state if k[0] == video_id]:
             del self.state[key]
 
     # -- the shape probe -------------------------------------------------------------------------
-    def _probe(self, video_id: str, data: _Rows, size, focal) -> dict[int, torch.Tensor]:
+    def _probe(self, video_id: str, data: _Rows, size, focal, ground: Ground | None) -> dict[int, torch.Tensor]:
         """Starting shape of each new track: the model's `shape_starts` (anny: the default, a child's and an
         old person's age) each fitted to a few of its frames; the lowest loss wins. From one start the
         age barely moves: a pose change explains most of what a proportion change would."""
@@ -177,37 +206,62 @@ class BodyFitter:
         start = {k * span + int(t): s for k, s in enumerate(self._starts) for t in data.track_id[pick]}
         # Shapes held at the starts: a free shape blurs the comparison (gender and weight drift to make up
         # for a wrong age), and which start fits best is what the probe asks.
-        out = self._solve(video_id, rows, size, focal, start, self.p.iters_full, remember=False, shape_free=False)
+        out = self._solve(video_id, rows, size, focal, start, self.p.iters_full, remember=False, shape_free=False,
+                          ground=ground)
         best = {}
-        for t in np.unique(data.track_id[pick]):
-            scores = [out["loss"][rows.track_id == k * span + t].mean() for k in range(len(self._starts))]
+        ids = np.unique(data.track_id[pick])
+        priors = self._start_priors(ids, ground)  # [T, starts]: a child start must earn its small size
+        for i, t in enumerate(ids):
+            scores = [out["loss"][rows.track_id == k * span + t].mean() + priors[i, k]
+                      for k in range(len(self._starts))]
             best[int(t)] = self._starts[int(np.argmin(scores))]
         return best
 
+    def _start_priors(self, tracks: np.ndarray, ground: Ground | None) -> np.ndarray:
+        """float[T, starts]: the stature and adult priors of each starting shape for each track, what the
+        probe adds to its reprojection loss (the same terms stage 2 minimises)."""
+        with torch.no_grad():
+            starts = torch.stack(self._starts)
+            stature = rest_statures(self.model.rig(starts))[1]  # [starts]
+            e = fit_scene.expected_statures(tracks, ground, self.p, stature)
+            out = np.zeros((len(tracks), len(self._starts)))
+            for k in range(len(self._starts)):
+                s = stature[k].expand(len(tracks))
+                out[:, k] = (e["stature_w"] * losses.stature_costs(s, e["stature_mean"], e["stature_sd"])).cpu().numpy()
+                if self._age is not None:
+                    out[:, k] += float(losses.adult_prior(self.p.w_adult, starts[k, self._age][None], stature[k][None],
+                                                          ADULT_AGE, ADULT_FROM_M, CHILD_M))
+        return out
+
     # -- one optimisation ------------------------------------------------------------------------
-    def _solve(self, video_id, data: _Rows, size, focal, start, iters, remember, shape_free=True) -> dict:
+    def _solve(self, video_id, data: _Rows, size, focal, start, iters, remember, shape_free=True,
+               ground: Ground | None = None) -> dict:
         """Stages 1 and 2 on rows that all get fitted; start: track id -> initial shape of a new track."""
         p = self.p
-        pb = self._problem(video_id, data, size, focal, start, shape_free)
-        x = self._unknowns(pb, data, size, focal)
+        pb = self._problem(video_id, data, size, focal, start, shape_free, ground)
+        x = self._unknowns(pb, data, size, focal, ground)
         held = None if bool((~pb.fixed).any()) else self._held_rig(pb, x)
         if any(s is None for s in pb.known) and p.iters_root:
             opt = self._adam(x, pose=False)
             for _ in range(p.iters_root):
                 opt.zero_grad()
-                _, proj, _ = self._posed(pb, x, held)
+                _, proj, _, _ = self._posed(pb, x, held)
                 losses.reprojection(proj, pb.kp, pb.scale, pb.weight * self._torso_w, p.root_sigma).mean().backward()
                 opt.step()
         opt = self._adam(x, pose=True)
         for it in range(iters):
             if it == p.shape_iters and held is None:
                 held = self._held_rig(pb, x)  # the shape has settled; the rest only refines the pose (a third cheaper)
+                # ...and the shape stays exactly that one: left in Adam, momentum and the priors would move
+                # the stored shape away from the one the poses were fitted with
+                x.shape_logit.requires_grad_(False)
+                x.shape_logit.grad = None
             opt.zero_grad()
-            kp3, proj, t3 = self._posed(pb, x, held)
-            self._terms(pb, x, kp3, proj, t3).total().backward()
+            kp3, proj, t3, rig = self._posed(pb, x, held)
+            self._terms(pb, x, kp3, proj, t3, rig[4]).total().backward()
             opt.step()
         with torch.no_grad():
-            kp3, proj, t3 = self._posed(pb, x, held)
+            kp3, proj, t3, _ = self._posed(pb, x, held)
             good = torch.as_tensor(data.good, device=pb.kp.device)
             err = ((proj - pb.kp).norm(dim=-1) * good).sum(1) / good.sum(1)
             final = losses.reprojection(proj, pb.kp, pb.scale, pb.weight, p.robust_sigma)
@@ -215,24 +269,33 @@ class BodyFitter:
         if remember:
             self._remember(video_id, data, pb, x, shape, kp3)
         cpu = lambda v: v.detach().cpu().numpy().astype(np.float32)
+        contact = pb.scene.contact.cpu().numpy()
         return {"bones": cpu(x.bones), "root": cpu(x.root), "translation": cpu(t3), "joints": cpu(kp3),
-                "err": cpu(err), "loss": cpu(final)}
+                "err": cpu(err), "loss": cpu(final), "contact": contact}
 
-    def _terms(self, pb: _Problem, x: _Unknowns, kp3, proj, t3) -> losses.LossTerms:
-        """Stage 2's loss on the body posed from x: kp3 float[B, 17, 3], proj float[B, 17, 2], t3 float[B, 3].
-        The terms are built in the order the fit has always built them: the backward pass accumulates
-        gradients in that order, and the fit stays bit-identical."""
+    def _terms(self, pb: _Problem, x: _Unknowns, kp3, proj, t3, stature) -> losses.LossTerms:
+        """Stage 2's loss on the body posed from x: kp3 float[B, 17, 3], proj float[B, 17, 2], t3 float[B, 3];
+        stature float[T] of each track's shape, metres."""
         p = self.p
+        shape = self._shape(pb, x)
+        age = shape[:, self._age] if self._age is not None else None
         return losses.LossTerms(
             reprojection=losses.reprojection(proj, pb.kp, pb.scale, pb.weight, p.robust_sigma).mean(),
             rest=losses.rest_pull(p.w_pose, x.bones),
             hinges=losses.hinge_limits(p.w_limits, x.bones, self.hinges),
-            shape=losses.shape_prior(p.w_shape, self._shape(pb, x), self.model.shape_default),
+            shape=losses.shape_prior(p.w_shape, shape, self.model.shape_default),
             accel=losses.acceleration(p.w_accel, kp3, pb.motion),
-            velocity=losses.root_velocity(p.w_velocity, t3, pb.motion))
+            velocity=losses.root_velocity(p.w_velocity, t3, pb.motion),
+            limits=losses.joint_limits(p.w_joint_limits, x.bones, self._limits),
+            stature=losses.stature_prior(pb.stature_w, stature, pb.stature_mean, pb.stature_sd),
+            adult=losses.adult_prior(p.w_adult, age, stature, ADULT_AGE, ADULT_FROM_M, CHILD_M) if age is not None
+            else stature.new_zeros(()),
+            ground=losses.ground_contact(p.w_ground, kp3, pb.scene, ANKLE_AT * stature[pb.track_t], p.ground_tol),
+            upright=losses.upright(p.w_upright, kp3, pb.scene, np.radians(p.upright_free_deg)))
 
     # -- a solve's constants, unknowns and optimiser ----------------------------------------------
-    def _problem(self, video_id: str, data: _Rows, size, focal, start, shape_free: bool) -> _Problem:
+    def _problem(self, video_id: str, data: _Rows, size, focal, start, shape_free: bool,
+                 ground: Ground | None) -> _Problem:
         m, t_ = self.model, self._tensor
         tracks, track = np.unique(data.track_id, return_inverse=True)
         prev = [self.state.get((video_id, int(t))) for t in tracks]
@@ -248,12 +311,19 @@ class BodyFitter:
                         weight=t_(data.weight), scale=t_(person_scale(data.kp, data.good)),
                         focal=torch.full((b,), focal, dtype=kp.dtype, device=kp.device),
                         center=t_([[size[0] / 2, size[1] / 2]]).expand(b, 2), shape0=shape0, fixed=fixed,
-                        motion=losses.Motion(triples, anchor, anchors))
+                        motion=losses.Motion(triples, anchor, anchors),
+                        scene=fit_scene.scene(data.kp, data.track_id, data.frames, ground, kp),
+                        **fit_scene.expected_statures(tracks, ground, self.p, kp))
 
-    def _unknowns(self, pb: _Problem, data: _Rows, size, focal) -> _Unknowns:
-        """Cold rows start from the torso (stage 1 refines that), every row of a known track from its last frame."""
+    def _unknowns(self, pb: _Problem, data: _Rows, size, focal, ground: Ground | None) -> _Unknowns:
+        """Cold rows start from the torso (stage 1 refines that), or where a foot stands on a known floor
+        at that foot's depth; every row of a known track from its last frame."""
         m = self.model
-        root, trans = (self._tensor(a) for a in cold_start(m, data.kp, data.good, focal, size, self._torso0))
+        root, trans = cold_start(m, data.kp, data.good, focal, size, self._torso0)
+        if ground is not None:
+            rows, depth = fit_scene.floor_depths(data.kp, pb.scene, ground)
+            trans[rows, 2] = np.log(depth)
+        root, trans = self._tensor(root), self._tensor(trans)
         bones = root.new_zeros(len(pb.track), len(m.fitted), 3)
         for ti, s in enumerate(pb.known):
             if s is not None:
@@ -285,7 +355,8 @@ class BodyFitter:
     def _shape(self, pb: _Problem, x: _Unknowns) -> torch.Tensor:
         """float[T, S]: the free parameters within the model's range, the others held."""
         m = self.model
-        return torch.where(pb.fixed, pb.shape0, m.shape_low + (m.shape_high - m.shape_low) * torch.sigmoid(x.shape_logit))
+        free = m.shape_low + (m.shape_high - m.shape_low) * torch.sigmoid(x.shape_logit)
+        return torch.where(pb.fixed, pb.shape0, free)
 
     def _held_rig(self, pb: _Problem, x: _Unknowns) -> tuple:
         """The rig while the shape is held: a constant, so computed once and without gradient."""
@@ -293,17 +364,19 @@ class BodyFitter:
             return self._rig_rows(self._shape(pb, x), pb.track_t)
 
     def _posed(self, pb: _Problem, x: _Unknowns, held: tuple | None) -> tuple:
-        """(kp3, proj, t3) of the body at x (see _keypoints), on the held rig if there is one."""
+        """(kp3, proj, t3) of the body at x (see _keypoints), on the held rig if there is one, and that rig."""
         rig = held if held is not None else self._rig_rows(self._shape(pb, x), pb.track_t)
-        return self._keypoints(rig, x.bones, x.root, x.txy, x.tz, pb.focal, pb.center)
+        return (*self._keypoints(rig, x.bones, x.root, x.txy, x.tz, pb.focal, pb.center), rig)
 
     def _rig_rows(self, shape_t: torch.Tensor, track: torch.Tensor) -> tuple:
         """Per-track rig work (shape-dependent: rest relations, keypoint coefficients, body size) done
-        once per track, then gathered per row: (kp_coeffs, rest_inv, rel, size), each indexed by row."""
+        once per track, then gathered per row: (kp_coeffs, rest_inv, rel, size), each indexed by row,
+        and the stature float[T] of each track."""
         rig = self.model.rig(shape_t)
         rest_inv, rel = rest_relations(self.parents, rig.rest)
-        size = torso_length(rig) / self._torso0
-        return rig.kp_coeffs[track], rest_inv[track], rel[track], size[track]
+        torso, stature = rest_statures(rig)
+        size = torso / self._torso0
+        return rig.kp_coeffs[track], rest_inv[track], rel[track], size[track], stature
 
     def _keypoints(self, rig_rows, bones, root, txy, tz, focal, center):
         """3D keypoints (camera frame), their projections and the translation, for B rows.
@@ -311,7 +384,7 @@ class BodyFitter:
         Depth is exp(tz) in units of the shape's torso length, so a change of shape (a child's smaller
         body) keeps the body's size in the image and only changes its proportions; otherwise age and
         depth trade against each other along a narrow valley the optimiser crawls through."""
-        kp_coeffs, rest_inv, rel, size = rig_rows
+        kp_coeffs, rest_inv, rel, size = rig_rows[:4]
         z = tz.exp() * size[:, None]
         t3 = torch.cat([txy * z, z], 1)
         _, a = pose_relations(self.parents, rest_inv, rel, rotvec_to_rotmat(bones), placement(root, t3))
@@ -323,4 +396,4 @@ def _empty(num_bones: int, focal: float, skipped: dict) -> FitResult:
     return FitResult(rows=np.zeros(0, np.int64), bone_rotvec=np.zeros((0, num_bones, 3), np.float32),
                      root_rotvec=np.zeros((0, 3), np.float32), translation=np.zeros((0, 3), np.float32),
                      joints=np.zeros((0, 17, 3), np.float32), low_conf=np.zeros((0, 17), bool),
-                     reproj_px=np.zeros(0, np.float32), focal=focal, skipped=skipped)
+                     reproj_px=np.zeros(0, np.float32), contact=np.zeros(0, bool), focal=focal, skipped=skipped)

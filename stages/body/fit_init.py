@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stages.body.ground import ANKLE_AT, NOSE_AT
 from stages.body.rig import BodyModel, Rig
 from stages.body.skeleton import rotmat_to_rotvec, skinned_keypoints
 
@@ -12,12 +13,19 @@ from stages.body.skeleton import rotmat_to_rotvec, skinned_keypoints
 SHOULDERS, HIPS = [5, 6], [11, 12]
 
 
-def torso_length(rig: Rig) -> torch.Tensor:
-    """float[T]: shoulder-centre to hip-centre distance of each rest shape, metres."""
+def rest_statures(rig: Rig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(torso float[T], stature float[T]) of each rest shape, metres: shoulder-centre to hip-centre, and
+    nose to ankle-centre over the share of stature between them (ground.NOSE_AT - ground.ANKLE_AT)."""
     t, f = rig.rest.shape[:2]
     eye = torch.eye(4, dtype=rig.rest.dtype, device=rig.rest.device).expand(t, f, 4, 4)
     kp = skinned_keypoints(eye, rig.kp_coeffs)
-    return ((kp[:, 5] + kp[:, 6]) / 2 - (kp[:, 11] + kp[:, 12]) / 2).norm(dim=-1)
+    torso = ((kp[:, 5] + kp[:, 6]) / 2 - (kp[:, 11] + kp[:, 12]) / 2).norm(dim=-1)
+    return torso, (kp[:, 0] - (kp[:, 15] + kp[:, 16]) / 2).norm(dim=-1) / (NOSE_AT - ANKLE_AT)
+
+
+def torso_length(rig: Rig) -> torch.Tensor:
+    """float[T]: shoulder-centre to hip-centre distance of each rest shape, metres."""
+    return rest_statures(rig)[0]
 
 
 def person_scale(keypoints: np.ndarray, good: np.ndarray) -> np.ndarray:

@@ -34,6 +34,10 @@ ANKLE_AT, SHOULDER_AT, NOSE_AT = 0.039, 0.818, 0.93
 # Adult stature: men ~1.76 m, women ~1.63 m in Europe / North America (NCD-RisC 2016, eLife 5:e13410), sd
 # ~0.07 m within a sex: a mixed crowd has mean ~1.70 m, sd ~0.09 m (5%, the scale's spread from one person).
 STATURE_M = 1.70
+STATURE_SD_M = 0.09
+# Below ADULT_FROM_M a person may be a child (fit.py's adult prior fades out down to CHILD_M): the 5th
+# percentile of adult women's stature is ~1.50 m, an 11-year-old's median ~1.45 m (WHO growth references).
+ADULT_FROM_M, CHILD_M = 1.50, 1.30
 DEFAULT_CAMERA_HEIGHT_M = 1.6  # eye level: what the fit assumed before there was a ground
 
 
@@ -254,3 +258,14 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
                   roll_deg=float(np.degrees(x[1])), focal_estimated=fit.free, horizon_sd_px=horizon_sd,
                   n_tracks=int(used.sum()), n_obs=n, inlier_fraction=float(inlier.mean()),
                   heights={int(obs.ids[j]): float(rel[j] * cam_h) for j in range(k) if counts[j] > 0}, ok=True)
+
+
+def ground_columns(ground: Ground) -> dict:
+    """The videos row's scene columns: the floor and camera the fit assumed (ground_ok False: none, why in
+    ground_reason; the camera columns are then null)."""
+    ok = ground.ok
+    return {"ground_ok": ok, "ground_reason": ground.reason or None,
+            "camera_height_m": ground.camera_height if ok else None,
+            "camera_pitch_deg": ground.pitch_deg if ok else None,
+            "camera_roll_deg": ground.roll_deg if ok else None,
+            "focal_px": ground.focal if ok else None}

@@ -37,6 +37,11 @@ class LossTerms:
     shape: torch.Tensor
     accel: torch.Tensor
     velocity: torch.Tensor
+    limits: torch.Tensor
+    stature: torch.Tensor
+    adult: torch.Tensor
+    ground: torch.Tensor
+    upright: torch.Tensor
 
     def total(self) -> torch.Tensor:
         return reduce(operator.add, (getattr(self, f.name) for f in fields(self)))
@@ -93,3 +98,68 @@ def root_velocity(w: float, t3: torch.Tensor, motion: Motion) -> torch.Tensor:
         return t3.new_zeros(())
     i, j = motion.triples[:, 0], motion.triples[:, 1]
     return w * ((t3[i] - t3[j]) ** 2).sum(1).mean()
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The video's floor in the fit's camera frame, and which rows stand on it."""
+
+    normal: torch.Tensor  # float[3] unit up vector: the floor's, else the camera's own -y (a level camera)
+    camera_height: float | None  # metres above the floor; None: no floor known (no contact term)
+    contact: torch.Tensor  # bool[B] rows with a foot on the floor
+    ankle: torch.Tensor  # int64[B] that foot's COCO-17 index
+
+
+def ground_contact(w: float, kp3: torch.Tensor, scene: Scene, ankle_height: torch.Tensor, tol: float) -> torch.Tensor:
+    """The standing foot on the floor: squared height error of the contact rows' lower ankle (in 3D: the
+    lower one in the image may be the nearer, raised one) above the floor against ankle_height float[B]
+    (where an ankle of that person's stature sits), in units of tol metres, mean over the contact rows;
+    kp3 float[B, K, 3] camera frame."""
+    if not w or scene.camera_height is None or not bool(scene.contact.any()):
+        return kp3.new_zeros(())
+    rows = torch.nonzero(scene.contact).squeeze(1)
+    above = (kp3[rows][:, [15, 16]] @ scene.normal).min(1).values + scene.camera_height
+    return w * (((above - ankle_height[rows]) / tol) ** 2).mean()
+
+
+def upright(w: float, kp3: torch.Tensor, scene: Scene, free_rad: float) -> torch.Tensor:
+    """People standing on a foot stand upright: the ankle-centre to shoulder-centre direction of the contact
+    rows within free_rad of the up vector, squared excess in radians beyond it, mean over those rows. A
+    single view leaves a standing body free to lean toward or away from the camera at almost no
+    reprojection cost (the issue measured -28 to +46 degrees among people on one floor)."""
+    if not w or not bool(scene.contact.any()):
+        return kp3.new_zeros(())
+    rows = torch.nonzero(scene.contact).squeeze(1)
+    axis = kp3[rows][:, [5, 6]].mean(1) - kp3[rows][:, [15, 16]].mean(1)
+    cos = (axis @ scene.normal) / (axis.norm(dim=-1) + 1e-9)
+    angle = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+    return w * (torch.relu(angle - free_rad) ** 2).mean()
+
+
+def stature_prior(w: torch.Tensor, stature: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """Each track's stature float[T] (metres) near what is known of it, mean, sd and weight w float[T]: the
+    floor's measure of that person where there is one, else the population's (weighed more: then nothing
+    else tells size from depth). log(1 + z^2), z in sds: it saturates, so strong evidence outweighs it,
+    while a free size that only trades against depth is pulled to the expected one."""
+    return (w * stature_costs(stature, mean, sd)).mean()
+
+
+def stature_costs(stature: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """float[T]: log(1 + z^2) of each stature, z = (stature - mean) / sd (stature_prior before weights)."""
+    return torch.log1p(((stature - mean) / sd) ** 2)
+
+
+def adult_prior(w: float, age: torch.Tensor, stature: torch.Tensor, adult_age: float, adult_from_m: float,
+                child_m: float) -> torch.Tensor:
+    """An adult unless the body is small: each track's age parameter float[T] below adult_age costs, as much
+    as its stature float[T] says it is an adult (1 at adult_from_m and above, 0 at child_m and below); a
+    small body can then be a child, a tall one cannot."""
+    adult = ((stature - child_m) / (adult_from_m - child_m)).clamp(0, 1)
+    return w * (adult * torch.relu(adult_age - age) ** 2).mean()
+
+
+def joint_limits(w: float, bones: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+    """Every fitted bone's rotation within its range: squared excess of the axis-angle's magnitude over
+    limits float[F] (radians; inf = no limit) for bones float[B, F, 3]."""
+    angle = ((bones ** 2).sum(-1) + 1e-12).sqrt()  # the epsilon: a finite gradient at rest
+    return w * (torch.relu(angle - limits) ** 2).sum(1).mean()

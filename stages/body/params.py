@@ -24,3 +24,19 @@ class FitParams:
     w_shape: float = 1e-3
     w_accel: float = 0.01  # per (m/frame^2)^2 summed over the 17 keypoints: see the jitter measurement in README
     w_velocity: float = 0.0  # root translation, per (m/frame)^2
+    # Plausibility (issue 19): where the video's floor is known, the standing foot on it (errors in
+    # units of ground_tol metres); each track's stature near the population's (stages/body/ground.py:
+    # STATURE_M, STATURE_SD_M), saturating so that evidence wins; an adult's age unless the body is small;
+    # every fitted joint within its range (the body model's joint_limits).
+    w_ground: float = 0.02
+    ground_tol: float = 0.2  # a floor 1.5 degrees off is 0.25 m off at 10 m: a tight tolerance bends legs
+    w_stature: float = 0.003  # a stature the floor measured
+    w_stature_unmeasured: float = 0.03  # the population's, where nothing measured the person
+    w_adult: float = 1.0
+    w_joint_limits: float = 0.1
+    # The floor estimate may also estimate the focal (ground.estimate_ground), but only people's verticals
+    # converging toward a vanishing point tell it: on a level or composited view it drifts (crowd_synth p10:
+    # 5507 px for a 1101 px diagonal), so by default the focal stays focal_factor x the diagonal.
+    estimate_focal: bool = False
+    w_upright: float = 0.5  # standing people (a foot on the floor) upright within upright_free_deg of up
+    upright_free_deg: float = 10.0

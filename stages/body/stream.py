@@ -17,7 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from stages.batches import TrackedRows
-from stages.body.table import body_tracks_table, bodies_table
+from stages.body.ground import Ground, estimate_ground, ground_columns
+from stages.body.table import bodies_table, body_tracks_table
+
+MAX_GROUND_ROWS = 20000  # people rows a video keeps for its floor estimate until one is found (~4 MB)
 
 if TYPE_CHECKING:  # torch is imported by fit.py: the sink actor, which uses this module, need not
     from stages.body.fit import BodyFitter
@@ -33,6 +36,9 @@ class BodyStream:
         self.skipped: dict[str, Counter] = {}
         self.frames: dict[str, Counter] = {}  # video -> track -> fitted person-frames
         self.open_videos: set[str] = set()
+        self.grounds: dict[str, Ground] = {}  # the video's floor, estimated from its first rows on
+        self.seen: dict[str, TrackedRows] = {}  # rows kept for the floor estimate until it is found
+        self.foot: dict[str, dict[int, list[float]]] = {}  # video -> track -> standing foot's height above floor
 
     def open(self, video_id: str) -> None:
         """Start a video (again: whatever an earlier run of it left here is dropped)."""
@@ -57,19 +63,25 @@ class BodyStream:
         cut = frames[(len(frames) // self.chunk_frames) * self.chunk_frames - 1]
         now = held.frame_index <= cut
         self.pending[vid] = held.take(~now)
+        self._ground(held.take(now), image_size)
         return self._fit(held.take(now), image_size)
 
-    def finish(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple[pa.Table | None, pa.Table, dict]:
-        """The video's last rows: (bodies rows or None, one body_tracks row per fitted track, skip reasons)."""
+    def finish(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple[pa.Table | None, pa.Table, dict, dict]:
+        """The video's last rows: (bodies rows or None, one body_tracks row per fitted track, skip reasons,
+        the videos row's floor columns)."""
         vid = rows.video_id
         self._check(vid)
         self.open_videos.discard(vid)
         held = TrackedRows.concat(vid, [self.pending.pop(vid), rows]) if vid in self.pending else rows
+        ground = self._ground(held, image_size)
         table = self._fit(held, image_size) if len(held) else None
         tracks = body_tracks_table(vid, self.fitter.model.name, list(self.fitter.model.shape_names),
-                                   self.fitter.shapes(vid), dict(self.frames.pop(vid, Counter())))
+                                   self.fitter.shapes(vid), dict(self.frames.pop(vid, Counter())),
+                                   self.fitter.statures(vid), self.foot.pop(vid, {}))
         self.fitter.close(vid)
-        return table, tracks, dict(self.skipped.pop(vid, Counter()))
+        self.seen.pop(vid, None)
+        self.grounds.pop(vid, None)
+        return table, tracks, dict(self.skipped.pop(vid, Counter())), ground_columns(ground)
 
     def fit_whole(self, rows: TrackedRows, image_size: tuple[int, int], max_rows: int = 4096,
                   ) -> tuple[pa.Table | None, pa.Table, dict]:
@@ -78,6 +90,8 @@ class BodyStream:
         Returns what finish() does."""
         vid = rows.video_id
         self.open(vid)
+        self._ground(rows, image_size)  # every row of the video at once: the floor from all its tracks
+        self.seen.pop(vid, None)  # ...and no later estimate: finish() below brings no new rows
         order = np.lexsort((rows.frame_index, rows.track_id))
         rows = rows.take(order)
         ids, counts = np.unique(rows.track_id, return_counts=True)
@@ -91,9 +105,9 @@ class BodyStream:
         if group:
             tables.append(self._fit(rows.take(np.isin(rows.track_id, group)), image_size))
         empty = rows.take(np.zeros(len(rows), bool))
-        _, tracks, skipped = self.finish(empty, image_size)
+        _, tracks, skipped, scene = self.finish(empty, image_size)
         kept = [t for t in tables if t is not None]
-        return (pa.concat_tables(kept) if kept else None), tracks, skipped
+        return (pa.concat_tables(kept) if kept else None), tracks, skipped, scene
 
     def drop(self, video_id: str) -> None:
         """Forget a video that failed."""
@@ -101,14 +115,47 @@ class BodyStream:
         self.skipped.pop(video_id, None)
         self.frames.pop(video_id, None)
         self.open_videos.discard(video_id)
+        self.grounds.pop(video_id, None)
+        self.seen.pop(video_id, None)
+        self.foot.pop(video_id, None)
         self.fitter.close(video_id)
 
+    def _ground(self, rows: TrackedRows, image_size: tuple[int, int]) -> Ground:
+        """The video's floor: estimated from the rows seen so far until an estimate is ok, then kept (the
+        fits of a video share one camera). Not ok (too few people, feet never seen, nobody moving in depth):
+        the fit falls back to no floor, and the videos row says why."""
+        vid = rows.video_id
+        known = self.grounds.get(vid)
+        if known is not None and (known.ok or not len(rows)):
+            return known
+        seen = TrackedRows.concat(vid, [self.seen[vid], rows]) if vid in self.seen else rows
+        self.seen[vid] = seen.take(np.arange(min(len(seen), MAX_GROUND_ROWS)))
+        p = self.fitter.p
+        focal = None if p.estimate_focal else p.focal_factor * float(np.hypot(*image_size))
+        ground = estimate_ground(seen.keypoints, seen.track_id, seen.frame_index, image_size, focal,
+                                 focal_factor=p.focal_factor)
+        self.grounds[vid] = ground
+        if ground.ok:
+            self.seen.pop(vid)
+        return ground
+
     def _fit(self, rows: TrackedRows, image_size: tuple[int, int]) -> pa.Table | None:
-        result = self.fitter.fit(rows.video_id, rows.keypoints, rows.track_id, rows.frame_index, image_size)
-        self.skipped.setdefault(rows.video_id, Counter()).update(result.skipped)
-        self.frames.setdefault(rows.video_id, Counter()).update(rows.track_id[result.rows].tolist())
+        """Fit rows on the video's floor as estimated so far (_ground, called first)."""
+        vid = rows.video_id
+        ground = self.grounds[vid]
+        result = self.fitter.fit(vid, rows.keypoints, rows.track_id, rows.frame_index, image_size, ground)
+        self.skipped.setdefault(vid, Counter()).update(result.skipped)
+        self.frames.setdefault(vid, Counter()).update(rows.track_id[result.rows].tolist())
         if not len(result.rows):
             return None
-        return bodies_table(rows.video_id, self.fitter.model.name, rows.frame_index, rows.time_s, rows.track_id,
-                            result)
+        # The lower ankle's height above the floor (NaN without one): on standing frames it should be an
+        # ankle's height, ~7 cm; far off, the body floats or sinks (body_tracks' plausibility flag).
+        foot = ground.distance(result.joints[:, [15, 16]].reshape(-1, 3)).reshape(-1, 2).min(1) if ground.ok \
+            else np.full(len(result.rows), np.nan)
+        per_track = self.foot.setdefault(vid, {})
+        for t, h, c in zip(rows.track_id[result.rows].tolist(), foot.tolist(), result.contact.tolist()):
+            if c and np.isfinite(h):
+                per_track.setdefault(t, []).append(h)
+        return bodies_table(vid, self.fitter.model.name, rows.frame_index, rows.time_s, rows.track_id, result,
+                            foot.astype(np.float32))
 

@@ -40,6 +40,8 @@ def bodies_schema(num_bones: int) -> pa.Schema:
         ("joint_z", _KP),
         ("joint_low_conf", pa.list_(pa.bool_(), NUM_KEYPOINTS)),  # 2D input low-confidence or missing: not measured
         ("reproj_px", pa.float32()),  # mean reprojection error over the confident keypoints
+        ("foot_contact", pa.bool_()),  # a foot stands on the floor (lowest, still: stages/body/contact.py)
+        ("foot_height_m", pa.float32()),  # the lower ankle above the video's floor; null without a floor
     ])
 
 
@@ -50,7 +52,16 @@ BODY_TRACKS_SCHEMA = pa.schema([
     ("shape_names", pa.list_(pa.string())),
     ("shape", pa.list_(pa.float32())),  # anny: phenotypes in [0, 1]; smpl: betas
     ("frames", pa.int64()),  # fitted person-frames of the track
+    ("height_m", pa.float32()),  # stature of the fitted shape (nose to ankles, over their share of stature)
+    ("age", pa.float32()),  # anny's age parameter (child 1/3, young adult 2/3, old 1); null for SMPL
+    ("plausible", pa.bool_()),
+    ("implausible_reason", pa.string()),  # why not, e.g. "height 0.95 m", "feet 0.31 m off the floor"
 ])
+
+# A body a motion-capture user would reject: outside human statures (a toddler to the tallest adults), or
+# standing feet, on the median standing frame, further from the floor than a step.
+HEIGHT_RANGE_M = (0.8, 2.2)
+MAX_FOOT_OFF_M = 0.15
 
 
 def _fixed(values: np.ndarray, size: int) -> pa.FixedSizeListArray:
@@ -58,8 +69,9 @@ def _fixed(values: np.ndarray, size: int) -> pa.FixedSizeListArray:
 
 
 def bodies_table(video_id: str, body_model: str, frame_index: np.ndarray, time_s: np.ndarray,
-                 track_id: np.ndarray, fit: FitResult) -> pa.Table:
-    """Rows of one fit; frame_index, time_s, track_id: the inputs' columns (fit.rows picks from them)."""
+                 track_id: np.ndarray, fit: FitResult, foot_height: np.ndarray) -> pa.Table:
+    """Rows of one fit; frame_index, time_s, track_id: the inputs' columns (fit.rows picks from them);
+    foot_height float32[B] per fitted row (NaN: no floor)."""
     n, j = len(fit.rows), fit.bone_rotvec.shape[1]
     r = fit.rows
     return pa.Table.from_arrays([
@@ -69,16 +81,35 @@ def bodies_table(video_id: str, body_model: str, frame_index: np.ndarray, time_s
         _fixed(fit.translation, 3), pa.array(np.full(n, fit.focal, np.float32)),
         *(_fixed(fit.joints[:, :, c], NUM_KEYPOINTS) for c in range(3)),
         pa.FixedSizeListArray.from_arrays(pa.array(fit.low_conf.reshape(-1)), NUM_KEYPOINTS),
-        pa.array(fit.reproj_px.astype(np.float32)),
+        pa.array(fit.reproj_px.astype(np.float32)), pa.array(fit.contact.astype(bool)),
+        pa.array(foot_height, mask=~np.isfinite(foot_height)),
     ], schema=bodies_schema(j))
 
 
+def plausibility(height_m: float, foot_heights: list[float]) -> str | None:
+    """Why a track's body is not believable (None: it is): its stature, or its standing feet's median
+    height above the floor (foot_heights: the standing frames', metres; empty without a floor)."""
+    why = []
+    if not HEIGHT_RANGE_M[0] <= height_m <= HEIGHT_RANGE_M[1]:
+        why.append(f"height {height_m:.2f} m")
+    if foot_heights and abs(float(np.median(foot_heights))) > MAX_FOOT_OFF_M:
+        why.append(f"feet {float(np.median(foot_heights)):+.2f} m off the floor")
+    return ", ".join(why) or None
+
+
 def body_tracks_table(video_id: str, body_model: str, shape_names: list[str], shapes: dict[int, np.ndarray],
-                      frames: dict[int, int]) -> pa.Table:
-    ids = sorted(shapes)
-    return pa.Table.from_pylist([
-        {"video_id": video_id, "track_id": t, "body_model": body_model, "shape_names": shape_names,
-         "shape": [float(v) for v in shapes[t]], "frames": frames.get(t, 0)} for t in ids], schema=BODY_TRACKS_SCHEMA)
+                      frames: dict[int, int], statures: dict[int, float], foot: dict[int, list[float]]) -> pa.Table:
+    """One row per track: its shape, stature, age and plausibility. statures: track -> metres; foot: track ->
+    the standing feet's heights above the floor (stream.py)."""
+    age = shape_names.index("age") if "age" in shape_names else None
+    rows = []
+    for t in sorted(shapes):
+        why = plausibility(statures[t], foot.get(t, []))
+        rows.append({"video_id": video_id, "track_id": t, "body_model": body_model, "shape_names": shape_names,
+                     "shape": [float(v) for v in shapes[t]], "frames": frames.get(t, 0), "height_m": statures[t],
+                     "age": float(shapes[t][age]) if age is not None else None, "plausible": why is None,
+                     "implausible_reason": why})
+    return pa.Table.from_pylist(rows, schema=BODY_TRACKS_SCHEMA)
 
 
 def body_summary(tracks: pa.Table, skipped: dict[str, int]) -> dict:

@@ -18,9 +18,9 @@ from stages.io.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
 
 
 def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.Table, skipped: dict[str, int],
-                   only_track: int | None = None) -> dict:
-    """Publish a refit of a video (only_track: of that track; the other tracks' rows are kept).
-    Returns the rewritten videos row."""
+                   scene: dict, only_track: int | None = None) -> dict:
+    """Publish a refit of a video (only_track: of that track; the other tracks' rows are kept); scene: the
+    videos row's floor columns (ground.ground_columns). Returns the rewritten videos row."""
     fs, root = resolve_output(out)
     if only_track is not None:
         keep = {}
@@ -48,6 +48,6 @@ def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.
     rmdir_if_empty(fs, join(root, "_staging"))
     row = {r["video_id"]: r for r in read_video_rows(out)}[video_id]
     empty = pa.table({"frames": pa.array([], pa.int64())})
-    row.update(body_summary(tracks if tracks is not None else empty, skipped))
+    row.update(body_summary(tracks if tracks is not None else empty, skipped), **scene)
     put_video_row(fs, root, row)
     return row

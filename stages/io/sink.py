@@ -103,6 +103,13 @@ VIDEOS_SCHEMA = pa.schema([
     ("body_rows", pa.int64()),
     ("body_tracks", pa.int64()),
     ("body_skipped", pa.string()),
+    # The floor and camera the body fit assumed (stages/body/ground.py; null without the mesh stage).
+    ("ground_ok", pa.bool_()),
+    ("ground_reason", pa.string()),  # why no floor was found, when ground_ok is false
+    ("camera_height_m", pa.float64()),
+    ("camera_pitch_deg", pa.float64()),  # > 0: looking down
+    ("camera_roll_deg", pa.float64()),
+    ("focal_px", pa.float64()),
 ])
 
 

@@ -1,0 +1,51 @@
+"""What the video's scene tells the body fit (fit.py): the floor and who stands on it, each track's
+expected stature, and where a standing person's depth starts. Pure functions of arrays and a Ground.
+
+Without a floor (ground.estimate_ground not ok) the fit keeps the camera's own -y as up (a level camera,
+what most video is shot with) for the upright term only, and the adult population's stature for everyone.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stages.body import losses
+from stages.body.contact import foot_contact
+from stages.body.ground import ANKLE_AT, STATURE_M, STATURE_SD_M, Ground
+from stages.body.params import FitParams
+
+MEASURED_SD = 0.04  # relative sd of a stature the floor measured (ground.heights: ~3% on synthetic scenes)
+
+
+def scene(keypoints: np.ndarray, track_id: np.ndarray, frames: np.ndarray, ground: Ground | None,
+          like: torch.Tensor) -> losses.Scene:
+    """keypoints float[B, 17, 3], track_id, frames int[B] -> the floor (or the level camera's up) and the
+    rows standing on a foot (contact.foot_contact), as tensors of like's dtype and device."""
+    contact, ankle = foot_contact(keypoints, track_id, frames)
+    up = ground.normal if ground is not None else [0.0, -1.0, 0.0]
+    return losses.Scene(torch.as_tensor(up, dtype=like.dtype, device=like.device),
+                        ground.camera_height if ground is not None else None,
+                        torch.as_tensor(contact, device=like.device), torch.as_tensor(ankle, device=like.device))
+
+
+def expected_statures(tracks: np.ndarray, ground: Ground | None, p: FitParams, like: torch.Tensor
+                      ) -> dict[str, torch.Tensor]:
+    """The stature prior per track id of tracks int[T]: {stature_mean, stature_sd, stature_w} float[T]: the
+    floor's measure of the person (ground.heights) where it has one, else the adult population's, weighed
+    more (then nothing else tells size from depth)."""
+    known = ground.heights if ground is not None else {}
+    mean = [known.get(int(t), STATURE_M) for t in tracks]
+    sd = [MEASURED_SD * known[int(t)] if int(t) in known else STATURE_SD_M for t in tracks]
+    w = [p.w_stature if int(t) in known else p.w_stature_unmeasured for t in tracks]
+    return {name: torch.as_tensor(v, dtype=like.dtype, device=like.device)
+            for name, v in (("stature_mean", mean), ("stature_sd", sd), ("stature_w", w))}
+
+
+def floor_depths(keypoints: np.ndarray, sc: losses.Scene, ground: Ground) -> tuple[np.ndarray, np.ndarray]:
+    """(rows int[R], depth float[R] metres) for the standing rows whose foot's ray meets the floor: where an
+    adult's ankle on the floor would be, a cold start's depth (fit_init.cold_start guesses from the torso)."""
+    on = sc.contact.cpu().numpy()
+    rows = np.flatnonzero(on)
+    feet = keypoints[rows, sc.ankle.cpu().numpy()[on], :2]
+    z = ground.backproject(feet, ANKLE_AT * STATURE_M)[:, 2]
+    return rows[np.isfinite(z)], z[np.isfinite(z)]
