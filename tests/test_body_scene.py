@@ -53,7 +53,8 @@ def test_floor_fixes_statures_tells_children_and_keeps_poses(anny):
         joints = np.stack([bodies[c].combine_chunks().flatten().to_numpy().reshape(-1, 17)
                            for c in ("joint_x", "joint_y", "joint_z")], -1)
         truth = {(int(t), int(f)): j for t, f, j in zip(sc.track_id, sc.frame_index, sc.joints)}
-        true = np.stack([truth[(t, f)] for t, f in zip(bodies["track_id"].to_pylist(), bodies["frame_index"].to_pylist())])
+        keys = zip(bodies["track_id"].to_pylist(), bodies["frame_index"].to_pylist())
+        true = np.stack([truth[key] for key in keys])
         assert np.median([pa_mpjpe(p, t) for p, t in zip(joints, true)]) < 0.045
         standing = bodies["foot_contact"].to_numpy(zero_copy_only=False)
         foot = bodies["foot_height_m"].to_numpy(zero_copy_only=False)[standing]
