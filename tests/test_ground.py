@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from stages.body.ground import Ground, estimate_ground, up_normal
+from stages.body.ground import Ground, estimate_ground, floor_grid, up_normal
 from stages.body.ground_views import upright_views
 from tests.ground_synth import auc, make_scene, rotation, with_strays
 
@@ -124,3 +124,25 @@ def test_fallbacks() -> None:
     assert "horizon" in g.reason
     _fallback_ok(estimate_ground(np.full((5, 17, 3), np.nan), np.arange(5), np.zeros(5, int), size))
     _fallback_ok(estimate_ground(sc.keypoints, sc.track_id, sc.frame_index, (0, 0)))
+
+
+def test_floor_grid_lies_below_the_horizon_and_is_drawn_there():
+    """The grid `posepipe render` draws (ground.floor_grid, render_draw.draw_floor): every point below
+    the horizon row, the far ends close to it, the grid symmetric about the centre column of a camera
+    without roll; none for a video whose floor was not found."""
+    from stages.io.render_draw import People, draw_frame
+
+    g = Ground(image_size=(1280, 720), focal=1468.6, camera_height=3.0, pitch_deg=12.0, roll_deg=0.0, ok=True)
+    grid = floor_grid(g)
+    pts = grid[np.isfinite(grid).all(-1)]
+    assert len(pts) > 100 and (pts[:, 1] > g.horizon_row).all()
+    # the far end, 40 m out: ~ focal x 3 m / 40 m = 110 px under the horizon (the depression of that point)
+    assert 0.8 < (np.min(pts[:, 1]) - g.horizon_row) / (1468.6 * 3.0 / 40.0) < 1.2
+    assert abs(np.median(pts[:, 0]) - 640) < 1
+    none = People(*(np.zeros((0,) + s, t) for s, t in (((), np.int64), ((), np.int64), ((17, 2), np.float32),
+                                                          ((17,), bool), ((4,), np.float32), ((4,), np.float32))))
+    img = draw_frame(np.zeros((720, 1280, 3), np.uint8), none, floor=grid)
+    drawn = img.max(-1) > 0
+    rows = np.flatnonzero(drawn.any(1))
+    assert drawn.sum() > 1000 and rows.min() >= int(g.horizon_row) - 1
+    assert floor_grid(Ground(image_size=(1280, 720), focal=1000.0)).shape[0] == 0  # not ok: no grid

@@ -269,3 +269,31 @@ def ground_columns(ground: Ground) -> dict:
             "camera_pitch_deg": ground.pitch_deg if ok else None,
             "camera_roll_deg": ground.roll_deg if ok else None,
             "focal_px": ground.focal if ok else None}
+
+
+def floor_grid(ground: Ground, spacing: float = 1.0, lines: int = 21, near: float = 0.5, far: float = 40.0,
+               steps: int = 40) -> np.ndarray:
+    """float64[L, steps, 2] pixel polylines of a grid on the floor (lines x lines lines `spacing` metres
+    apart, centred in front of the camera, from `near` to `far` metres away), for `posepipe render` to
+    show the floor the fit assumed; points behind the camera are NaN. Empty without a floor."""
+    if not ground.ok:
+        return np.zeros((0, steps, 2))
+    up = ground.normal
+    # Floor axes: "forward" is the optical axis flattened onto the floor, "right" completes them.
+    forward = np.array([0.0, 0.0, 1.0]) - up[2] * up
+    forward /= np.linalg.norm(forward)
+    right = np.cross(up, forward)
+    foot = -ground.camera_height * up  # the floor point under the camera
+    half = (lines - 1) / 2 * spacing
+    t = np.linspace(0, 1, steps)[:, None]
+    segs = []
+    for k in range(lines):
+        off = -half + k * spacing
+        a, b = foot + right * off + forward * near, foot + right * off + forward * far  # along the view
+        segs.append(a + (b - a) * t)
+        d = near + k * (far - near) / (lines - 1)  # across the view
+        segs.append(foot + forward * d + right * (-half + 2 * half * t))
+    pts = np.stack(segs)  # [2 lines, steps, 3]
+    uv = ground.project(pts.reshape(-1, 3)).reshape(len(segs), steps, 2)
+    uv[pts[..., 2] < 0.1] = np.nan
+    return uv

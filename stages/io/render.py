@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.body.ground import Ground, floor_grid
 from stages.io.errors import OutputError
 from stages.io.output import video_row
 from stages.io.output import video_table as _table
@@ -58,6 +59,7 @@ class Overlay:
     frame_count: int
     people: People
     bodies: Bodies | None
+    floor: np.ndarray | None = None  # float[L, N, 2] the floor grid the body fit assumed (video pixels)
 
 
 def _one_line(text) -> str:
@@ -113,7 +115,16 @@ def load_overlay(out: str, video_id: str) -> Overlay:
     size = (int(row["width"] or 0), int(row["height"] or 0))
     bodies = _bodies(out, video_id, size) if _has_table(out, "bodies", video_id) else None
     return Overlay(video_id, path, size[0], size[1], float(row["fps"] or math.nan), int(row["frames"] or 0),
-                   _people(out, video_id), bodies)
+                   _people(out, video_id), bodies, _floor(row, size) if bodies is not None else None)
+
+
+def _floor(row: dict, size: tuple[int, int]) -> np.ndarray | None:
+    """The floor grid of a videos row whose body fit found a floor (ground_ok), else None."""
+    if not row.get("ground_ok"):
+        return None
+    ground = Ground(image_size=size, focal=float(row["focal_px"]), camera_height=float(row["camera_height_m"]),
+                    pitch_deg=float(row["camera_pitch_deg"]), roll_deg=float(row["camera_roll_deg"]), ok=True)
+    return floor_grid(ground)
 
 
 def frame_range(frames: tuple[int | None, int | None] | None, frame_count: int) -> tuple[int, int]:
@@ -273,7 +284,7 @@ def render(out: str, video_id: str, output: str, frames: tuple[int | None, int |
             bodies = ov.bodies.at(f) if ov.bodies is not None else None
             drawn["people"] += len(people)
             drawn["bodies"] += len(bodies) if bodies is not None else 0
-            yield draw_frame(img, people, bodies, boxes, 1.0 / scale), t
+            yield draw_frame(img, people, bodies, boxes, 1.0 / scale, ov.floor), t
 
     with _open_reader(ov, None) as reader:  # opened first: a bad input is refused before any file is made
         count, used, (w, h) = encode_video(output, drawn_frames(reader), time_base, ov.fps, codec)
@@ -322,7 +333,7 @@ def contact_sheet(out: str, video_id: str, output_png: str, frames: tuple[int | 
             bodies = ov.bodies.at(f) if ov.bodies is not None else None
             # Rows are in video pixels; the tile is (tw, th), whatever rounding the decoder did.
             tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA) if img.shape[:2] != (th, tw) else img
-            tile = draw_frame(tile, ov.people.at(f), bodies, boxes, tw / ov.width)
+            tile = draw_frame(tile, ov.people.at(f), bodies, boxes, tw / ov.width, ov.floor)
             label(tile, f"frame {f}  {t:.2f} s", (tw / 2, 16), (255, 255, 255), 1)
             r, c = divmod(k, cols)
             y, x = _GUTTER + r * (th + _GUTTER), _GUTTER + c * (tw + _GUTTER)

@@ -179,15 +179,27 @@ def draw_box(img: np.ndarray, box: np.ndarray, colour, width: int) -> None:
         cv2.rectangle(img, _pt(box[:2]), _pt(box[2:]), colour, width, _AA, _SHIFT)
 
 
+def draw_floor(img: np.ndarray, polylines: np.ndarray, width: int) -> None:
+    """The floor grid the body fit assumed (ground.floor_grid, image pixels), thin and grey, under the people."""
+    for line in polylines:
+        ok = np.isfinite(line).all(1)
+        pts = np.round(line[ok]).astype(np.int32)
+        if len(pts) > 1:
+            cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, (150, 150, 150), width, cv2.LINE_AA)
+
+
 def draw_frame(image: np.ndarray, people: People, bodies: Bodies | None = None, boxes: bool = False,
-               scale: float = 1.0) -> np.ndarray:
-    """A copy of `image` (RGB uint8 [H, W, 3]) with one frame's people (and fitted bodies) drawn.
+               scale: float = 1.0, floor: np.ndarray | None = None) -> np.ndarray:
+    """A copy of `image` (RGB uint8 [H, W, 3]) with one frame's people (and fitted bodies) drawn, over the
+    floor grid (float[L, N, 2] video pixels, ground.floor_grid) when the fit found one.
 
     scale: image pixels per video pixel of the rows. With boxes, each person's detector box is drawn
     (top-down people); a bottom-up person has none, so its keypoint box is drawn instead, dimmed.
     """
     img = np.ascontiguousarray(image).copy()
     width = line_width(img.shape)
+    if floor is not None:
+        draw_floor(img, floor * scale, max(1, width // 2))
     for i in range(len(people)):
         tid = int(people.track_id[i])
         if boxes:
