@@ -112,15 +112,13 @@ def _cmd_mocap(args: argparse.Namespace) -> int:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from stages.io.summary import summary, summary_json, summary_table
+    from stages.io.summary import print_summary, summary, summary_json
 
     rows = summary(args.out)
     if args.json:
         print(summary_json(rows))
     else:
-        Console().print(summary_table(rows))
+        print_summary(rows, args.out)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

@@ -6,23 +6,28 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from rich.console import Console
 
 from pipeline.config import load_config, mode_file
 from pipeline.evaluate import coco_results
 from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs, model_label
 from stages.coco17 import NAMES as COCO17_NAMES
 from stages.eval.metrics import coco_keypoint_eval
-from stages.io.decode import VideoReader
+from stages.io.decode import VideoReader, video_id_for
 from stages.io.export_table import csv_columns, export_coco, export_csv
 from stages.io.sink import ParquetSink, read_video_rows, write_json
-from stages.io.summary import OutputReadError, summary, summary_json, summary_table
+from stages.io.summary import OutputReadError, summary, summary_json, summary_lines
 from stages.track.confirm import TrackOutput
 from stages.track.track import Tracker
 
@@ -125,10 +130,21 @@ def test_coco_export_of_one_named_video_and_refusals(run):
     assert not (run["tmp"] / "failed.json").exists() and not (run["tmp"] / "nope.json").exists()
 
 
-def _render(table) -> str:
-    console = Console(record=True, width=140, file=io.StringIO())
-    console.print(table)
-    return console.export_text()
+def _text(rows: list[dict], width: int = 80) -> str:
+    return "\n".join(line for line, _ in summary_lines(rows, width))
+
+
+def _blocks(text: str) -> dict[str, list[str]]:
+    """video id -> its block's lines (a block starts at an unindented line naming the video)."""
+    blocks, current = {}, None
+    for line in text.splitlines():
+        if line[:1] not in ("", " ") and len(line.split()) == 2:
+            current = blocks.setdefault(line.split()[1], [])
+        elif not line.startswith(" "):
+            current = None
+        if current is not None:
+            current.append(line)
+    return blocks
 
 
 def test_coco_export_of_several_videos_numbers_images_per_video(run, tmp_path):
@@ -169,19 +185,19 @@ def test_summary_shows_the_failure_and_sensible_numbers(run):
     assert ok["body_rows"] is None  # no mesh stage
     assert ok["stages"]["pose"] == {"busy_fraction": 0.93, "actors": 1}
 
-    text = _render(summary_table(list(rows.values())))
-    bad_line = next(line for line in text.splitlines() if FAILED_ID in line)
-    assert "failed" in bad_line and FAILED_REASON in bad_line
-    ok_line = next(line for line in text.splitlines() if run["video_id"] in line)
-    people = f"{ok['people_min']} / {ok['people_median']:g} / {ok['people_max']}"
-    assert "ok" in ok_line and f" {run['frames']} " in ok_line and "25.00" in ok_line and people in ok_line
-    assert "pose 0.93 x1" in text and "decode 0.21 x1" in text  # the job's stages, once
+    text = _text(list(rows.values()))
+    blocks = _blocks(text)
+    assert blocks[FAILED_ID][0].split() == ["failed", FAILED_ID] and f"error: {FAILED_REASON}" in blocks[FAILED_ID][1]
+    ok_block = " ".join(blocks[run["video_id"]])
+    people = f"min {ok['people_min']}, median {ok['people_median']:g}, max {ok['people_max']}"
+    assert ok_block.startswith("ok ") and f"{run['frames']} frames at 25.00 fps" in ok_block and people in ok_block
+    assert "pose 0.93 x1" in text and "decode 0.21 x1" in text and "(last run)" in text  # the job's stages, once
     assert text.count("pose 0.93") == 1
-    assert "bodies" not in text  # the column appears only for outputs with a mesh stage
-    assert "bodies" in _render(summary_table([{**ok, "body_rows": 40}]))
+    assert "bodies" not in text  # only for outputs with a mesh stage
+    assert "40 bodies" in _text([{**ok, "body_rows": 40}])
 
     doc = json.loads(summary_json(list(rows.values())))
-    assert doc["stages"]["sink"]["busy_fraction"] == 0.02
+    assert doc["stages"]["sink"]["busy_fraction"] == 0.02 and doc["stages_note"] == "last run"
     assert [v["video_id"] for v in doc["videos"]] == list(rows) and "stages" not in doc["videos"][0]
 
 
@@ -211,3 +227,74 @@ def test_csv_reads_back_one_row_per_person_with_empty_cells_for_nan(run):
     assert "nan" not in path.read_text().lower() and ",," in raw[1 + int(np.argmax(not_found.any(1)))]
     # Same rows as the COCO export, same order (frame, person): coordinates agree to float32.
     np.testing.assert_allclose(np.nan_to_num(xs), preds[:, :, 0], rtol=1e-6)
+
+
+# A 73-character id (the longest video_id_for makes) and a failure reason of several hundred characters
+# with a path in it: what an 80-column table cut to "s…" or folded over ~24 lines.
+LONG_PATH = "/data/recordings/2024/site_b/camera_03/" + "long_descriptive_clip_name_" * 3 + "final.mp4"
+LONG_ID = video_id_for(LONG_PATH)
+LONG_ERROR = (f"{LONG_PATH}: decode failed at frame 1207 (pts 48.28 s): Invalid data found when processing "
+              "input; " + "the container's index points past the end of the file, " * 6).strip()
+
+
+def _with_long_failure(run, tmp_path) -> str:
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    ParquetSink(out).fail(LONG_ID, {"path": LONG_PATH, "error": LONG_ERROR})
+    return str(out)
+
+
+def test_summary_lines_fit_the_width_and_keep_ids_and_reasons_whole(run, tmp_path):
+    assert len(LONG_ID) == 73
+    rows = summary(_with_long_failure(run, tmp_path))
+    rows.append({**rows[0], "video_id": "cut-00000000", "status": "truncated",
+                 "error": "decode error after frame 12: moov atom not found"})
+    for width in (80, 60, 40):
+        text = _text(rows, width)
+        assert max(len(line) for line in text.splitlines()) <= width, text
+        assert "…" not in text
+        if width >= 75:  # the id fits a line: whole, on its own under the status
+            assert f"  {LONG_ID}" in text.splitlines() and "failed" in text.splitlines()
+        # Wrapped at spaces, the path (longer than a line) cut in pieces: every character is there, in order.
+        assert "".join(LONG_ERROR.split()) in "".join(text.split())
+    text = _text(rows, 80)
+    assert "reason: decode error after frame 12: moov atom not found" in text
+    assert "1 truncated" in text.splitlines()[0]
+
+
+def _job(stages, finished: bool, history: list[dict]) -> dict:
+    return {"stages": stages, "finished_at": 2.0e9 if finished else None, "videos": {}, "history": history}
+
+
+def test_summary_keeps_the_last_real_runs_stage_statistics(run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(run["out"], out)
+    real = {"started_at": 1.7e9, "finished_at": 1.7e9 + 60, "config_hash": "c", "stages": STAGES, "videos": {}}
+    skipped = {**real, "started_at": 1.8e9, "stages": {}}  # a re-run with nothing to do: graph never built
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(1.7e9))
+    for job, note in ((_job({}, True, [real, skipped]), f"run of {when}; the last run processed no video"),
+                      (_job(None, False, [real]), f"run of {when}; the last run has not finished")):
+        write_json(str(out), "job.json", job)
+        rows = summary(str(out))
+        assert rows[0]["stages"]["pose"] == {"busy_fraction": 0.93, "actors": 1} and rows[0]["stages_note"] == note
+        assert "pose 0.93 x1" in _text(rows) and "none in job.json" not in _text(rows)
+        assert json.loads(summary_json(rows))["stages_note"] == note
+    write_json(str(out), "job.json", _job({}, True, [skipped]))
+    assert summary(str(out))[0]["stages"] == {} and "none in job.json" in _text(summary(str(out)))
+
+
+def test_summary_command_piped_is_plain_and_fits_80_columns(run, tmp_path):
+    out = _with_long_failure(run, tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR")}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "summary", out], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr  # failed videos
+    lines = done.stdout.splitlines()
+    assert done.stderr == "" and max(len(line) for line in lines) <= 80, done.stdout
+    assert "…" not in done.stdout and "\x1b" not in done.stdout  # nothing cut, no colour codes in a pipe
+    assert f"failed    {FAILED_ID}" in lines and f"  {LONG_ID}" in lines and f"ok        {run['video_id']}" in lines
+    assert "pose 0.93 x1" in done.stdout
+    doc = json.loads(subprocess.run([sys.executable, "-m", "pipeline.cli", "summary", out, "--json"], cwd=REPO,
+                                    env=env, capture_output=True, text=True, timeout=120, check=False).stdout)
+    assert {v["video_id"] for v in doc["videos"]} == {FAILED_ID, LONG_ID, run["video_id"]}
+    assert next(v for v in doc["videos"] if v["video_id"] == LONG_ID)["error"] == LONG_ERROR

@@ -1,9 +1,10 @@
-"""`posepipe summary OUT`: one line per video of a finished output, numbers a user checks first.
+"""`posepipe summary OUT`: one block per video of a finished output, numbers a user checks first.
 
 Pure functions over OUT (read through stages.io.sink, so any pyarrow.fs URI works):
 
     rows = summary(out)            # list of dicts, one per video, in video-id order
-    console.print(summary_table(rows))
+    print("\\n".join(line for line, _ in summary_lines(rows, width=80, out=out)))
+    print_summary(rows, out)       # the CLI's: terminal width and colours on a TTY, 80 columns plain when piped
     text = summary_json(rows)
 
 Per video: status and error (the reason of a failed video, the truncation reason of a truncated
@@ -16,42 +17,34 @@ numbers are None: it shows its status and reason, the rest blank.
 
 Stage busy fractions are per job, not per video: job.json's "stages" (graph.stage_stats of the last
 run) says how busy each stage's actors were over their lifetime. Every row carries the same
-`stages` dict ({stage: {"busy_fraction", "actors"}}, {} when job.json has none, e.g. a run still in
-progress), so a row stands alone; summary_table shows it once, in the table's caption, and
-summary_json once, beside the videos. They describe the last run only: videos a re-run skipped keep
-the wall seconds of the run that made them.
+`stages` dict ({stage: {"busy_fraction", "actors"}}, {} when job.json has none) and `stages_note`
+(which run they describe), so a row stands alone; summary_lines shows them once, after the videos,
+and summary_json once, beside the videos. A run that processed no video (a re-run that skipped them
+all, or one still in progress) has no statistics of its own: the last run that had some is shown,
+named by its start time. Videos a re-run skipped keep the wall seconds of the run that made them.
 """
 from __future__ import annotations
 
 import json
-import math
+import shutil
+import sys
+import textwrap
+import time
+from collections import Counter
+from typing import TextIO
 
 import numpy as np
 import pyarrow.compute as pc
-from rich.table import Table
 
 from stages.io.errors import OutputError
 from stages.io.output import read_video_table
 from stages.io.sink import DONE_STATUSES, read_json, read_video_rows
 
-__all__ = ["OutputReadError", "read_partition", "stages_line", "summary", "summary_json", "summary_table"]
+__all__ = ["OutputReadError", "print_summary", "read_partition", "stages_line", "summary", "summary_json",
+           "summary_lines"]
 
 JOB_FILE = "job.json"  # written by pipeline/jobfile.py (stages/ never imports pipeline)
-
-# (key, header, format) of the table's columns, in order; body_rows is added when any video has it.
-_COLUMNS = (
-    ("video_id", "video", "{}"),
-    ("status", "status", "{}"),
-    ("frames", "frames", "{:d}"),
-    ("fps", "fps", "{:.2f}"),
-    ("people", "people/frame\nmin/med/max", None),  # one cell of the three numbers: narrower, reads as a range
-    ("tracks", "tracks", "{:d}"),
-    ("track_len_median", "track len", "{:g}"),
-    ("wall_s", "wall s", "{:.1f}"),
-    ("frames_per_s", "frames/s", "{:.1f}"),
-)
-_BODY_COLUMN = ("body_rows", "bodies", "{:d}")
-
+STYLES = {"failed": "red", "truncated": "yellow"}  # a video's first line, on a terminal
 
 OutputReadError = OutputError  # the name this module's callers use
 
@@ -83,10 +76,22 @@ def _people_numbers(out: str, video_id: str) -> dict:
     }
 
 
-def _stages(job: dict | None) -> dict[str, dict]:
-    stages = (job or {}).get("stages") or {}
-    return {name: {"busy_fraction": float(s["busy_fraction"]), "actors": int(s["actors"])}
-            for name, s in stages.items()}
+def _stages(job: dict | None) -> tuple[dict[str, dict], str]:
+    """The stage statistics to show and which run they describe. A re-run that skipped every video never
+    starts the graph (its "stages" is {}), and a run in progress has none yet: then the latest earlier
+    run's, from job.json's history (pipeline/jobfile.py keeps it), named by its start time."""
+    job = job or {}
+    for run in (job, *reversed(job.get("history") or [])):
+        if run.get("stages"):
+            stages = {name: {"busy_fraction": float(s["busy_fraction"]), "actors": int(s["actors"])}
+                      for name, s in run["stages"].items()}
+            if run is job:
+                return stages, "last run"
+            started = run.get("started_at")
+            when = f"run of {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}" if started else "earlier run"
+            later = "the last run processed no video" if job.get("finished_at") else "the last run has not finished"
+            return stages, f"{when}; {later}"
+    return {}, ""
 
 
 def summary(out: str) -> list[dict]:
@@ -99,13 +104,13 @@ def summary(out: str) -> list[dict]:
     job = read_json(out, JOB_FILE)
     if not videos and job is None:
         raise OutputReadError(f"{out}: no videos table and no {JOB_FILE}: not a posepipe output")
-    stages = _stages(job)
+    stages, note = _stages(job)
     rows = []
     for v in videos:
         row = {"video_id": v["video_id"], "status": v["status"], "error": v["error"],
                "frames": None, "fps": None, "people_min": None, "people_median": None, "people_max": None,
                "tracks": None, "track_len_median": None, "wall_s": None, "frames_per_s": None,
-               "body_rows": None, "stages": stages}
+               "body_rows": None, "stages": stages, "stages_note": note}
         if v["status"] in DONE_STATUSES:
             numbers = _people_numbers(out, v["video_id"])
             tracks_seen = numbers.pop("tracks_seen")
@@ -118,55 +123,102 @@ def summary(out: str) -> list[dict]:
     return rows
 
 
-def _cell(value, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return fmt.format(value)
-
-
-def _people_cell(row: dict) -> str:
-    if row["people_median"] is None:
-        return ""
-    return f"{row['people_min']} / {row['people_median']:g} / {row['people_max']}"
-
-
-def stages_line(stages: dict[str, dict]) -> str:
-    """'stage busy (last run): decode 0.41 x1, pose 0.97 x2, ...' or a note that there are none."""
+def _stage_parts(stages: dict[str, dict], note: str = "last run") -> tuple[str, list[str]]:
     if not stages:
-        return "stage busy fractions: none in job.json (run unfinished or interrupted)"
+        return "stage busy fractions: none in job.json (run unfinished or interrupted)", []
     parts = [f"{name} {s['busy_fraction']:.2f} x{s['actors']}" for name, s in stages.items()]
-    return "stage busy fraction of actor lifetime (last run): " + ", ".join(parts)
+    return f"stage busy fraction of actor lifetime ({note}):", parts
 
 
-def summary_table(rows: list[dict]) -> Table:
-    """The rows as a rich Table; the job's stage busy fractions in its caption (once per job).
+def stages_line(stages: dict[str, dict], note: str = "last run") -> str:
+    """'stage busy fraction of actor lifetime (last run): decode 0.41 x1, ...' or a note that there are none."""
+    head, parts = _stage_parts(stages, note)
+    return " ".join([head, ", ".join(parts)]) if parts else head
 
-    Failed and truncated videos' reasons go in an error column after the numbers, shown only when
-    some video has one, so a clean job's table stays narrow.
-    """
-    columns = list(_COLUMNS)
-    if any(r["body_rows"] is not None for r in rows):
-        columns.append(_BODY_COLUMN)
-    with_errors = any(r["error"] for r in rows)
-    stages = rows[0]["stages"] if rows else {}
-    table = Table(title="posepipe output", caption=stages_line(stages), caption_justify="left")
-    for key, header, _ in columns:
-        numeric = key not in ("video_id", "status")
-        table.add_column(header, justify="right" if numeric else "left", no_wrap=key == "video_id")
-    if with_errors:
-        table.add_column("error", overflow="fold")
+
+def _wrap(text: str, width: int, indent: str, hanging: str | None = None) -> list[str]:
+    """textwrap at width, words never cut at hyphens (paths, ids); a word wider than a line is cut
+    into pieces, not shortened."""
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent if hanging is None else hanging,
+                         break_on_hyphens=False) or [indent.rstrip()]
+
+
+def _pack(items: list[str], width: int, indent: str, hanging: str | None = None, sep: str = ";",
+          head: str = "") -> list[str]:
+    """head, then the items separated by sep, as many to a line as fit; an item is broken only when it
+    alone is wider than a line (its spaces become no-break spaces, which textwrap does not split at)."""
+    words = [item.replace(" ", "\xa0") + (sep if k < len(items) - 1 else "") for k, item in enumerate(items)]
+    return [line.replace("\xa0", " ") for line in _wrap(" ".join([head, *words]).strip(), width, indent, hanging)]
+
+
+def _numbers(r: dict) -> list[str]:
+    items = []
+    if r["frames"] is not None:
+        items.append(f"{r['frames']} frames" + (f" at {r['fps']:.2f} fps" if r["fps"] else ""))
+    if r["people_median"] is not None:
+        items.append(f"people per frame min {r['people_min']}, median {r['people_median']:g}, max {r['people_max']}")
+    if r["tracks"] is not None:
+        length = f", median length {r['track_len_median']:g} frames" if r["track_len_median"] is not None else ""
+        items.append(f"{r['tracks']} track{'' if r['tracks'] == 1 else 's'}{length}")
+    if r["wall_s"] is not None:
+        rate = f", {r['frames_per_s']:.1f} frames/s" if r["frames_per_s"] is not None else ""
+        items.append(f"wall {r['wall_s']:.1f} s{rate}")
+    if r["body_rows"] is not None:
+        items.append(f"{r['body_rows']} bodies")
+    return items
+
+
+def summary_lines(rows: list[dict], width: int = 80, out: str | None = None) -> list[tuple[str, str | None]]:
+    """The summary as (line, style) pairs, no line wider than width: a count line, one block per video
+    (status and id, then its numbers and reason indented under the id), the stage statistics once.
+
+    Blocks rather than a table: ids (up to 73 characters), paths and error messages do not fit columns
+    of an 80-column terminal without being cut. style: a rich style for a failed or truncated video's
+    first line, else None."""
+    width = max(width, 40)
+    indent = " " * 10 if width >= 60 else "  "  # under the id, after "truncated "
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(r["status"] for r in rows).items()))
+    head = f"{len(rows)} videos" + (f": {counts}" if rows else "")
+    lines: list[tuple[str, str | None]] = [(line, None) for line in
+                                           _wrap(f"{out}: {head}" if out else head, width, "", "  ")]
     for r in rows:
-        cells = [_people_cell(r) if key == "people" else _cell(r[key], fmt) for key, _, fmt in columns]
-        style = {"failed": "red", "truncated": "yellow"}.get(r["status"])
-        if with_errors:
-            cells.append(r["error"] or "")
-        table.add_row(*cells, style=style)
-    return table
+        style = STYLES.get(r["status"])
+        first = f"{r['status']:9s} {r['video_id']}"
+        # An id too long for the status's line gets its own, whole or (wider than the terminal) in pieces.
+        firsts = [first] if len(first) <= width else [r["status"], *_wrap(r["video_id"], width, "  ")]
+        lines += [(line, style) for line in firsts]
+        numbers = _numbers(r)
+        lines += [(line, None) for line in _pack(numbers, width, indent)] if numbers else []
+        if r["error"]:
+            label = "error" if r["status"] == "failed" else "reason"
+            lines += [(line, None) for line in _wrap(f"{label}: {r['error']}", width, indent)]
+    stages = rows[0]["stages"] if rows else {}
+    note = rows[0]["stages_note"] if rows else ""
+    head, parts = _stage_parts(stages, note)
+    return lines + [(line, None) for line in _pack(parts, width, "", "  ", sep=",", head=head)]
+
+
+def print_summary(rows: list[dict], out: str | None = None, file: TextIO | None = None) -> None:
+    """summary_lines at the terminal's width with colours on a TTY; plain lines, 80 columns (or $COLUMNS)
+    when piped, so `posepipe summary OUT | less` or a log file reads the same as a terminal."""
+    file = file or sys.stdout
+    width = shutil.get_terminal_size().columns  # $COLUMNS, else the terminal's, else 80
+    lines = summary_lines(rows, width, out)
+    if not file.isatty():
+        file.write("".join(line + "\n" for line, _ in lines))
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(file=file, width=width, highlight=False, soft_wrap=True)
+    for line, style in lines:
+        console.print(Text(line, style=style or ""))
 
 
 def summary_json(rows: list[dict]) -> str:
-    """{"videos": [rows without "stages"], "stages": {...}}: the job-level numbers once, as in the
-    table. NaN would not be valid JSON, so none is written (missing numbers are null)."""
+    """{"videos": [rows without the job-level keys], "stages": {...}, "stages_note": "..."}: the job-level
+    numbers once, as in the text. NaN would not be valid JSON, so none is written (missing numbers are null)."""
     stages = rows[0]["stages"] if rows else {}
-    videos = [{k: v for k, v in r.items() if k != "stages"} for r in rows]
-    return json.dumps({"videos": videos, "stages": stages}, indent=1, allow_nan=False)
+    note = rows[0]["stages_note"] if rows else ""
+    videos = [{k: v for k, v in r.items() if k not in ("stages", "stages_note")} for r in rows]
+    return json.dumps({"videos": videos, "stages": stages, "stages_note": note}, indent=1, allow_nan=False)
