@@ -38,14 +38,16 @@ def _config(args: argparse.Namespace):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.api import run_job
+    from pipeline.jobfile import video_line
 
     rows, out = run_job(_config(args), args.videos, args.out, address=args.address, num_cpus=args.num_cpus,
                         progress=not args.no_progress, verbose=args.verbose)
     bad = [r for r in rows if r["status"] != "ok"]
     skipped = sum(1 for r in rows if r.get("skipped"))
     for r in rows:
-        line = f"{r['status']:9s} {r['video_id']}  frames={r['frames']}  people_rows={r['people_rows']}"
-        print(line + (f"  error: {r['error']}" if r["error"] else "") + ("  (done earlier)" if r.get("skipped") else ""))
+        print(video_line(r["status"], r["video_id"], r.get("path"), f"frames={r['frames']}",
+                         f"people_rows={r['people_rows']}", error=r["error"],
+                         note="(done earlier)" if r.get("skipped") else ""))
     print(f"{len(rows) - len(bad)}/{len(rows)} videos ok ({skipped} done earlier); output in {out}")
     return 1 if bad else 0
 
@@ -107,7 +109,7 @@ def _cmd_mocap(args: argparse.Namespace) -> int:
         return 2
     for r in rows:
         print(f"refit     {r['video_id']}  body_rows={r['body_rows']}  body_tracks={r['body_tracks']}"
-              + (f"  skipped: {r['body_skipped']}" if r["body_skipped"] else ""))
+              + (f"  body_skipped={r['body_skipped']} ({r['body_skipped_reasons']})" if r["body_skipped"] else ""))
     return 0
 
 

@@ -65,6 +65,15 @@ def _history(previous: dict | None) -> list[dict]:
     return [*(previous.get("history") or []), record][-HISTORY_RUNS:]
 
 
+def video_line(status: str, video_id: str, path: str | None, *counts: str, error: str | None = None,
+               note: str = "") -> str:
+    """One video on one line, for `run` and `status`: status, id, the counts given ("frames=50"), the
+    input's path (files with one name, say crowd_synth/*/video.mp4, get ids that differ only by a hash,
+    so the path is what tells them apart), and why it failed or was truncated."""
+    parts = [f"{status:9s} {video_id}", *counts, path or "", f"error: {error}" if error else "", note]
+    return "  ".join(part for part in parts if part)
+
+
 def status_lines(out: str) -> tuple[list[str], bool]:
     """Per-video lines for `posepipe status OUT` and whether every video is finished.
 
@@ -75,21 +84,22 @@ def status_lines(out: str) -> tuple[list[str], bool]:
     if job is None and not rows:
         raise FileNotFoundError(f"{out}: no job.json and no videos table: not a posepipe output")
     videos = dict((job or {}).get("videos") or {})
-    for vid, row in rows.items():
-        videos.setdefault(vid, {"path": row.get("path")})
+    for vid, row in rows.items():  # a video of an earlier run that this one was not given: its row is final
+        videos.setdefault(vid, {"path": row.get("path"), "status": row["status"]})
     lines, counts, finished = [], {}, True
     for vid, info in videos.items():
         row = rows.get(vid)
         job_status = info.get("status", "queued")
         if row is not None and job_status not in ("queued", "running"):
-            status, frames, extra = row["status"], row.get("frames"), row.get("error") or ""
+            status, frames, error = row["status"], f"frames={row.get('frames')}", row.get("error")
+            path = row.get("path") or info.get("path")
         else:
-            status, frames, extra = job_status, info.get("frames", 0), ""
             total = info.get("frame_count")
-            extra = f"of ~{total}" if total else ""
+            status, error, path = job_status, None, info.get("path")
+            frames = f"frames={info.get('frames', 0)}" + (f" of ~{total}" if total else "")
         finished &= status not in ("queued", "running")
         counts[status] = counts.get(status, 0) + 1
-        lines.append(f"{status:9s} {vid}  frames={frames} {extra}".rstrip())
+        lines.append(video_line(status, vid, path, frames, error=error))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     state = "finished" if job and job.get("finished_at") else ("running or interrupted" if job else "")
     return [*lines, f"{len(videos)} videos: {summary}" + (f"; job {state}" if state else "")], finished

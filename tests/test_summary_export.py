@@ -187,7 +187,10 @@ def test_summary_shows_the_failure_and_sensible_numbers(run):
 
     text = _text(list(rows.values()))
     blocks = _blocks(text)
-    assert blocks[FAILED_ID][0].split() == ["failed", FAILED_ID] and f"error: {FAILED_REASON}" in blocks[FAILED_ID][1]
+    assert blocks[FAILED_ID][0].split() == ["failed", FAILED_ID] and f"error: {FAILED_REASON}" in blocks[FAILED_ID][2]
+    # The input's path under the id: same-named files (crowd_synth/*/video.mp4) get ids that differ by a hash only.
+    assert ok["path"].endswith("p05/video.mp4") and blocks[run["video_id"]][1] == " " * 10 + ok["path"]
+    assert blocks[FAILED_ID][1].strip() == bad["path"]
     ok_block = " ".join(blocks[run["video_id"]])
     people = f"min {ok['people_min']}, median {ok['people_median']:g}, max {ok['people_max']}"
     assert ok_block.startswith("ok ") and f"{run['frames']} frames at 25.00 fps" in ok_block and people in ok_block
@@ -195,6 +198,10 @@ def test_summary_shows_the_failure_and_sensible_numbers(run):
     assert text.count("pose 0.93") == 1
     assert "bodies" not in text  # only for outputs with a mesh stage
     assert "40 bodies" in _text([{**ok, "body_rows": 40}])
+    bodies = " ".join(_text([{**ok, "body_rows": 40, "body_tracks": 2, "body_skipped": 5,
+                              "body_skipped_reasons": "few_confident_joints=5"}]).split())
+    assert "40 bodies (2 tracks); 5 person-frames without a body: few_confident_joints=5" in bodies
+    assert "without a body" not in _text([{**ok, "body_rows": 40, "body_tracks": 2, "body_skipped": 0}])
 
     doc = json.loads(summary_json(list(rows.values())))
     assert doc["stages"]["sink"]["busy_fraction"] == 0.02 and doc["stages_note"] == "last run"
@@ -293,6 +300,8 @@ def test_summary_command_piped_is_plain_and_fits_80_columns(run, tmp_path):
     assert done.stderr == "" and max(len(line) for line in lines) <= 80, done.stdout
     assert "…" not in done.stdout and "\x1b" not in done.stdout  # nothing cut, no colour codes in a pipe
     assert f"failed    {FAILED_ID}" in lines and f"  {LONG_ID}" in lines and f"ok        {run['video_id']}" in lines
+    path = lines[lines.index(f"  {LONG_ID}") + 1:][:2]  # 129 characters: two pieces under the id
+    assert [len(p) for p in path] == [80, 10 + len(LONG_PATH) - 70] and "".join(p[10:] for p in path) == LONG_PATH
     assert "pose 0.93 x1" in done.stdout
     doc = json.loads(subprocess.run([sys.executable, "-m", "pipeline.cli", "summary", out, "--json"], cwd=REPO,
                                     env=env, capture_output=True, text=True, timeout=120, check=False).stdout)

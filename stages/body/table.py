@@ -112,7 +112,12 @@ def body_tracks_table(video_id: str, body_model: str, shape_names: list[str], sh
     return pa.Table.from_pylist(rows, schema=BODY_TRACKS_SCHEMA)
 
 
-def body_summary(tracks: pa.Table, skipped: dict[str, int]) -> dict:
-    """The videos row's mesh columns: body_rows, body_tracks, body_skipped ("reason=count,...")."""
-    return {"body_tracks": tracks.num_rows, "body_rows": sum(tracks.column("frames").to_pylist()),
-            "body_skipped": ",".join(f"{k}={v}" for k, v in sorted(skipped.items())) or None}
+def body_summary(tracks: pa.Table, skipped: dict[str, int] | None) -> dict:
+    """The videos row's mesh columns: body_rows, body_tracks, body_skipped (person-frames without a body,
+    0 when none, so it sums and compares like the other counts) and body_skipped_reasons
+    ("reason=count,...", null when none). skipped None: not known (both null)."""
+    counts = {"body_tracks": tracks.num_rows, "body_rows": sum(tracks.column("frames").to_pylist())}
+    if skipped is None:
+        return {**counts, "body_skipped": None, "body_skipped_reasons": None}
+    return {**counts, "body_skipped": sum(skipped.values()),
+            "body_skipped_reasons": ",".join(f"{k}={v}" for k, v in sorted(skipped.items()) if v) or None}

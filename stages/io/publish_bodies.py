@@ -17,7 +17,7 @@ from stages.io.sink import put_video_row, read_video_rows, resolve_output
 from stages.io.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
 
 
-def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.Table, skipped: dict[str, int],
+def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.Table, skipped: dict[str, int] | None,
                    scene: dict, only_track: int | None = None) -> dict:
     """Publish a refit of a video (only_track: of that track; the other tracks' rows are kept); scene: the
     videos row's floor columns (ground.ground_columns). Returns the rewritten videos row."""
@@ -32,7 +32,9 @@ def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.
             parts = [t for t in (old, new) if t is not None and t.num_rows]
             keep[name] = pa.concat_tables(parts).sort_by([("track_id", "ascending")]) if parts else None
         bodies, tracks = keep["bodies"], keep["body_tracks"]
-        skipped = {}  # the old skip counts mixed two fits; a whole-video mocap recounts them
+        # The old skip counts are not per track, so the row's can not be updated for one: unknown (null)
+        # until a whole-video mocap recounts them.
+        skipped = None
     staging = join(root, "_staging", f"mocap-{video_id}")
     ensure_dir(fs, staging)
     for name, table in (("bodies", bodies), ("body_tracks", tracks)):

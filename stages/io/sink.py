@@ -98,11 +98,12 @@ VIDEOS_SCHEMA = pa.schema([
     # output-affecting config produced the row, so a re-run can skip videos already done.
     ("fingerprint", pa.string()),
     ("config_hash", pa.string()),
-    # Mesh stage (null when it did not run): fitted person-frames, tracks with a shape, and the
-    # person-frames left without a body, by reason ("few_confident_joints=12").
+    # Mesh stage (null when it did not run): fitted person-frames, tracks with a shape, the tracked
+    # person-frames left without a body (0 when none) and why, by reason ("few_confident_joints=12").
     ("body_rows", pa.int64()),
     ("body_tracks", pa.int64()),
-    ("body_skipped", pa.string()),
+    ("body_skipped", pa.int64()),
+    ("body_skipped_reasons", pa.string()),
     # The floor and camera the body fit assumed (stages/body/ground.py; null without the mesh stage).
     ("ground_ok", pa.bool_()),
     ("ground_reason", pa.string()),  # why no floor was found, when ground_ok is false
@@ -281,7 +282,8 @@ def put_video_row(fs: pafs.FileSystem, root: str, row: dict) -> None:
 def read_video_rows(out: str | os.PathLike) -> list[dict]:
     """Every videos-table row under OUT, in video-id order; [] when OUT or OUT/videos is missing.
 
-    Rows written before a column was added (fingerprint, config_hash) read it as null.
+    Rows written before a column was added (fingerprint, config_hash) read it as null; an old row's
+    text body_skipped ("few_confident_joints=12") as the count (12) and the reasons.
     """
     fs, root = resolve_output(out)
     infos = fs.get_file_info(pafs.FileSelector(join(root, "videos"), allow_not_found=True))
@@ -291,8 +293,28 @@ def read_video_rows(out: str | os.PathLike) -> list[dict]:
         return []
     import pyarrow.dataset as ds  # lazily: it imports pandas (0.5 s) in every actor that writes
 
-    table = ds.dataset(paths, schema=VIDEOS_SCHEMA, format="parquet", filesystem=fs).to_table()
+    try:
+        table = ds.dataset(paths, schema=VIDEOS_SCHEMA, format="parquet", filesystem=fs).to_table()
+    except pa.ArrowInvalid:  # some row has the old text body_skipped ("reason=count,...") that int64 can not hold
+        table = ds.dataset(paths, schema=_LEGACY_VIDEOS_SCHEMA, format="parquet", filesystem=fs).to_table()
+        return [_upgrade_skips(r) for r in table.sort_by("video_id").to_pylist()]
     return table.sort_by("video_id").to_pylist()
+
+
+# Rows written before body_skipped was a count held the reasons there as text (null when none).
+_LEGACY_VIDEOS_SCHEMA = VIDEOS_SCHEMA.set(VIDEOS_SCHEMA.get_field_index("body_skipped"),
+                                          pa.field("body_skipped", pa.string()))
+
+
+def _upgrade_skips(row: dict) -> dict:
+    """An old row's "few_confident_joints=12,..." as body_skipped 12 and the text as its reasons (a new
+    row, read as text beside old ones, holds the count's digits)."""
+    skipped = row["body_skipped"]
+    if skipped is not None and not skipped.isdigit():
+        row["body_skipped_reasons"] = row["body_skipped_reasons"] or skipped
+        skipped = sum(int(part.rpartition("=")[2]) for part in skipped.split(","))
+    row["body_skipped"] = None if skipped is None else int(skipped)
+    return row
 
 
 def remove_unfinished(out: str | os.PathLike, video_ids_done: set[str] | None = None) -> list[str]:

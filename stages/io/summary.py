@@ -4,13 +4,14 @@ Pure functions over OUT (read through stages.io.sink, so any pyarrow.fs URI work
 
     rows = summary(out)            # list of dicts, one per video, in video-id order
     print("\\n".join(line for line, _ in summary_lines(rows, width=80, out=out)))
-    print_summary(rows, out)       # the CLI's: terminal width and colours on a TTY, 80 columns plain when piped
+    print_summary(rows, out)       # the CLI's: terminal width, colours on a TTY; 80 columns plain when piped
     text = summary_json(rows)
 
-Per video: status and error (the reason of a failed video, the truncation reason of a truncated
-one), frames, fps, people per frame (min / median / max over the frames table, so frames with
-nobody count as 0), tracks, median track length (frames per track id in the people table), wall
-seconds, frames per wall second, and body_rows when the mesh stage ran.
+Per video: status, path (the input file: ids of files with the same name differ only by a hash) and
+error (the reason of a failed video, the truncation reason of a truncated one), frames, fps, people
+per frame (min / median / max over the frames table, so frames with nobody count as 0), tracks,
+median track length (frames per track id in the people table), wall seconds, frames per wall second,
+and when the mesh stage ran body_rows, body_tracks, body_skipped (a count) and body_skipped_reasons.
 
 A failed video has a videos row but no people or frames files (the sink withdraws them), so its
 numbers are None: it shows its status and reason, the rest blank.
@@ -107,15 +108,17 @@ def summary(out: str) -> list[dict]:
     stages, note = _stages(job)
     rows = []
     for v in videos:
-        row = {"video_id": v["video_id"], "status": v["status"], "error": v["error"],
+        row = {"video_id": v["video_id"], "path": v["path"], "status": v["status"], "error": v["error"],
                "frames": None, "fps": None, "people_min": None, "people_median": None, "people_max": None,
                "tracks": None, "track_len_median": None, "wall_s": None, "frames_per_s": None,
-               "body_rows": None, "stages": stages, "stages_note": note}
+               "body_rows": None, "body_tracks": None, "body_skipped": None, "body_skipped_reasons": None,
+               "stages": stages, "stages_note": note}
         if v["status"] in DONE_STATUSES:
             numbers = _people_numbers(out, v["video_id"])
             tracks_seen = numbers.pop("tracks_seen")
             wall = v["wall_s"]
-            row.update(numbers, frames=v["frames"], fps=v["fps"], wall_s=wall, body_rows=v["body_rows"],
+            row.update(numbers, frames=v["frames"], fps=v["fps"], wall_s=wall,
+                       **{k: v[k] for k in ("body_rows", "body_tracks", "body_skipped", "body_skipped_reasons")},
                        # The row's count is the tracker's; an output written without one still has ids.
                        tracks=v["tracks"] if v["tracks"] is not None else tracks_seen,
                        frames_per_s=v["frames"] / wall if wall and v["frames"] is not None else None)
@@ -143,12 +146,23 @@ def _wrap(text: str, width: int, indent: str, hanging: str | None = None) -> lis
                          break_on_hyphens=False) or [indent.rstrip()]
 
 
+def _cut(text: str, width: int, indent: str) -> list[str]:
+    """text in pieces of the width left after indent, every character kept (spaces too): a path or id
+    reads back whole by joining the pieces."""
+    room = max(width - len(indent), 1)
+    return [indent + text[i:i + room] for i in range(0, len(text), room)]
+
+
 def _pack(items: list[str], width: int, indent: str, hanging: str | None = None, sep: str = ";",
           head: str = "") -> list[str]:
     """head, then the items separated by sep, as many to a line as fit; an item is broken only when it
     alone is wider than a line (its spaces become no-break spaces, which textwrap does not split at)."""
     words = [item.replace(" ", "\xa0") + (sep if k < len(items) - 1 else "") for k, item in enumerate(items)]
     return [line.replace("\xa0", " ") for line in _wrap(" ".join([head, *words]).strip(), width, indent, hanging)]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _numbers(r: dict) -> list[str]:
@@ -159,18 +173,22 @@ def _numbers(r: dict) -> list[str]:
         items.append(f"people per frame min {r['people_min']}, median {r['people_median']:g}, max {r['people_max']}")
     if r["tracks"] is not None:
         length = f", median length {r['track_len_median']:g} frames" if r["track_len_median"] is not None else ""
-        items.append(f"{r['tracks']} track{'' if r['tracks'] == 1 else 's'}{length}")
+        items.append(_count(r["tracks"], "track") + length)
     if r["wall_s"] is not None:
         rate = f", {r['frames_per_s']:.1f} frames/s" if r["frames_per_s"] is not None else ""
         items.append(f"wall {r['wall_s']:.1f} s{rate}")
     if r["body_rows"] is not None:
-        items.append(f"{r['body_rows']} bodies")
+        tracks = f" ({_count(r['body_tracks'], 'track')})" if r["body_tracks"] is not None else ""
+        items.append(f"{r['body_rows']} bodies{tracks}")
+        if r["body_skipped"]:
+            why = f": {r['body_skipped_reasons']}" if r["body_skipped_reasons"] else ""
+            items.append(f"{r['body_skipped']} person-frames without a body{why}")
     return items
 
 
 def summary_lines(rows: list[dict], width: int = 80, out: str | None = None) -> list[tuple[str, str | None]]:
     """The summary as (line, style) pairs, no line wider than width: a count line, one block per video
-    (status and id, then its numbers and reason indented under the id), the stage statistics once.
+    (status and id, then its path, numbers and reason indented under the id), the stage statistics once.
 
     Blocks rather than a table: ids (up to 73 characters), paths and error messages do not fit columns
     of an 80-column terminal without being cut. style: a rich style for a failed or truncated video's
@@ -185,8 +203,9 @@ def summary_lines(rows: list[dict], width: int = 80, out: str | None = None) -> 
         style = STYLES.get(r["status"])
         first = f"{r['status']:9s} {r['video_id']}"
         # An id too long for the status's line gets its own, whole or (wider than the terminal) in pieces.
-        firsts = [first] if len(first) <= width else [r["status"], *_wrap(r["video_id"], width, "  ")]
+        firsts = [first] if len(first) <= width else [r["status"], *_cut(r["video_id"], width, "  ")]
         lines += [(line, style) for line in firsts]
+        lines += [(line, None) for line in _cut(r["path"], width, indent)] if r["path"] else []
         numbers = _numbers(r)
         lines += [(line, None) for line in _pack(numbers, width, indent)] if numbers else []
         if r["error"]:
