@@ -16,6 +16,15 @@ from pipeline.sizing import local_cpus
 from stages.io.lock import OutputLock
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped the job (pipeline/runner.py): what finished is published, job.json says
+    interrupted, the lock is released, and a re-run resumes with the rest."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(f"interrupted; {done} of {total} videos done, re-run to resume")
+        self.done, self.total = done, total
+
+
 def start_ray(config: Config, address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
     """Join a cluster (address: "auto", "HOST:PORT", "ray://HOST:PORT") or start a Ray of this job's
     own (even where a `ray start` cluster is up on this machine), unless one is already initialised.

@@ -304,12 +304,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.api import Interrupted  # light: Ray is imported by the commands that need it
+
     args = parser().parse_args(argv)
     try:
         return args.func(args)
     except (ConfigError, WeightsError, InputError, BodyModelError, LockedError, OutputError) as exc:
         print(f"posepipe: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"posepipe: {exc}", file=sys.stderr)
+        return 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 if __name__ == "__main__":

@@ -90,16 +90,18 @@ def status_lines(out: str) -> tuple[list[str], bool]:
     for vid, info in videos.items():
         row = rows.get(vid)
         job_status = info.get("status", "queued")
-        if row is not None and job_status not in ("queued", "running"):
+        if row is not None and job_status not in ("queued", "running", "interrupted"):
             status, frames, error = row["status"], f"frames={row.get('frames')}", row.get("error")
             path = row.get("path") or info.get("path")
         else:
             total = info.get("frame_count")
             status, error, path = job_status, None, info.get("path")
             frames = f"frames={info.get('frames', 0)}" + (f" of ~{total}" if total else "")
-        finished &= status not in ("queued", "running")
+        finished &= status not in ("queued", "running", "interrupted")
         counts[status] = counts.get(status, 0) + 1
         lines.append(video_line(status, vid, path, frames, error=error))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    state = "finished" if job and job.get("finished_at") else ("running or interrupted" if job else "")
+    state = "finished" if job and job.get("finished_at") else (
+        "interrupted (Ctrl-C): re-run to resume" if job and job.get("interrupted_at") else
+        ("running or killed" if job else ""))
     return [*lines, f"{len(videos)} videos: {summary}" + (f"; job {state}" if state else "")], finished

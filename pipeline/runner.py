@@ -10,6 +10,10 @@ others go on. Re-running a job skips the videos whose output is complete and cur
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +23,7 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
+from pipeline.api import Interrupted
 from pipeline.config import Config
 from pipeline.graph import Graph, build_graph
 from pipeline.inputs import config_hash, done_ids, fingerprint
@@ -51,6 +56,21 @@ class _Video:
 
     def in_flight(self) -> int:
         return len(self.decode_q) + len(self.sink_q)
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """File descriptor 2 (what C++ libraries write to, below Python's sys.stderr) sent to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _absolute(out: str | Path) -> str:
@@ -225,16 +245,35 @@ class Runner:
         for i in rows:
             self.job.video(rows[i]["video_id"], path=paths[i], status="skipped")
         self.job.save(force=True)
-        if todo:
-            self.before_graph()  # a re-run with nothing left to do never starts Ray
-            # Start-up timeline in job.json (wall clock, like started_at): benchmarks/throughput.py reports it.
-            self.job.save(force=True, ray_ready_at=time.time())
-            self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls)
-            self.job.save(force=True, graph_ready_at=time.time())
-            self._loop(deque(todo), rows)
-            self.stage_stats = self.graph.stage_stats()
+        try:
+            if todo:
+                self.before_graph()  # a re-run with nothing left to do never starts Ray
+                # Start-up timeline in job.json (wall clock, like started_at): benchmarks/throughput.py reports it.
+                self.job.save(force=True, ray_ready_at=time.time())
+                self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls)
+                self.job.save(force=True, graph_ready_at=time.time())
+                self._loop(deque(todo), rows)
+                self.stage_stats = self.graph.stage_stats()
+        except KeyboardInterrupt:
+            self._interrupted(rows, len(paths))
         self.job.save(force=True, stages=self.stage_stats, finished_at=time.time())
         return [rows[i] for i in range(len(paths))]
+
+    def _interrupted(self, rows: dict[int, dict], total: int) -> None:
+        """Ctrl-C: record it and stop. A second Ctrl-C while Ray shuts down would only break that clean-up
+        (Python's "Exception ignored in atexit"), so this process ignores it from here on. Videos not
+        finished leave no visible output (their files are staged, and plan() removes them on a re-run)."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for info in self.job.job["videos"].values():
+            if info.get("status") in ("queued", "running"):
+                info["status"] = "interrupted"
+        self.job.save(force=True, interrupted_at=time.time())
+        # Now, not at exit, and with file descriptor 2 closed meanwhile: the terminal's Ctrl-C reached Ray's
+        # workers too, and its C++ core worker reports their failed tasks ("Failed to push error to
+        # driver") while it shuts down; none of it is for the user.
+        with _stderr_to_devnull():
+            ray.shutdown()
+        raise Interrupted(sum(r.get("status") in DONE_STATUSES for r in rows.values()), total) from None
 
     def _loop(self, pending: deque, rows: dict[int, dict]) -> None:
         active: dict[int, _Video] = {}
