@@ -111,29 +111,33 @@ class Scene:
 
 
 def ground_contact(w: float, kp3: torch.Tensor, scene: Scene, ankle_height: torch.Tensor, tol: float) -> torch.Tensor:
-    """The standing foot on the floor: squared height error of the contact rows' lower ankle (in 3D: the
-    lower one in the image may be the nearer, raised one) above the floor against ankle_height float[B]
-    (where an ankle of that person's stature sits), in units of tol metres, mean over the contact rows;
+    """The standing foot on the floor: log(1 + z^2) of the contact rows' lower ankle's height error (in 3D:
+    the lower one in the image may be the nearer, raised one) above the floor against ankle_height float[B]
+    (where an ankle of that person's stature sits), z in units of tol metres, mean over the contact rows;
     kp3 float[B, K, 3] camera frame."""
     if not w or scene.camera_height is None or not bool(scene.contact.any()):
         return kp3.new_zeros(())
     rows = torch.nonzero(scene.contact).squeeze(1)
     above = (kp3[rows][:, [15, 16]] @ scene.normal).min(1).values + scene.camera_height
-    return w * (((above - ankle_height[rows]) / tol) ** 2).mean()
+    # Saturating, like the reprojection's Geman-McClure: where the floor estimate and a person disagree
+    # (a floor a few degrees off, far across the image) a quadratic pull grew without bound while the
+    # reprojection term, saturated, let go, and the body slid off its keypoints (vtest: 76 px).
+    return w * torch.log1p(((above - ankle_height[rows]) / tol) ** 2).mean()
 
 
 def upright(w: float, kp3: torch.Tensor, scene: Scene, free_rad: float) -> torch.Tensor:
     """People standing on a foot stand upright: the ankle-centre to shoulder-centre direction of the contact
-    rows within free_rad of the up vector, squared excess in radians beyond it, mean over those rows. A
-    single view leaves a standing body free to lean toward or away from the camera at almost no
-    reprojection cost (the issue measured -28 to +46 degrees among people on one floor)."""
+    rows within free_rad of the up vector; log(1 + (excess / free_rad)^2) beyond it, mean over those rows.
+    A single view leaves a standing body free to lean toward or away from the camera at almost no
+    reprojection cost (the issue measured -28 to +46 degrees among people on one floor); saturating, so a
+    person the 2D says is bent over is not pulled off its keypoints."""
     if not w or not bool(scene.contact.any()):
         return kp3.new_zeros(())
     rows = torch.nonzero(scene.contact).squeeze(1)
     axis = kp3[rows][:, [5, 6]].mean(1) - kp3[rows][:, [15, 16]].mean(1)
     cos = (axis @ scene.normal) / (axis.norm(dim=-1) + 1e-9)
     angle = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
-    return w * (torch.relu(angle - free_rad) ** 2).mean()
+    return w * torch.log1p((torch.relu(angle - free_rad) / free_rad) ** 2).mean()
 
 
 def stature_prior(w: torch.Tensor, stature: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:

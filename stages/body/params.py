@@ -38,5 +38,5 @@ class FitParams:
     # converging toward a vanishing point tell it: on a level or composited view it drifts (crowd_synth p10:
     # 5507 px for a 1101 px diagonal), so by default the focal stays focal_factor x the diagonal.
     estimate_focal: bool = False
-    w_upright: float = 0.5  # standing people (a foot on the floor) upright within upright_free_deg of up
+    w_upright: float = 0.04  # standing people (a foot on the floor) upright within upright_free_deg of up
     upright_free_deg: float = 10.0
