@@ -142,9 +142,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from stages.io.render import contact_sheet, render
 
     frames = _frames_arg(args.frames)
-    if args.png:
+    # A video cannot be written to a .png: the name says what is wanted, so it gets the contact sheet.
+    implied = not args.png and args.output.lower().endswith(".png")
+    if args.png or implied:
         contact_sheet(args.out, args.video, args.output, frames=frames, boxes=args.boxes)
-        print(f"wrote {args.output}")
+        print(f"wrote {args.output}" + (" (a contact sheet: the name ends in .png)" if implied else ""))
         return 0
     counts = render(args.out, args.video, args.output, frames=frames, boxes=args.boxes)
     print(f"wrote {args.output}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
@@ -161,6 +163,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 0
     if args.video is None or args.track is None:
         raise OutputError(f"--format {args.format} exports one track: give --video ID and --track ID")
+    from stages.io.output import check_file_target
+
+    check_file_target(args.output)  # before the track is read and the body model loaded (seconds)
     from stages.body.export import write_bvh, write_obj
     from stages.body.export_gltf import write_glb
     from stages.body.load import load_body_model
@@ -200,8 +205,9 @@ def _cmd_eval_track(args: argparse.Namespace) -> int:
     if (args.hyp is None) == (args.out is None):
         print("posepipe eval-track: give exactly one of --hyp or --out", file=sys.stderr)
         return 2
+    gt = load_mot(args.gt)  # first: a wrong --gt path is the likelier mistake, and the cheaper read
     hyp = load_mot(args.hyp) if args.hyp else mot_rows_from_output(Path(args.out), args.video)
-    m = clear_mot(load_mot(args.gt), hyp, iou_threshold=args.iou)
+    m = clear_mot(gt, hyp, iou_threshold=args.iou)
     print(f"MOTA {m['MOTA']:.3f}  IDF1 {m['IDF1']:.3f}  ID switches {int(m['IDs'])}  "
           f"recall {m['Rcll']:.3f}  precision {m['Prcn']:.3f}  FP {int(m['FP'])}  FN {int(m['FN'])}")
     return 0
@@ -271,7 +277,8 @@ def parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("render", help="the result drawn over the input video (or --png: a contact sheet)")
     rd.add_argument("out", help="the job's output folder or URI")
     rd.add_argument("--video", required=True, help="video id (see posepipe summary OUT)")
-    rd.add_argument("-o", "--output", required=True, help="video file to write (.mp4), or a .png with --png")
+    rd.add_argument("-o", "--output", required=True,
+                    help="video file to write (.mp4, .mkv, .mov); a name ending in .png gets the contact sheet")
     rd.add_argument("--frames", default=None, help="A:B, only frames A (inclusive) to B (exclusive)")
     rd.add_argument("--boxes", action="store_true", help="also draw the detector boxes")
     rd.add_argument("--png", action="store_true", help="a PNG contact sheet of a few frames instead of a video")

@@ -5,6 +5,8 @@ frame order to keep), so the numbers are those of the pipeline's own decoding.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,11 +16,15 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from pipeline.config import Config
+from pipeline.inputs import InputError
 from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
 from stages.batches import FrameBatch, PoseBatch
 from stages.pose.heatmap_decode import DECODERS
 from stages.pose.mode_table import MODES
 from stages.eval.metrics import coco_keypoint_eval, match_people, mean_keypoint_error_px, pck_torso, pckh
+from stages.io.errors import OutputError
+from stages.io.output import read_video_table
+from stages.io.sink import DONE_STATUSES, read_video_rows
 
 
 @dataclass(frozen=True)
@@ -104,8 +110,18 @@ def match_images(gt: COCO, results: list[dict]) -> list[ImageMatch]:
     return out
 
 
+def _ground_truth(gt_path: Path) -> COCO:
+    """The COCO keypoints json; one that cannot be read is an InputError of one line (CLI: exit 2)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' "loading annotations..." lines
+            return COCO(str(gt_path))
+    except (OSError, ValueError) as exc:  # ValueError: json's decode error
+        raise InputError(f"{gt_path}: cannot read COCO keypoints json ({getattr(exc, 'strerror', None) or exc})") \
+            from None
+
+
 def evaluate(config: Config, gt_path: Path, images_dir: Path) -> EvalReport:
-    gt = COCO(str(gt_path))
+    gt = _ground_truth(gt_path)
     results = predict_images(config, gt, images_dir)
     coco = coco_keypoint_eval(gt, results, max_dets=max(20, len(results)))
     found = total = 0
@@ -142,7 +158,7 @@ def decoder_lines(config: Config, gt_path: Path, images_dir: Path) -> list[str]:
     mode = MODES[config.run.mode]
     if config.topdown.keypoint_model != "tinypose" or not (mode.topdown and mode.branch):
         return []
-    gt = COCO(str(gt_path))
+    gt = _ground_truth(gt_path)
     lines = []
     for decoder in DECODERS:
         variant = replace(config, topdown=replace(config.topdown, decoder=decoder))
@@ -157,22 +173,29 @@ def report_json(report: EvalReport) -> str:
     return json.dumps(report.__dict__, indent=1)
 
 
-def mot_rows_from_output(out_dir: Path, video_id: str | None = None) -> np.ndarray:
-    """MOTChallenge rows (frame 1-based, id, x, y, w, h) of one video in a posepipe output.
+def mot_rows_from_output(out_dir: str | Path, video_id: str | None = None) -> np.ndarray:
+    """MOTChallenge rows (frame 1-based, id, x, y, w, h) of one finished video in a posepipe output
+    (video_id may be left out when OUT holds one); anything else is an OutputError of one line.
 
     The box is the detector's where there is one (top-down people; it is what MOT ground truth
     boxes measure), else the box around the keypoints.
     """
-    import pyarrow.dataset as ds
-
-    people = ds.dataset(out_dir / "people", partitioning="hive")
-    ids = sorted(set(people.to_table(columns=["video_id"]).column("video_id").to_pylist()))
+    out = str(out_dir)
+    videos = read_video_rows(out)
+    if not videos:
+        raise OutputError(f"{out}: not a posepipe output (no videos table)")
+    done = [r["video_id"] for r in videos if r["status"] in DONE_STATUSES]
     if video_id is None:
-        if len(ids) != 1:
-            raise ValueError(f"{out_dir} holds {len(ids)} videos ({', '.join(ids)}): name one with --video")
-        video_id = ids[0]
-    t = people.to_table(filter=ds.field("video_id") == video_id,
-                        columns=["frame_index", "track_id", "bbox", "det_bbox"]).to_pydict()
+        if len(done) != 1:
+            raise OutputError(f"{out} holds {len(done)} finished videos ({', '.join(done) or 'none'}): "
+                              "name one with --video")
+        video_id = done[0]
+    elif video_id not in done:
+        raise OutputError(f"{out}: no finished video {video_id!r} (finished: {', '.join(done) or 'none'})")
+    table = read_video_table(out, "people", video_id, ["frame_index", "track_id", "bbox", "det_bbox"])
+    if table is None:
+        raise OutputError(f"{out}: video {video_id!r} is marked done but has no people file")
+    t = table.to_pydict()
     rows = []
     for frame, track, bbox, det in zip(t["frame_index"], t["track_id"], t["bbox"], t["det_bbox"]):
         x1, y1, x2, y2 = det if det is not None else bbox

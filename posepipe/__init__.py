@@ -8,13 +8,20 @@ A thin facade over `pipeline/` (the Ray side) and `stages/` (the compute), which
 `run` is what `posepipe run` does (pipeline/api.py): the same checks, the same lock on OUT, the same
 output. It starts a local Ray on first use and leaves it running for the next call (ray.shutdown()
 ends it), or joins a cluster with address=.
+
+Model files are found as for the CLI (stages/weights.py): in the folder the POSEPIPE_WEIGHTS
+environment variable names, else in ~/.cache/posepipe, else downloaded there from their upstream
+address (the converted files have none: they need POSEPIPE_WEIGHTS). One that cannot be found raises
+WeightsError, whose message names the file and POSEPIPE_WEIGHTS, before OUT is made or Ray starts.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-__all__ = ["TABLES", "read", "run"]
+from stages.weights import WeightsError
+
+__all__ = ["TABLES", "WeightsError", "read", "run"]
 
 TABLES = ("people", "frames", "videos", "bodies", "body_tracks")
 
@@ -24,7 +31,8 @@ def run(videos: str | list[str], out: str | Path, mode: str = "bottomup", config
         progress: bool = False) -> list[dict]:
     """Process videos (paths, globs, folders or list files) into OUT; returns the videos-table row of each
     input (status, error, frames, people_rows, tracks, ...), in input order. Errors in the arguments are
-    raised as ValueError subclasses with one-line messages, before Ray starts."""
+    raised as ValueError subclasses with one-line messages, a model file not found as WeightsError and
+    another job on OUT as stages.io.lock.LockedError, all before Ray starts."""
     from pipeline.api import run_job
     from pipeline.config import load_config, mode_file
 

@@ -161,4 +161,4 @@ def resolve(filename: str, timeout_s: float = 60.0) -> Path:
             f"{filename}: not found ({where}not in {cache_dir()}) and the download from {model.url} "
             f"failed ({exc}); with no network, set POSEPIPE_WEIGHTS to a folder that holds the file "
             f"(e.g. export POSEPIPE_WEIGHTS=/path/to/weights)"
-        ) from exc
+        ) from None  # the message carries the download's error; its chain (socket, urllib) only buries it

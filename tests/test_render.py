@@ -6,13 +6,15 @@ pipeline's bottom-up models and grouping, the tracker with its confirmation hold
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from fractions import Fraction
 
 import av
 import cv2
 import numpy as np
 import pytest
-from conftest import EVAL
+from conftest import EVAL, REPO
 from media import encoded_clip, remux
 
 from stages.batches import PoseBatch
@@ -325,12 +327,27 @@ def test_errors_are_one_line_and_write_nothing(real_out, tmp_path):
         (lambda: contact_sheet(out, vid, str(tmp_path / "s.png"), frames=(7, 3)), "empty"),
         (lambda: contact_sheet(out, vid, str(tmp_path / "s.png"), count=0), "count"),
         (lambda: render(out, vid, str(tmp_path / "no_such_dir" / "x.mp4")), "cannot write"),
+        (lambda: render(out, vid, str(tmp_path / "x.jpg")), "cannot hold"),  # FFmpeg's image2: no video codec
+        (lambda: render(out, vid, str(tmp_path / "x.gif")), "cannot hold"),
     ]
     for call, words in cases:
         with pytest.raises(OutputError) as e:
             call()
         assert words in str(e.value) and "\n" not in str(e.value), str(e.value)
-    assert not any(tmp_path.glob("*.mp4")) and not any(tmp_path.glob("*.png")) and not any(tmp_path.glob(".*"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_render_to_a_png_name_writes_the_contact_sheet(real_out, tmp_path):
+    """`posepipe render -o x.png` without --png (once a 23-line PyAV traceback, exit 1): the name says what
+    is wanted, so it writes the sheet --png writes, says so in its one line, and exits 0."""
+    out, vid = real_out
+    path = tmp_path / "sheet.png"
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "render", out, "--video", vid, "-o", str(path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0 and run.stderr == "", run.stdout + run.stderr
+    assert run.stdout.splitlines() == [f"wrote {path} (a contact sheet: the name ends in .png)"], run.stdout
+    contact_sheet(out, vid, str(tmp_path / "reference.png"))
+    assert (cv2.imread(str(path)) == cv2.imread(str(tmp_path / "reference.png"))).all()
 
 
 def test_pure_helpers():

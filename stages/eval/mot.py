@@ -17,17 +17,31 @@ from typing import Any
 import motmetrics as mm
 import numpy as np
 
+from stages.io.errors import OutputError
+
 # motmetrics name -> the MOTChallenge abbreviation used in results tables (mm.io.motchallenge_metric_names).
 _NAMES = {**mm.io.motchallenge_metric_names, "num_objects": "num_objects", "num_predictions": "num_predictions",
           "num_frames": "num_frames"}
 
 
 def load_mot(path: str | Path) -> np.ndarray:
-    """MOTChallenge txt (comma separated, frame 1-based) -> float64[N, columns]; [0, 10] for an empty file."""
-    text = Path(path).read_text().strip()
+    """MOTChallenge txt (comma separated, frame 1-based) -> float64[N, columns]; [0, 10] for an empty file.
+    A file that cannot be read, or rows that are not numbers of at least 6 columns, are an OutputError
+    of one line (the CLI prints it with exit status 2)."""
+    try:
+        text = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutputError(f"{path}: cannot read MOTChallenge rows ({getattr(exc, 'strerror', None) or exc})") \
+            from None
     if not text:
         return np.zeros((0, 10))
-    return np.loadtxt(text.splitlines(), delimiter=",", ndmin=2, dtype=np.float64)
+    try:
+        rows = np.loadtxt(text.splitlines(), delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:  # numpy names the line and the value it could not parse
+        raise OutputError(f"{path}: not MOTChallenge rows ({str(exc).splitlines()[0]})") from None
+    if rows.shape[1] < 6:
+        raise OutputError(f"{path}: {rows.shape[1]} columns; MOTChallenge rows have frame, id, x, y, w, h, ...")
+    return rows
 
 
 def _rows(rows: Any) -> np.ndarray:

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from stages.coco17 import NAMES, NUM_KEYPOINTS
+from stages.io.errors import OutputError
+from stages.io.output import check_file_target
 from stages.io.sink import DONE_STATUSES, read_video_rows
 from stages.io.summary import OutputReadError, read_partition
 
@@ -44,9 +46,16 @@ _PEOPLE_COLUMNS = ["video_id", "frame_index", "time_s", "person_index", "track_i
 @contextlib.contextmanager
 def _replacing(path: str | os.PathLike) -> Iterator[str]:
     """A temp name beside path, moved onto it only when the block finishes: an export that fails
-    half-way leaves no half file that looks like a result (nor clobbers an earlier good one)."""
+    half-way leaves no half file that looks like a result (nor clobbers an earlier good one). A place
+    that cannot be written is an OutputError before the block runs."""
     path = os.fspath(path)
+    check_file_target(path)
     tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
+    try:
+        # Made here, before any row is read, so an unwritable place is one line rather than a traceback.
+        open(tmp, "wb").close()
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write there ({exc.strerror or exc})") from None
     try:
         yield tmp
         os.replace(tmp, path)

@@ -1,5 +1,8 @@
-"""Reading one video's rows of a finished output (torch-free: summary, render and exports use it)."""
+"""Reading one video's rows of a finished output, and checking where an export goes (torch-free:
+summary, render and exports use it)."""
 from __future__ import annotations
+
+import os
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -33,3 +36,15 @@ def video_row(out: str, video_id: str) -> dict:
     if video_id not in rows:
         raise OutputError(f"{out}: no video {video_id!r} (videos: {', '.join(sorted(rows)) or 'none'})")
     return rows[video_id]
+
+
+def check_file_target(path: str | os.PathLike) -> None:
+    """A local file about to be written: its folder must exist and it must not be a folder itself.
+    Checked before any row is read or model loaded, so a typo costs one line (OutputError), not a
+    traceback at the end of the work."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise OutputError(f"{path}: cannot write there (no folder {folder!r})")
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a folder; give a file name")

@@ -172,6 +172,11 @@ def encode_video(output: str, frames: Iterable[tuple[np.ndarray, float]], time_b
         container = av.open(str(tmp), "w", format=fmt, options=opts)
     except (av.error.FFmpegError, ValueError, OSError) as e:
         raise OutputError(f"{output}: cannot write a video there ({_one_line(e)})") from None
+    if codec not in container.supported_codecs:  # e.g. .png/.jpg (FFmpeg's image2) or .gif: no video codec
+        container.close()
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{output}: a {dst.suffix or 'mp4'} file cannot hold a {codec} video; "
+                          "name it .mp4, .mkv or .mov")
     count, size, stream = 0, (0, 0), None
     try:
         with container:

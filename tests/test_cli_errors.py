@@ -1,0 +1,96 @@
+"""Refusals a new user meets (issue 21, item 4): each is one line on stderr and exit status 2, in a
+process of its own as a user runs it, with nothing left behind.
+
+The output these run on is two finished videos rows and nothing else: every refusal here happens before
+any table is read, so no model needs to run (tests/test_render.py covers a real output's PNG sheet).
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import traceback
+
+import pytest
+import ray
+from conftest import EVAL, REPO
+
+from stages.io.sink import put_video_row, resolve_output
+
+SHORT = EVAL / "videos" / "mmtracking_demo.mp4"  # 8 frames
+IDS = ("clip-a", "clip-b")
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False, env=env)
+
+
+def _one_line_exit_2(*args: str, env: dict | None = None) -> str:
+    run = _cli(*args, env=env)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stdout == "" and len(run.stderr.splitlines()) == 1, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    return run.stderr
+
+
+@pytest.fixture(scope="module")
+def two_videos(tmp_path_factory):
+    """An output of two finished videos, run without --mesh (no body counts in their rows)."""
+    out = tmp_path_factory.mktemp("two") / "out"
+    fs, root = resolve_output(str(out))
+    for vid in IDS:
+        put_video_row(fs, root, {"video_id": vid, "path": str(SHORT), "status": "ok", "frames": 8})
+    return out
+
+
+def test_export_to_a_place_it_cannot_write(two_videos, tmp_path):
+    err = _one_line_exit_2("export", two_videos, "--format", "coco", "-o", tmp_path / "missing" / "dir" / "x.json")
+    assert "no folder" in err and "missing" in err, err
+    assert "is a folder" in _one_line_exit_2("export", two_videos, "--format", "csv", "-o", tmp_path)
+    # A track's export is refused before its rows are read or the body model loaded.
+    err = _one_line_exit_2("export", two_videos, "--video", IDS[0], "--track", "0", "--format", "bvh",
+                           "-o", tmp_path / "missing" / "x.bvh")
+    assert "no folder" in err, err
+    assert list(tmp_path.iterdir()) == []  # no temporary file either
+
+
+def test_eval_with_a_ground_truth_it_cannot_read(tmp_path):
+    err = _one_line_exit_2("eval", "--gt", tmp_path / "missing.json")
+    assert "missing.json: cannot read COCO keypoints json" in err, err
+
+
+def test_eval_track_refusals(two_videos, tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("1,1,10,10,50,100,1,1,1\n2,1,12,10,50,100,1,1,1\n")
+    missing = tmp_path / "missing.txt"
+    assert f"{missing}: cannot read" in _one_line_exit_2("eval-track", "--gt", missing, "--out", two_videos,
+                                                         "--video", IDS[0])
+    (tmp_path / "notes.txt").write_text("frame id x y\n")
+    assert "not MOTChallenge rows" in _one_line_exit_2("eval-track", "--gt", tmp_path / "notes.txt", "--hyp", gt)
+    err = _one_line_exit_2("eval-track", "--gt", gt, "--out", two_videos)  # which of the two?
+    assert "2 finished videos" in err and "--video" in err and all(v in err for v in IDS), err
+    assert "no finished video 'nope'" in _one_line_exit_2("eval-track", "--gt", gt, "--out", two_videos,
+                                                          "--video", "nope")
+    assert "not a posepipe output" in _one_line_exit_2("eval-track", "--gt", gt, "--out", tmp_path)
+
+
+def test_api_missing_weights_is_one_exception(tmp_path, monkeypatch):
+    """posepipe.run with no weights anywhere and the download failing (a file:// address that does not exist
+    stands in for no network): one WeightsError, no chain of socket and urllib errors under it."""
+    import posepipe
+    from stages import weights
+
+    pb = "tfpose_mobilenet_v2_small_graph_opt.pb"
+    monkeypatch.setitem(weights.MODEL_FILES, pb, dataclasses.replace(weights.MODEL_FILES[pb],
+                                                                     url="file:///nonexistent/graph_opt.pb"))
+    monkeypatch.setenv("POSEPIPE_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    with pytest.raises(posepipe.WeightsError) as caught:
+        posepipe.run([str(SHORT)], out)
+    exc = caught.value
+    assert pb in str(exc) and "POSEPIPE_WEIGHTS" in str(exc), exc
+    assert "".join(traceback.format_exception(exc)).count("Traceback") == 1
+    assert not ray.is_initialized()
+
