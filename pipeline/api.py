@@ -45,9 +45,9 @@ def run_job(config: Config, videos: list[str], out: str, *, address: str | None 
     from pipeline.runner import Runner, prepare
 
     paths = expand_inputs(videos)
-    check_output(out)
+    check_output(out)  # creates nothing: a refused job leaves no empty OUT behind
     prepared = prepare(config, out)  # weights resolved, body model checked
-    with OutputLock(out) as lock:
+    with OutputLock(out) as lock:  # OUT is made here, once everything above has passed
         runner = Runner(prepared, progress=progress, heartbeat=lock.refresh,
                         before_graph=lambda: start_ray(config, address, num_cpus, verbose))
         return runner.run(paths), prepared.out

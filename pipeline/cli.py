@@ -1,8 +1,9 @@
-"""`posepipe` command line: run videos through the Ray graph (here or on a cluster), show a job's
-status, or evaluate on a keypoint set.
+"""`posepipe` command line: run videos through the Ray graph (here or on a cluster), follow and
+summarise a job's output, draw it, export it, refit its bodies, or score it against ground truth.
 
 Exit status: 0 every video ok; 1 some video failed or was truncated (see OUT/videos), or
-`status` of an unfinished job; 2 bad usage, inputs, config or weights.
+`status` of an unfinished job; 2 bad usage, inputs, config or weights, or an output (or file)
+a command cannot read or write: one line on stderr, no traceback.
 """
 from __future__ import annotations
 
@@ -100,10 +101,10 @@ def _cmd_mocap(args: argparse.Namespace) -> int:
 
     config = _config(args)
     try:
-        plan(args.out, args.video)  # a bad OUT or video id fails before Ray starts
+        plan(args.out, args.video, args.all)  # a bad OUT or video id, or one with no bodies, fails before Ray
         with OutputLock(args.out):  # it rewrites bodies: no other job may be writing OUT
             start_ray(config, args.address, args.num_cpus, args.verbose)
-            rows = run_mocap(config, args.out, args.video, args.track)
+            rows = run_mocap(config, args.out, args.video, args.track, args.all)
     except OutputError as exc:
         print(f"posepipe mocap: {exc}", file=sys.stderr)
         return 2
@@ -221,7 +222,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="posepipe", description=__doc__.splitlines()[0])
+    about, _, exits = __doc__.partition("\n\n")
+    p = _Parser(prog="posepipe", description=" ".join(about.split()), epilog=" ".join(exits.split()))
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML file overriding configs/default.toml and the mode preset")
@@ -231,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
 
     run_args = argparse.ArgumentParser(add_help=False, parents=[common])
     run_args.add_argument("videos", nargs="+",
-                          help="video files, globs ('clips/**/*.mp4') or lists of paths (@list.txt or a .txt file)")
+                          help="video files, folders (every video under them, recursively), globs "
+                               "('clips/**/*.mp4') or lists of paths (@list.txt or a .txt file)")
     run_args.add_argument("--out", required=True, help="output folder or pyarrow.fs URI (s3://bucket/prefix, ...)")
     run_args.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     run_args.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -267,6 +270,8 @@ def parser() -> argparse.ArgumentParser:
     mc.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     mc.add_argument("--body-model", choices=["anny", "smpl"], default=None, help="body model (default anny)")
     mc.add_argument("--body-model-path", default=None, help="folder with the user's SMPL_NEUTRAL.npz")
+    mc.add_argument("--all", action="store_true",
+                    help="also fit videos that have no bodies yet (run without --mesh): every track from scratch")
     mc.set_defaults(func=_cmd_mocap, mesh=True)
 
     sm = sub.add_parser("summary", help="per-video status, counts, people per frame, tracks, speed")

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from pipeline.config import Config
@@ -44,18 +45,21 @@ def expand_inputs(items: list[str]) -> list[str]:
 
 
 def check_output(out: str) -> None:
-    """A local OUT must be a folder this process can create and write; URIs are checked by their
-    filesystem when the job writes. Raises InputError with one line."""
+    """A local OUT must be a folder this process can write, or one it can create; nothing is made here
+    (the job's lock makes OUT once every check has passed, so a refused job leaves no empty folder).
+    URIs are checked by their filesystem when the job writes. Raises InputError with one line."""
     if "://" in out and not out.startswith("file://"):
         return
-    path = Path(out.removeprefix("file://"))
+    path = Path(out.removeprefix("file://")).absolute()
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
+    # The nearest folder that exists is where a write is tried: OUT itself, or where it would be made.
+    # A real write, because access() says yes to root even on read-only mounts and /proc.
+    where = next(p for p in (path, *path.parents) if p.exists())
+    if not where.is_dir():
+        raise InputError(f"--out {out}: {where} is not a folder")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".posepipe-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        os.rmdir(tempfile.mkdtemp(prefix=".posepipe-write-test-", dir=where))
     except OSError as exc:
         raise InputError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
 

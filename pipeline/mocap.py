@@ -5,13 +5,7 @@ each video's new bodies as its call returns (stages/io/publish_bodies.py).
 """
 from __future__ import annotations
 
-import ray
-
 from pipeline.config import Config
-from pipeline.graph import build_mesh_pool
-from stages.body.load import check_body_model
-from stages.io.publish_bodies import replace_bodies
-from stages.io.read_bodies import tracked_people
 from stages.io.errors import OutputError
 from stages.batches import TrackedRows
 from stages.io.sink import DONE_STATUSES, read_video_rows
@@ -27,21 +21,40 @@ def _select(rows: TrackedRows, track_id: int | None) -> TrackedRows:
     return rows.take(keep)
 
 
-def plan(out: str, video_id: str | None = None) -> list[str]:
-    """The finished videos of OUT to refit (one, when named)."""
-    done = [r["video_id"] for r in read_video_rows(out) if r["status"] in DONE_STATUSES]
+def plan(out: str, video_id: str | None = None, unfitted: bool = False) -> list[str]:
+    """The finished videos of OUT to refit (one, when named). A video whose row has no body counts was
+    run without --mesh: refitting it is a first fit of every track, as long as the mesh stage of a
+    whole run, so it is refused unless unfitted (`mocap --all`) says that is what is wanted."""
+    rows = [r for r in read_video_rows(out) if r["status"] in DONE_STATUSES]
+    done = [r["video_id"] for r in rows]
     if video_id is not None:
         if video_id not in done:
             raise OutputError(f"{out}: no finished video {video_id!r} (finished: {', '.join(done) or 'none'})")
-        return [video_id]
+        done = [video_id]
     if not done:
         raise OutputError(f"{out}: no finished videos to refit")
+    bare = [r["video_id"] for r in rows if r["video_id"] in done and r.get("body_rows") is None]
+    if bare and not unfitted:
+        which = (f"video {bare[0]!r} has no bodies" if len(bare) == 1 else
+                 f"none of its {len(done)} videos has bodies" if len(bare) == len(done) else
+                 f"{len(bare)} of {len(done)} videos have no bodies")
+        raise OutputError(f"{out}: {which} to refit (run without --mesh); give --all to fit all their tracks "
+                          "from scratch")
     return done
 
 
-def run_mocap(config: Config, out: str, video_id: str | None = None, track_id: int | None = None) -> list[dict]:
-    """Refit and publish; returns the rewritten videos rows. Ray must be initialised."""
-    videos = plan(out, video_id)
+def run_mocap(config: Config, out: str, video_id: str | None = None, track_id: int | None = None,
+              unfitted: bool = False) -> list[dict]:
+    """Refit and publish; returns the rewritten videos rows (unfitted: see plan). Ray must be initialised."""
+    # Imported here, not above: Ray and torch take seconds to import, and plan()'s refusals should not wait.
+    import ray
+
+    from pipeline.graph import build_mesh_pool
+    from stages.body.load import check_body_model
+    from stages.io.publish_bodies import replace_bodies
+    from stages.io.read_bodies import tracked_people
+
+    videos = plan(out, video_id, unfitted)
     check_body_model(config.mesh.body_model, config.mesh.body_model_path)
     inputs = {}
     for vid in videos:  # small: keypoints only

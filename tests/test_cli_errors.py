@@ -1,5 +1,5 @@
-"""Refusals a new user meets (issue 21, item 4): each is one line on stderr and exit status 2, in a
-process of its own as a user runs it, with nothing left behind.
+"""Refusals a new user meets (issue 21, items 4 and 9): each is one line on stderr and exit status 2, in a
+process of its own as a user runs it, with nothing left behind; and the help says what the commands take.
 
 The output these run on is two finished videos rows and nothing else: every refusal here happens before
 any table is read, so no model needs to run (tests/test_render.py covers a real output's PNG sheet).
@@ -7,6 +7,7 @@ any table is read, so no model needs to run (tests/test_render.py covers a real 
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import traceback
@@ -75,6 +76,32 @@ def test_eval_track_refusals(two_videos, tmp_path):
     assert "not a posepipe output" in _one_line_exit_2("eval-track", "--gt", gt, "--out", tmp_path)
 
 
+def test_mocap_without_bodies_needs_all(two_videos):
+    """An output run without --mesh has nothing to refit: fitting every track from scratch is as long as the
+    mesh stage of a whole run, so it is asked for (--all), not started by surprise."""
+    from pipeline.mocap import plan
+    from stages.io.errors import OutputError
+
+    err = _one_line_exit_2("mocap", two_videos)
+    assert "none of its 2 videos has bodies" in err and "--mesh" in err and "--all" in err, err
+    assert not (two_videos / ".posepipe.lock").exists()
+    with pytest.raises(OutputError, match=f"video '{IDS[1]}' has no bodies"):
+        plan(str(two_videos), IDS[1])
+    # What --all hands to the fit (the fit itself is the one tests/test_mesh_pipeline.py's mocap test runs).
+    assert plan(str(two_videos), unfitted=True) == list(IDS)
+    assert plan(str(two_videos), IDS[1], unfitted=True) == [IDS[1]]
+
+
+def test_missing_weights_leave_no_output_folder(tmp_path):
+    """The converted top-down files have no download, so this fails the same with or without a network."""
+    env = {**os.environ, "POSEPIPE_WEIGHTS": str(tmp_path / "weights"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    (tmp_path / "weights").mkdir()
+    out = tmp_path / "new" / "out"
+    err = _one_line_exit_2("run", SHORT, "--out", out, "--mode", "topdown", "--no-progress", env=env)
+    assert "POSEPIPE_WEIGHTS" in err and ".onnx" in err, err
+    assert not (tmp_path / "new").exists()
+
+
 def test_api_missing_weights_is_one_exception(tmp_path, monkeypatch):
     """posepipe.run with no weights anywhere and the download failing (a file:// address that does not exist
     stands in for no network): one WeightsError, no chain of socket and urllib errors under it."""
@@ -92,5 +119,13 @@ def test_api_missing_weights_is_one_exception(tmp_path, monkeypatch):
     exc = caught.value
     assert pb in str(exc) and "POSEPIPE_WEIGHTS" in str(exc), exc
     assert "".join(traceback.format_exception(exc)).count("Traceback") == 1
-    assert not ray.is_initialized()
+    assert not out.exists() and not ray.is_initialized()
 
+
+def test_help_says_it_whole():
+    top = _cli("--help")
+    assert top.returncode == 0
+    text = " ".join(top.stdout.split())
+    assert "or score it against ground truth." in text and "Exit status: 0" in text, top.stdout
+    run = _cli("run", "--help")
+    assert run.returncode == 0 and "folders" in run.stdout, run.stdout

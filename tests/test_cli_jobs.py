@@ -42,12 +42,14 @@ def test_bad_arguments_are_one_line_before_ray(tmp_path, capsys):
     clip = str(SHORT)
     assert "not a folder" in _one_line_exit_2(["run", clip, "--out", str(a_file)], capsys)
     assert "cannot write" in _one_line_exit_2(["run", clip, "--out", "/proc/posepipe/x"], capsys)
+    assert "not a folder" in _one_line_exit_2(["run", clip, "--out", str(a_file / "o")], capsys)  # under a file
     assert "no input exists" in _one_line_exit_2(["run", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")],
                                                  capsys)
     assert "holds no video" in _one_line_exit_2(["run", str(empty_dir), "--out", str(tmp_path / "o")], capsys)
     assert "invalid choice" in _one_line_exit_2(["run", clip, "--out", str(tmp_path / "o"), "--mode", "fast"], capsys)
     assert "smpl" in _one_line_exit_2(["run", clip, "--out", str(tmp_path / "o"), "--mesh", "--body-model", "smpl"],
                                       capsys)
+    assert not (tmp_path / "o").exists()  # every refusal above leaves no OUT behind
 
 
 @pytest.mark.parametrize("model, detector", [("tinypose", "picodet"), ("thunder", "rtmdet")])
@@ -71,6 +73,7 @@ def test_a_missing_or_corrupt_model_file_is_one_line_before_ray(tmp_path, capsys
     (folder / keypoints).write_bytes((weights_dir / keypoints).read_bytes()[:-1] + b"x")
     err = _one_line_exit_2(argv, capsys)
     assert keypoints in err and "sha256" in err, err
+    assert not out.exists()  # OUT is made only once the weights are found (it was left empty)
 
 
 def test_a_folder_expands_to_the_videos_under_it(tmp_path):
