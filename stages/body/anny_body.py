@@ -192,10 +192,15 @@ class AnnyBody:
         kp[..., :3] = kp[..., :3] + torch.einsum("tc,ckfd->tkfd", coeffs, self._cb)
         return Rig(rest=rest, kp_coeffs=kp)
 
-    def vertices(self, shape: torch.Tensor, a_full: torch.Tensor) -> torch.Tensor:
+    def rest_vertices(self, shape: torch.Tensor) -> torch.Tensor:
         from anny.skinning.skinning import apply_linear_blendshape
 
         m = self.model
-        rest_v = apply_linear_blendshape(m.template_vertices.to(self.dtype), m.blendshapes.to(self.dtype),
-                                         self._coeffs(shape))
-        return m.get_skinned_vertices(rest_v, a_full)
+        return apply_linear_blendshape(m.template_vertices.to(self.dtype), m.blendshapes.to(self.dtype),
+                                       self._coeffs(shape))
+
+    def skinned_vertices(self, rest_v: torch.Tensor, a_full: torch.Tensor) -> torch.Tensor:
+        return self.model.get_skinned_vertices(rest_v, a_full)
+
+    def vertices(self, shape: torch.Tensor, a_full: torch.Tensor) -> torch.Tensor:
+        return self.skinned_vertices(self.rest_vertices(shape), a_full)

@@ -57,6 +57,14 @@ class BodyModel(Protocol):
         """shape: float[B, S], a_full: float[B, J, 4, 4] posed-relative-to-rest transforms of every bone
         -> float[B, V, 3] skinned vertices in the same frame as a_full."""
 
+    def rest_vertices(self, shape: torch.Tensor) -> torch.Tensor:
+        """shape: float[B, S] -> float[B, V, 3] the shaped mesh at rest. Split from `vertices` so a caller
+        posing the same track every frame (stages/dense) computes it once per shape: it is most of the cost."""
+
+    def skinned_vertices(self, rest_v: torch.Tensor, a_full: torch.Tensor) -> torch.Tensor:
+        """rest_v: float[B, V, 3] from rest_vertices, a_full as in `vertices` -> float[B, V, 3];
+        vertices(shape, a) == skinned_vertices(rest_vertices(shape), a)."""
+
 
 def fitted_parents(parents: list[int], fitted: list[int]) -> list[int]:
     """Parent of each fitted bone within the fitted list (its nearest fitted ancestor); root -1."""

@@ -203,6 +203,9 @@ class SmplBody:
     def vertices(self, shape: torch.Tensor, a_full: torch.Tensor) -> torch.Tensor:
         """shape: float[B, 10], a_full: float[B, 24, 4, 4] -> float[B, 6890, 3] LBS vertices (no pose
         correctives), in a_full's frame."""
+        return self.skinned_vertices(self.rest_vertices(shape), a_full)
+
+    def skinned_vertices(self, rest_v: torch.Tensor, a_full: torch.Tensor) -> torch.Tensor:
+        """rest_v: float[B, 6890, 3] (rest_vertices), a_full: float[B, 24, 4, 4] -> float[B, 6890, 3] LBS."""
         t = torch.einsum("vj,bjrc->bvrc", self._skin, a_full[:, :, :3, :])  # [B, V, 3, 4]
-        v = self.rest_vertices(shape)
-        return (t[..., :3] @ v[..., None])[..., 0] + t[..., 3]
+        return (t[..., :3] @ rest_v[..., None])[..., 0] + t[..., 3]

@@ -1,0 +1,104 @@
+"""Dense-stage speed: person-frames/s of posing + dense render (stages/dense) at 960x540.
+
+    python benchmarks/dense_speed.py [--people 1,5,10] [--frames 30] [--backend gl,rays] [--threads 1]
+
+Crowd_synth-like frames: P anny bodies (random shapes, kept per track as the stage would) standing on a
+floor 1.5 m under a level camera, each 150-300 px tall, anywhere across the view, in a random pose
+(bone rotations ~N(0, 0.15 rad), turned randomly about the vertical); each frame draws new poses and
+places. Per people count and backend it prints, per frame: wall ms of posing (bodies.frame_vertices with
+a warm RestBodies) and of render_dense (with its raster kept), the process's CPU ms (all threads: the
+llvmpipe and embree workers count), person-frames/s (wall) and the mean visible pixels per person. The
+first frame of each run (cache fill, GL start) is left out. The machine's load average is printed
+too: on a shared machine wall times follow it, CPU times much less.
+
+Torch runs on one thread by default: posing 10 people is ~10 ms of small tensor work, and with two
+OpenMP threads their spin-waiting after each op took the CPU from llvmpipe's raster threads (measured on
+2 cores: posing 122 ms and 34 person-frames/s at 10 people with 2 threads, 11 ms and 53 with 1).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from stages.body.anny_body import AnnyBody
+from stages.dense.bodies import RestBodies, frame_vertices
+from stages.dense.parts import surface_labels
+from stages.dense.raster import GlRaster, RayRaster
+from stages.dense.render import render_dense
+
+SIZE = (960, 540)
+FOCAL = 1000.0  # the pinhole of a ~51 degree horizontal field of view, as the fit guesses for 960 px
+CAMERA_HEIGHT = 1.5  # metres above the floor
+STATURE = 1.7  # metres, to turn a pixel height into a distance
+FEET_BELOW_ORIGIN = 0.82  # anny's rest soles are ~0.82 m under its model origin (the hips)
+
+
+def random_frame(model, rng: np.random.Generator, people: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bone_rotvec [P, J, 3], root_rotvec [P, 3], translation [P, 3]) for one frame (module docstring)."""
+    tall = rng.uniform(150, 300, people)
+    z = FOCAL * STATURE / tall
+    half_width = (SIZE[0] / 2 - 0.15 * tall) * z / FOCAL  # keep ~the whole body in view
+    x = rng.uniform(-1, 1, people) * half_width
+    y = np.full(people, CAMERA_HEIGHT - FEET_BELOW_ORIGIN)
+    facing = Rotation.from_matrix(model.facing.numpy().astype(np.float64))
+    root = np.stack([(Rotation.from_rotvec([0, a, 0]) * facing).as_rotvec()
+                     for a in rng.uniform(-np.pi, np.pi, people)])
+    bones = rng.normal(0, 0.15, (people, len(model.bone_names), 3))
+    return bones, root, np.c_[x, y, z]
+
+
+def run(model, labels, raster, people: int, frames: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    shapes = rng.uniform(0.2, 0.8, (people, len(model.shape_names)))  # one per track, fixed
+    rest = RestBodies(model)
+    pose_s, render_s, cpu_s, pixels = [], [], [], []
+    for f in range(frames + 1):
+        bones, root, trans = random_frame(model, rng, people)
+        c0, t0 = time.process_time(), time.perf_counter()
+        verts = frame_vertices(model, shapes, bones, root, trans, rest=rest)
+        t1 = time.perf_counter()
+        frame = render_dense(verts, model.faces, FOCAL, SIZE, labels=labels, raster=raster)
+        t2, c1 = time.perf_counter(), time.process_time()
+        if f == 0:
+            continue
+        pose_s.append(t1 - t0)
+        render_s.append(t2 - t1)
+        cpu_s.append(c1 - c0)
+        pixels.append(np.mean([c.mask.sum() for c in frame.people]))
+    total = np.add(pose_s, render_s)
+    return {"pose_ms": 1e3 * np.mean(pose_s), "render_ms": 1e3 * np.mean(render_s), "frame_ms": 1e3 * total.mean(),
+            "cpu_ms": 1e3 * np.mean(cpu_s), "pf_s": people * len(total) / total.sum(),
+            "pf_s_cpu": people * len(cpu_s) / np.sum(cpu_s), "pixels": float(np.mean(pixels))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--people", default="1,5,10")
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--backend", default="gl,rays", help="comma list of gl (OpenGL/EGL) and rays (trimesh+embree)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (posing; module docstring)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = AnnyBody()
+    labels = surface_labels(model)
+    backends = {"gl": GlRaster, "rays": RayRaster}
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {SIZE[0]}x{SIZE[1]}, focal {FOCAL:.0f} px")
+    print(f"{'backend':8s} {'people':>6s} {'pose ms':>8s} {'render ms':>9s} {'frame ms':>8s} {'cpu ms':>7s} "
+          f"{'pf/s':>6s} {'pf/s cpu':>8s} {'px/person':>9s}")
+    for name in args.backend.split(","):
+        raster = backends[name]()
+        for p in (int(x) for x in args.people.split(",")):
+            r = run(model, labels, raster, p, args.frames)
+            print(f"{name:8s} {p:6d} {r['pose_ms']:8.1f} {r['render_ms']:9.1f} {r['frame_ms']:8.1f} {r['cpu_ms']:7.1f} "
+                  f"{r['pf_s']:6.1f} {r['pf_s_cpu']:8.1f} {r['pixels']:9.0f}", flush=True)
+        raster.release()
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
