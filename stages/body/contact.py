@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.body.fit_init import person_scale
+from stages.body.fit_init import person_scale, rows_before
 from stages.scores import HOUSE_THRESHOLD
 
 ANKLES, HIPS, SHOULDERS = (15, 16), (11, 12), (5, 6)  # COCO-17
@@ -32,10 +32,10 @@ def foot_contact(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.nd
         sho_y = np.where(ok[:, SHOULDERS], kp[:, SHOULDERS, 1], 0).sum(1) / ok[:, SHOULDERS].sum(1)
         upright = (sho_y < hip_y) & (hip_y < kp[rows, lower, 1])
     size = person_scale(kp, ok)
-    before = {(int(t), int(f)): i for i, (t, f) in enumerate(zip(track_id, frame_index))}
+    prev = rows_before(track_id, frame_index, 1)
     moved = np.zeros(len(kp))
-    for i, (t, f) in enumerate(zip(track_id, frame_index)):
-        j = before.get((int(t), int(f) - 1))
-        if j is not None and ok[j, lower[i]]:
-            moved[i] = np.hypot(*(kp[i, lower[i], :2] - kp[j, lower[i], :2])) / size[i]
+    i = np.flatnonzero(prev >= 0)
+    i = i[ok[prev[i], lower[i]]]  # the track's previous frame saw that foot
+    step = kp[i, lower[i], :2] - kp[prev[i], lower[i], :2]
+    moved[i] = np.hypot(step[:, 0], step[:, 1]) / size[i]
     return has_foot & upright & (moved < still), lower.astype(np.int64)

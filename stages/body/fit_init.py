@@ -62,18 +62,21 @@ def cold_start(model: BodyModel, kp: np.ndarray, good: np.ndarray, focal: float,
     return root, trans
 
 
+def rows_before(track: np.ndarray, frames: np.ndarray, gap: int) -> np.ndarray:
+    """int64[B]: for each row (track, frames int[B]) the row of the same track `gap` frames earlier, -1 if none."""
+    order = {(int(t), int(f)): i for i, (t, f) in enumerate(zip(track, frames))}
+    return np.array([order.get((int(t), int(f) - gap), -1) for t, f in zip(track, frames)], np.int64)
+
+
 def predecessors(track: np.ndarray, frames: np.ndarray, anchored: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Consecutive-frame triples of the rows: int64[M, 3] (row, the row one frame before, two frames before
     or -1) and int64[M] anchor: where the third is missing but the track's previous-chunk anchor is that
     frame (anchored: track index -> its anchor's frame), the track index, else -1."""
-    order = {(int(t), int(f)): i for i, (t, f) in enumerate(zip(track, frames))}
+    one, two = rows_before(track, frames, 1), rows_before(track, frames, 2)
     triples, anchors = [], []
-    for i, (t, f) in enumerate(zip(track, frames)):
-        j = order.get((int(t), int(f) - 1))
-        if j is None:
-            continue
-        k = order.get((int(t), int(f) - 2), -1)
-        triples.append((i, j, k))
-        anchors.append(int(t) if k < 0 and anchored.get(int(t)) == int(f) - 2 else -1)
+    for i in np.flatnonzero(one >= 0):
+        t, f, k = int(track[i]), int(frames[i]), int(two[i])
+        triples.append((int(i), int(one[i]), k))
+        anchors.append(t if k < 0 and anchored.get(t) == f - 2 else -1)
     return (torch.as_tensor(np.array(triples, np.int64).reshape(-1, 3)),
             torch.as_tensor(np.array(anchors, np.int64)))

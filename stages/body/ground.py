@@ -260,6 +260,14 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
                   heights={int(obs.ids[j]): float(rel[j] * cam_h) for j in range(k) if counts[j] > 0}, ok=True)
 
 
+def ground_from_columns(row: dict, image_size: tuple[int, int]) -> Ground:
+    """The Ground a videos row's scene columns describe (ground_columns' inverse; not ok when none was found)."""
+    if not row.get("ground_ok"):  # the camera columns are null then
+        return Ground(image_size=image_size, focal=1.0, reason=row.get("ground_reason") or "")
+    return Ground(image_size=image_size, focal=float(row["focal_px"]), camera_height=float(row["camera_height_m"]),
+                  pitch_deg=float(row["camera_pitch_deg"]), roll_deg=float(row["camera_roll_deg"]), ok=True)
+
+
 def ground_columns(ground: Ground) -> dict:
     """The videos row's scene columns: the floor and camera the fit assumed (ground_ok False: none, why in
     ground_reason; the camera columns are then null)."""

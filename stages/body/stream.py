@@ -63,8 +63,9 @@ class BodyStream:
         cut = frames[(len(frames) // self.chunk_frames) * self.chunk_frames - 1]
         now = held.frame_index <= cut
         self.pending[vid] = held.take(~now)
-        self._ground(held.take(now), image_size)
-        return self._fit(held.take(now), image_size)
+        chunk = held.take(now)
+        self._ground(chunk, image_size)
+        return self._fit(chunk, image_size)
 
     def finish(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple[pa.Table | None, pa.Table, dict, dict]:
         """The video's last rows: (bodies rows or None, one body_tracks row per fitted track, skip reasons,
@@ -126,7 +127,8 @@ class BodyStream:
         the fit falls back to no floor, and the videos row says why."""
         vid = rows.video_id
         known = self.grounds.get(vid)
-        if known is not None and (known.ok or not len(rows)):
+        full = len(self.seen.get(vid, ())) >= MAX_GROUND_ROWS  # new rows would be cut off: the same estimate
+        if known is not None and (known.ok or not len(rows) or full):
             return known
         seen = TrackedRows.concat(vid, [self.seen[vid], rows]) if vid in self.seen else rows
         self.seen[vid] = seen.take(np.arange(min(len(seen), MAX_GROUND_ROWS)))

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.body.ground import Ground, floor_grid
+from stages.body.ground import floor_grid, ground_from_columns
 from stages.io.errors import OutputError
 from stages.io.output import video_row
 from stages.io.output import video_table as _table
@@ -120,11 +120,7 @@ def load_overlay(out: str, video_id: str) -> Overlay:
 
 def _floor(row: dict, size: tuple[int, int]) -> np.ndarray | None:
     """The floor grid of a videos row whose body fit found a floor (ground_ok), else None."""
-    if not row.get("ground_ok"):
-        return None
-    ground = Ground(image_size=size, focal=float(row["focal_px"]), camera_height=float(row["camera_height_m"]),
-                    pitch_deg=float(row["camera_pitch_deg"]), roll_deg=float(row["camera_roll_deg"]), ok=True)
-    return floor_grid(ground)
+    return floor_grid(ground_from_columns(row, size)) if row.get("ground_ok") else None
 
 
 def frame_range(frames: tuple[int | None, int | None] | None, frame_count: int) -> tuple[int, int]:
