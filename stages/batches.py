@@ -166,11 +166,12 @@ class TrackedRows:
     @staticmethod
     def concat(video_id: str, parts: list[TrackedRows | PoseBatch]) -> TrackedRows:
         """The rows of `parts` in order (tracked PoseBatch slices give their rows with a track id)."""
-        parts = [p.take(p.track_id >= 0) if isinstance(p, PoseBatch) else p for p in parts]
         if not parts:
             return TrackedRows(video_id, np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64),
                                np.zeros((0, NUM_KEYPOINTS, 3), np.float32))
-        return TrackedRows(video_id, **{name: np.concatenate([getattr(p, name) for p in parts])
+        # Only these columns of a PoseBatch slice: PoseBatch.take would copy all of them (appearance too).
+        keep = [p.track_id >= 0 if isinstance(p, PoseBatch) else slice(None) for p in parts]
+        return TrackedRows(video_id, **{name: np.concatenate([getattr(p, name)[k] for p, k in zip(parts, keep)])
                                         for name in TrackedRows.COLUMNS})
 
 
