@@ -12,6 +12,7 @@ import os
 
 from pipeline.config import Config
 from pipeline.inputs import check_output, expand_inputs
+from pipeline.say import Say, quiet, ray_line
 from pipeline.sizing import local_cpus
 from stages.io.lock import OutputLock
 
@@ -25,14 +26,19 @@ class Interrupted(Exception):
         self.done, self.total = done, total
 
 
-def start_ray(config: Config, address: str | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
-    """Join a cluster (address: "auto", "HOST:PORT", "ray://HOST:PORT") or start a Ray of this job's
-    own (even where a `ray start` cluster is up on this machine), unless one is already initialised.
+def start_ray(config: Config, address: str | None = None, num_cpus: int | None = None, verbose: bool = False,
+              say: Say = quiet) -> None:
+    """Join a cluster (address: "auto", "HOST:PORT", "ray://HOST:PORT"; none given: the RAY_ADDRESS
+    environment variable's, as ray.init does) or start a Ray of this job's own (even where a `ray start`
+    cluster is up on this machine), unless one is already initialised. A Ray kept running (`ray start
+    --head`, then `--address auto`) saves each job the start of its own (README "Cluster runs").
     Quiet unless verbose: Ray's own lines are nothing a user of posepipe can act on."""
     import ray
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    say(ray_line(address))
     ray.init(address=address or "local", log_to_driver=verbose,
              logging_level=logging.INFO if verbose else logging.ERROR,
              include_dashboard=False if not address else None,
@@ -40,14 +46,15 @@ def start_ray(config: Config, address: str | None = None, num_cpus: int | None =
 
 
 def run_job(config: Config, videos: list[str], out: str, *, address: str | None = None, num_cpus: int | None = None,
-            progress: bool = True, verbose: bool = False) -> tuple[list[dict], str]:
-    """Process the videos into OUT; returns (one videos row per input, in input order; OUT as written)."""
+            progress: bool = True, verbose: bool = False, say: Say = quiet) -> tuple[list[dict], str]:
+    """Process the videos into OUT; returns (one videos row per input, in input order; OUT as written).
+    say: told each start-up step once the checks have passed (pipeline/say.py)."""
     from pipeline.runner import Runner, prepare
 
     paths = expand_inputs(videos)
     check_output(out)  # creates nothing: a refused job leaves no empty OUT behind
     prepared = prepare(config, out)  # weights resolved, body model checked
     with OutputLock(out) as lock:  # OUT is made here, once everything above has passed
-        runner = Runner(prepared, progress=progress, heartbeat=lock.refresh,
-                        before_graph=lambda: start_ray(config, address, num_cpus, verbose))
+        runner = Runner(prepared, progress=progress, heartbeat=lock.refresh, say=say,
+                        before_graph=lambda: start_ray(config, address, num_cpus, verbose, say))
         return runner.run(paths), prepared.out

@@ -40,9 +40,10 @@ def _config(args: argparse.Namespace):
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.api import run_job
     from pipeline.jobfile import video_line
+    from pipeline.say import to_stderr
 
     rows, out = run_job(_config(args), args.videos, args.out, address=args.address, num_cpus=args.num_cpus,
-                        progress=not args.no_progress, verbose=args.verbose)
+                        progress=not args.no_progress, verbose=args.verbose, say=to_stderr)
     bad = [r for r in rows if r["status"] != "ok"]
     skipped = sum(1 for r in rows if r.get("skipped"))
     for r in rows:

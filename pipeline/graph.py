@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import ray
 
 from pipeline.config import Config, ConfigError, StageResources
-from pipeline.sizing import required_resources, sized
+from pipeline.say import Say, actors_line, quiet
+from pipeline.sizing import required_resources, sized, stage_resources
 from pipeline.workers import DecodeWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker, TrackWorker
 
 
@@ -138,10 +139,11 @@ def _check_fits(need: dict[str, float], have: dict[str, float]) -> None:
             )
 
 
-def build_mesh_pool(config: Config) -> list:
+def build_mesh_pool(config: Config, say: Say = quiet) -> list:
     """Mesh actors alone, for the offline `posepipe mocap` job over a finished output."""
     res = config.mesh.resources
     _check_fits({"CPU": res.actors * res.num_cpus, "GPU": res.actors * res.num_gpus}, ray.cluster_resources())
+    say(actors_line(res.actors, "the body model"))
     actors = [_remote(MeshWorker, res).remote(config) for _ in range(res.actors)]
     _wait_ready(actors, config.run.start_timeout_s)
     return actors
@@ -166,12 +168,14 @@ def _wait_ready(actors: list, timeout_s: float) -> None:
 
 
 def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]],
-                sink_cls: type[SinkWorker] = SinkWorker) -> Graph:
+                sink_cls: type[SinkWorker] = SinkWorker, say: Say = quiet) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), held by one store actor
-    and fetched from it by every pose actor. sink_cls: the sink's actor class (injected by tests)."""
+    and fetched from it by every pose actor. sink_cls: the sink's actor class (injected by tests).
+    say: told how many actors start (their model loads are most of a run's start-up)."""
     have = ray.cluster_resources()
     config = sized(config, have.get("CPU", 0.0), have.get("GPU", 0.0))
     _check_fits(required_resources(config), have)
+    say(actors_line(sum(r.actors for r in stage_resources(config))))
     store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
     store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs)
     d, p, g, t, s = (config.decode.resources, config.pose.resources, config.group.resources,

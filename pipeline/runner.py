@@ -29,6 +29,7 @@ from pipeline.graph import Graph, build_graph
 from pipeline.inputs import config_hash, done_ids, fingerprint
 from pipeline.jobfile import JobFile
 from pipeline.models import ModelChoice, choose_models, model_blobs, model_label
+from pipeline.say import Say, quiet
 from pipeline.workers import SinkWorker
 from stages.body.load import check_body_model
 from stages.io.decode import video_id_for
@@ -110,13 +111,14 @@ class Runner:
     """Runs one job: a list of videos -> OUT (a folder or a pyarrow.fs URI).
 
     heartbeat: called from the loop (the OUT lock's refresh); before_graph: called once there is work
-    (starts or joins Ray); both from pipeline/api.py. sink_cls: the SinkWorker class the graph builds
-    (tests inject a slow one to see backpressure).
+    (starts or joins Ray); say: told the start-up steps (pipeline/say.py); all from pipeline/api.py.
+    sink_cls: the SinkWorker class the graph builds (tests inject a slow one to see backpressure).
     After run(): stage_stats (busy time per stage), peak_in_flight (most batches between decode and
     sink at once, all videos), frames_done."""
 
     def __init__(self, prepared: Prepared, progress: bool = True, sink_cls: type = SinkWorker,
-                 heartbeat: Callable[[], None] = _nothing, before_graph: Callable[[], None] = _nothing):
+                 heartbeat: Callable[[], None] = _nothing, before_graph: Callable[[], None] = _nothing,
+                 say: Say = quiet):
         self.config = prepared.config
         self.out = prepared.out
         self.models = prepared.models
@@ -124,6 +126,7 @@ class Runner:
         self.sink_cls = sink_cls
         self.heartbeat = heartbeat
         self.before_graph = before_graph
+        self.say = say
         self.config_hash = config_hash(self.config)
         self.graph: Graph | None = None
         self.stage_stats: dict = {}
@@ -250,7 +253,8 @@ class Runner:
                 self.before_graph()  # a re-run with nothing left to do never starts Ray
                 # Start-up timeline in job.json (wall clock, like started_at): benchmarks/throughput.py reports it.
                 self.job.save(force=True, ray_ready_at=time.time())
-                self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls)
+                self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls,
+                                         say=self.say)
                 self.job.save(force=True, graph_ready_at=time.time())
                 self._loop(deque(todo), rows)
                 self.stage_stats = self.graph.stage_stats()

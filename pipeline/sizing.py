@@ -21,7 +21,8 @@ from dataclasses import replace
 from pipeline.config import Config
 
 
-def _stages(config: Config, with_pose: bool = True) -> tuple:
+def stage_resources(config: Config, with_pose: bool = True) -> tuple:
+    """The [<stage>.resources] of every stage the graph starts (mesh only with --mesh)."""
     stages = (config.decode.resources, config.group.resources, config.track.resources, config.sink.resources)
     stages += (config.mesh.resources,) if config.mesh.enabled else ()
     return ((config.pose.resources,) if with_pose else ()) + stages
@@ -29,14 +30,14 @@ def _stages(config: Config, with_pose: bool = True) -> tuple:
 
 def _other_cpus(config: Config) -> float:
     """Logical CPUs of every stage but the pose stage."""
-    return sum(r.actors * r.num_cpus for r in _stages(config, with_pose=False))
+    return sum(r.actors * r.num_cpus for r in stage_resources(config, with_pose=False))
 
 
 def required_resources(config: Config) -> dict[str, float]:
     """Logical CPUs and GPUs the graph's actors reserve in all (pose actors counted: see `sized`)."""
     if config.pose.resources.actors == "auto":
         raise ValueError("required_resources: size the config first (sizing.sized)")
-    stages = _stages(config)
+    stages = stage_resources(config)
     return {"CPU": sum(r.actors * r.num_cpus for r in stages), "GPU": sum(r.actors * r.num_gpus for r in stages)}
 
 

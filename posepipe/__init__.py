@@ -7,7 +7,7 @@
 A thin facade over `pipeline/` (the Ray side) and `stages/` (the compute), which keep their places;
 `run` is what `posepipe run` does (pipeline/api.py): the same checks, the same lock on OUT, the same
 output. It starts a local Ray on first use and leaves it running for the next call (ray.shutdown()
-ends it), or joins a cluster with address=.
+ends it), or joins a cluster with address= (or the RAY_ADDRESS environment variable's).
 
 Model files are found as for the CLI (stages/weights.py): in the folder the POSEPIPE_WEIGHTS
 environment variable names, else in ~/.cache/posepipe, else downloaded there from their upstream
@@ -32,15 +32,17 @@ def run(videos: str | list[str], out: str | Path, mode: str = "bottomup", config
     """Process videos (paths, globs, folders or list files) into OUT; returns the videos-table row of each
     input (status, error, frames, people_rows, tracks, ...), in input order. Errors in the arguments are
     raised as ValueError subclasses with one-line messages, a model file not found as WeightsError and
-    another job on OUT as stages.io.lock.LockedError, all before Ray starts."""
+    another job on OUT as stages.io.lock.LockedError, all before Ray starts. progress: progress bars, and
+    a line on stderr for each start-up step (Ray's start, the model loads)."""
     from pipeline.api import run_job
     from pipeline.config import load_config, mode_file
+    from pipeline.say import quiet, to_stderr
 
     cfg = load_config(mode_file(mode), *([config] if config else []))
     if mesh:
         cfg = dataclasses.replace(cfg, mesh=dataclasses.replace(cfg.mesh, enabled=True))
     rows, _ = run_job(cfg, [videos] if isinstance(videos, (str, Path)) else [str(v) for v in videos], str(out),
-                      address=address, num_cpus=num_cpus, progress=progress)
+                      address=address, num_cpus=num_cpus, progress=progress, say=to_stderr if progress else quiet)
     return rows
 
 
