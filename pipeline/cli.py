@@ -98,14 +98,16 @@ def _cmd_mocap(args: argparse.Namespace) -> int:
     """Refit the tracks of a finished output with whole-track smoothing, on mesh actors."""
     from pipeline.api import start_ray
     from pipeline.mocap import plan, run_mocap
+    from pipeline.say import to_stderr
     from stages.io.lock import OutputLock
 
     config = _config(args)
     try:
         plan(args.out, args.video, args.all)  # a bad OUT or video id, or one with no bodies, fails before Ray
         with OutputLock(args.out):  # it rewrites bodies: no other job may be writing OUT
-            start_ray(config, args.address, args.num_cpus, args.verbose)
-            rows = run_mocap(config, args.out, args.video, args.track, args.all)
+            start_ray(config, args.address, args.num_cpus, args.verbose, to_stderr)
+            rows = run_mocap(config, args.out, args.video, args.track, args.all, progress=not args.no_progress,
+                             say=to_stderr)
     except OutputError as exc:
         print(f"posepipe mocap: {exc}", file=sys.stderr)
         return 2
@@ -268,6 +270,7 @@ def parser() -> argparse.ArgumentParser:
     mc.add_argument("--track", type=int, default=None, help="only this track (the other tracks' bodies are kept)")
     mc.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
     mc.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    mc.add_argument("--no-progress", action="store_true", help="no progress bar")
     mc.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     mc.add_argument("--body-model", choices=["anny", "smpl"], default=None, help="body model (default anny)")
     mc.add_argument("--body-model-path", default=None, help="folder with the user's SMPL_NEUTRAL.npz")

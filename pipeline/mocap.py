@@ -6,6 +6,7 @@ each video's new bodies as its call returns (stages/io/publish_bodies.py).
 from __future__ import annotations
 
 from pipeline.config import Config
+from pipeline.say import Say, quiet
 from stages.io.errors import OutputError
 from stages.batches import TrackedRows
 from stages.io.sink import DONE_STATUSES, read_video_rows
@@ -44,10 +45,13 @@ def plan(out: str, video_id: str | None = None, unfitted: bool = False) -> list[
 
 
 def run_mocap(config: Config, out: str, video_id: str | None = None, track_id: int | None = None,
-              unfitted: bool = False) -> list[dict]:
-    """Refit and publish; returns the rewritten videos rows (unfitted: see plan). Ray must be initialised."""
+              unfitted: bool = False, progress: bool = False, say: Say = quiet) -> list[dict]:
+    """Refit and publish; returns the rewritten videos rows (unfitted: see plan). Ray must be initialised.
+    progress: a bar over the person-frames to refit, moved as each group of tracks is fitted; say: told
+    the actors' start (pipeline/say.py)."""
     # Imported here, not above: Ray and torch take seconds to import, and plan()'s refusals should not wait.
     import ray
+    from tqdm import tqdm
 
     from pipeline.graph import build_mesh_pool
     from stages.body.load import check_body_model
@@ -60,13 +64,20 @@ def run_mocap(config: Config, out: str, video_id: str | None = None, track_id: i
     for vid in videos:  # small: keypoints only
         rows, size = tracked_people(out, vid)
         inputs[vid] = (_select(rows, track_id), size)
-    actors = build_mesh_pool(config)
+    actors = build_mesh_pool(config, say)
+    # Each call streams (mesh actor's mocap): the person-frames of each group as it is fitted, then the result.
     pending = {actors[i % len(actors)].mocap.remote(rows, size): vid
                for i, (vid, (rows, size)) in enumerate(inputs.items())}
     results = []
-    while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        vid = pending.pop(ref)
-        bodies, tracks, skipped, scene = ray.get(ref)
-        results.append(replace_bodies(out, vid, bodies, tracks, skipped, scene, only_track=track_id))
+    with tqdm(total=sum(len(rows) for rows, _ in inputs.values()), desc="refit", unit="person-frame",
+              disable=not progress) as bar:
+        while pending:
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            step = ray.get(next(ready))
+            if isinstance(step, int):
+                bar.update(step)
+                continue
+            vid = pending.pop(ready)
+            bodies, tracks, skipped, scene = step
+            results.append(replace_bodies(out, vid, bodies, tracks, skipped, scene, only_track=track_id))
     return sorted(results, key=lambda r: r["video_id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import time
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -250,7 +251,8 @@ class MeshWorker(_Busy):
     def drop(self, video_id: str) -> None:
         self.stream.drop(video_id)
 
-    def mocap(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple:
-        """Offline: a video's tracks fitted whole (stream.fit_whole)."""
+    def mocap(self, rows: TrackedRows, image_size: tuple[int, int]) -> Iterator[int | tuple]:
+        """Offline: a video's tracks fitted whole (stream.fit_whole_steps). A Ray streaming generator: the
+        driver gets each group's person-frames as it is fitted (its progress bar), then the result."""
         with self.timed():
-            return self.stream.fit_whole(rows, image_size)
+            yield from self.stream.fit_whole_steps(rows, image_size)

@@ -15,7 +15,7 @@ from gltf_check import check_strict_rules, khronos_report
 
 from pipeline.cli import main
 from stages.body.anny_body import AnnyBody
-from stages.io.read_bodies import read_track
+from stages.io.read_bodies import read_track, tracked_people
 from stages.body.rig import pose_full
 from stages.io.decode import video_id_for
 
@@ -127,7 +127,7 @@ def test_body_commands_print_only_their_own_lines(mesh_run, tmp_path):
         assert report["numErrors"] == 0 and report["numWarnings"] == 0, report["codes"]
 
 
-def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path):
+def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path, capsys):
     import shutil
 
     _, out = mesh_run
@@ -141,9 +141,13 @@ def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path):
     assert [r[:2] for r in after] == [r[:2] for r in before]  # same person-frames
     assert [r for r in after if r[0] == 0] == [r for r in before if r[0] == 0]  # track 0 untouched
     assert [r for r in after if r[0] == 1] != [r for r in before if r[0] == 1]  # track 1 refitted
+    capsys.readouterr()
     assert main(["mocap", str(copy)]) == 0
     (row,) = q("SELECT body_rows, body_tracks FROM read_parquet('OUT/videos/*.parquet')")
     assert row == (len(before), 2)
+    # What it does before its bar (Ray is up already here), then the bar over every tracked person-frame.
+    err, tracked = capsys.readouterr().err, len(tracked_people(str(copy), vid)[0])
+    assert err.startswith("posepipe: loading the body model (1 actor)...\n") and f"| {tracked}/{tracked} [" in err, err
     assert not (copy / "_staging").exists()
     assert main(["mocap", str(copy), "--video", "nope"]) == 2
     assert main(["mocap", str(copy), "--video", vid, "--track", "99"]) == 2

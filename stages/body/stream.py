@@ -11,6 +11,7 @@ next chunk (warm start, frozen shape). Memory per video: one chunk of keypoints.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -85,10 +86,17 @@ class BodyStream:
         return table, tracks, dict(self.skipped.pop(vid, Counter())), ground_columns(ground)
 
     def fit_whole(self, rows: TrackedRows, image_size: tuple[int, int], max_rows: int = 4096,
-                  ) -> tuple[pa.Table | None, pa.Table, dict]:
+                  ) -> tuple[pa.Table | None, pa.Table, dict, dict]:
         """Offline (`posepipe mocap`): every track fitted in one optimisation over all its frames, so the
         temporal terms smooth it both ways; tracks are grouped up to max_rows person-frames per fit.
         Returns what finish() does."""
+        *_, result = self.fit_whole_steps(rows, image_size, max_rows)
+        return result
+
+    def fit_whole_steps(self, rows: TrackedRows, image_size: tuple[int, int], max_rows: int = 4096,
+                        ) -> Iterator[int | tuple[pa.Table | None, pa.Table, dict, dict]]:
+        """fit_whole one group of tracks at a time, for a progress bar: yields the person-frames (rows) of
+        each group once it is fitted (they add up to len(rows)), then fit_whole's result."""
         vid = rows.video_id
         self.open(vid)
         self._ground(rows, image_size)  # every row of the video at once: the floor from all its tracks
@@ -96,19 +104,23 @@ class BodyStream:
         order = np.lexsort((rows.frame_index, rows.track_id))
         rows = rows.take(order)
         ids, counts = np.unique(rows.track_id, return_counts=True)
-        tables, group, size = [], [], 0
+        groups, group, size = [], [], 0
         for t, n in zip(ids, counts):
             if group and size + n > max_rows:
-                tables.append(self._fit(rows.take(np.isin(rows.track_id, group)), image_size))
+                groups.append((group, size))
                 group, size = [], 0
             group.append(t)
             size += n
         if group:
+            groups.append((group, size))
+        tables = []
+        for group, size in groups:
             tables.append(self._fit(rows.take(np.isin(rows.track_id, group)), image_size))
+            yield int(size)
         empty = rows.take(np.zeros(len(rows), bool))
         _, tracks, skipped, scene = self.finish(empty, image_size)
         kept = [t for t in tables if t is not None]
-        return (pa.concat_tables(kept) if kept else None), tracks, skipped, scene
+        yield (pa.concat_tables(kept) if kept else None), tracks, skipped, scene
 
     def drop(self, video_id: str) -> None:
         """Forget a video that failed."""
