@@ -14,13 +14,12 @@ from pathlib import Path
 
 from pipeline.config import ConfigError, load_config, mode_file
 from pipeline.inputs import InputError
+from pipeline.submit import SubmitError
 from stages.body.errors import BodyModelError
 from stages.io.errors import OutputError
 from stages.io.lock import LockedError
 from stages.pose.mode_table import MODES
 from stages.weights import WeightsError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(args: argparse.Namespace):
@@ -56,30 +55,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     """ray:// (Ray Client): this process drives the graph on the cluster; http(s):// (Ray Jobs API):
-    the job runs on the cluster's head with this project as its working_dir, and this returns."""
+    the job runs on the cluster with this project as its working_dir, and this returns once it has
+    started (or failed) (pipeline/submit.py)."""
     if not args.address.startswith(("http://", "https://")):
         return _cmd_run(args)
-    import shlex
-    import tomllib
+    from pipeline.say import to_stderr
+    from pipeline.submit import job_argv, report, runtime_env, submit, wait_started
 
-    from ray.job_submission import JobSubmissionClient
-
-    # Inputs and OUT are passed as given: they must name files the cluster sees (shared storage, URIs).
-    cmd = ["python", "-m", "pipeline.cli", "run", *args.videos, "--out", args.out, "--address", "auto",
-           "--no-progress", *(["--mode", args.mode] if args.mode else [])]
-    env: dict = {"working_dir": str(REPO),
-                 "excludes": [".git", ".venv", "benchmarks", "tests", "*.parquet", "*.mp4"]}
-    if args.config:
-        cmd += ["--config", args.config]
-    if args.weights:
-        env["env_vars"] = {"POSEPIPE_WEIGHTS": args.weights}
-    if args.install:  # the project's own dependencies, for a cluster image without them
-        env["pip"] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    client = JobSubmissionClient(args.address)
-    job_id = client.submit_job(entrypoint=shlex.join(cmd), runtime_env=env)
-    print(f"submitted {job_id}; follow it with: ray job logs --address {args.address} -f {job_id}\n"
-          f"progress: posepipe status {args.out}")
-    return 0
+    argv = job_argv(args.videos, args.out, mode=args.mode, config=args.config, mesh=args.mesh,
+                    body_model=args.body_model, body_model_path=args.body_model_path, verbose=args.verbose)
+    client, job_id = submit(args.address, argv, runtime_env(args.weights, args.install), args.verbose)
+    return report(wait_started(client, job_id, say=to_stderr), args.address, args.out)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -325,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, WeightsError, InputError, BodyModelError, LockedError, OutputError) as exc:
+    except (ConfigError, WeightsError, InputError, BodyModelError, LockedError, OutputError, SubmitError) as exc:
         print(f"posepipe: {exc}", file=sys.stderr)
         return 2
     except Interrupted as exc:

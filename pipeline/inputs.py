@@ -44,6 +44,16 @@ def expand_inputs(items: list[str]) -> list[str]:
     return out
 
 
+def absolute(item: str | os.PathLike) -> str:
+    """A local path (or glob, or @list) made absolute against this process's folder; URIs as given. For
+    arguments that another process, elsewhere, will read (actors, a Ray job's copied working folder)."""
+    item = str(item)
+    if "://" in item:
+        return item
+    at = "@" if item.startswith("@") else ""
+    return at + str(Path(item.removeprefix(at)).absolute())
+
+
 def check_output(out: str) -> None:
     """A local OUT must be a folder this process can write, or one it can create; nothing is made here
     (the job's lock makes OUT once every check has passed, so a refused job leaves no empty folder).

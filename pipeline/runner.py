@@ -26,7 +26,7 @@ from tqdm import tqdm
 from pipeline.api import Interrupted
 from pipeline.config import Config
 from pipeline.graph import Graph, build_graph
-from pipeline.inputs import config_hash, done_ids, fingerprint
+from pipeline.inputs import absolute, config_hash, done_ids, fingerprint
 from pipeline.jobfile import JobFile
 from pipeline.models import ModelChoice, choose_models, model_blobs, model_label
 from pipeline.say import Say, quiet
@@ -74,12 +74,6 @@ def _stderr_to_devnull():
         os.close(null)
 
 
-def _absolute(out: str | Path) -> str:
-    """A local folder as an absolute path (actors may run elsewhere in the cwd); URIs as given."""
-    out = str(out)
-    return out if "://" in out else str(Path(out).absolute())
-
-
 def _size(meta: dict) -> tuple[int, int]:
     """(width, height) of the upright video: the frame the keypoints are in (the mesh stage's camera)."""
     return int(meta.get("width") or 0), int(meta.get("height") or 0)
@@ -100,7 +94,7 @@ def prepare(config: Config, out: str | Path) -> Prepared:
     models = choose_models(config)
     if config.mesh.enabled:
         check_body_model(config.mesh.body_model, config.mesh.body_model_path)
-    return Prepared(config, _absolute(out), models)
+    return Prepared(config, absolute(out), models)
 
 
 def _nothing() -> None:
@@ -237,7 +231,7 @@ class Runner:
 
     def run(self, paths: list[str]) -> list[dict]:
         """Process every video; returns one videos-table row per input, in input order."""
-        paths = [_absolute(p) for p in paths]
+        paths = [absolute(p) for p in paths]
         twice = sorted({p for p in paths if paths.count(p) > 1})
         if twice:  # one video id, one sink state: the same file twice would write over itself
             raise ValueError(f"videos given more than once: {', '.join(twice)}")
