@@ -83,11 +83,11 @@ def run_posepipe(paths: list[str], out: Path) -> dict:
     job = json.loads((out / "job.json").read_text())
     import pyarrow.parquet as pq
 
+    from pipeline.jobfile import startup_breakdown
+
     videos = pq.read_table(out / "videos").to_pylist()
     frames = sum(v["frames"] for v in videos)
-    start = {"imports and checks": job["started_at"] - launched, "Ray start": job["ray_ready_at"] - job["started_at"],
-             "actors": job["graph_ready_at"] - job["ray_ready_at"], "first batch": job["first_batch_at"] - job["graph_ready_at"]}
-    return {"frames": frames, "wall_s": wall, "fps": frames / wall, "startup": start,
+    return {"frames": frames, "wall_s": wall, "fps": frames / wall, "startup": startup_breakdown(job, launched),
             "startup_s": job["first_batch_at"] - launched, "stages": job["stages"],
             "video_fps": [v["frames"] / v["wall_s"] for v in videos]}
 

@@ -65,6 +65,15 @@ def _history(previous: dict | None) -> list[dict]:
     return [*(previous.get("history") or []), record][-HISTORY_RUNS:]
 
 
+def startup_breakdown(job: dict, launched: float) -> dict[str, float]:
+    """Seconds of each start-up step of a run from its job.json timeline (wall clock), launched: when its
+    command started (time.time()). The steps: imports and checks (until the job starts), Ray (start, or
+    connect to a running one), actors (the graph built: imports and model loads), first batch (written)."""
+    return {"imports and checks": job["started_at"] - launched, "Ray": job["ray_ready_at"] - job["started_at"],
+            "actors": job["graph_ready_at"] - job["ray_ready_at"],
+            "first batch": job["first_batch_at"] - job["graph_ready_at"]}
+
+
 def video_line(status: str, video_id: str, path: str | None, *counts: str, error: str | None = None,
                note: str = "") -> str:
     """One video on one line, for `run` and `status`: status, id, the counts given ("frames=50"), the

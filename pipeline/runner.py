@@ -245,7 +245,7 @@ class Runner:
         try:
             if todo:
                 self.before_graph()  # a re-run with nothing left to do never starts Ray
-                # Start-up timeline in job.json (wall clock, like started_at): benchmarks/throughput.py reports it.
+                # Start-up timeline in job.json (wall clock, like started_at): benchmarks/startup.py reports it.
                 self.job.save(force=True, ray_ready_at=time.time())
                 self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls,
                                          say=self.say)
