@@ -7,7 +7,7 @@ The clips have no 3D ground truth, so it checks what any scene of adults must sa
 to ankle, people standing on one floor lean alike with their feet on one plane, and the bodies match
 the 2D keypoints. Prints a table per clip (tracks with >= MIN_BODIES bodies) and a summary; writes
 benchmarks/results/body_plausibility.csv (a row per track), body_plausibility_clips.csv (per clip).
-Camera frame (README "3D bodies"): x right, y down, z forward, metres.
+Camera frame (docs/bodies.md): x right, y down, z forward, metres.
 """
 from __future__ import annotations
 

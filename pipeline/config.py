@@ -61,7 +61,7 @@ class DecodeConfig:
 class PoseConfig:
     resources: StageResources = field(default_factory=lambda: StageResources(actors="auto"))
     # auto: torch on a GPU; on a CPU onnxruntime when its model file resolves (faster there, see
-    # README), else torch built from the upstream .pb, which the resolver can download.
+    # docs/commands.md "Weights"), else torch built from the upstream .pb, which the resolver can download.
     backend: Literal["auto", "torch", "onnxruntime"] = "auto"
     threads: int = 1  # intra-op threads per pose actor on CPU
     half: bool = True  # float16 on CUDA (ignored on CPU)

@@ -2,7 +2,7 @@
 actor count when `[pose.resources] actors = "auto"` (the default).
 
 The pose stage is where the time goes (~80% of the stages' CPU time with bottom-up on this
-project's 2-core laptop, README "Speed"), so "auto" gives it the machine:
+project's 2-core laptop, docs/speed.md), so "auto" gives it the machine:
 - on GPUs: one pose actor per `num_gpus` share of the cluster's GPUs (0.5 -> two per GPU), as many as
   the CPUs also allow;
 - on CPUs: one pose actor per `max(num_cpus, threads)` of the CPUs the other stages leave. Frames of

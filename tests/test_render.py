@@ -199,7 +199,7 @@ def test_bodies_projected_onto_their_keypoints(real_out):
             i = np.flatnonzero(people.track_id == tid)[0]
             ok = ~people.low[i] & np.isfinite(people.xy[i]).all(-1)
             dists += np.linalg.norm(uv[ok] - people.xy[i][ok], axis=-1).tolist()
-    assert np.median(dists) < 12.0  # the README's ~4 px mean reprojection; a wrong centre or axis is 100s
+    assert np.median(dists) < 12.0  # docs/bodies.md's ~4 px mean reprojection; a wrong centre or axis is 100s
     # ... and they are drawn: the overlay with bodies differs from the one without at their joints.
     img = np.full((ov.height, ov.width, 3), 90, np.uint8)
     f = int(ov.bodies.frame_index[0])

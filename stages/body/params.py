@@ -22,7 +22,7 @@ class FitParams:
     w_pose: float = 1e-3
     w_limits: float = 1e-1
     w_shape: float = 1e-3
-    w_accel: float = 0.01  # per (m/frame^2)^2 summed over the 17 keypoints: see the jitter measurement in README
+    w_accel: float = 0.01  # per (m/frame^2)^2 summed over the 17 keypoints: jitter measured in docs/bodies.md
     w_velocity: float = 0.0  # root translation, per (m/frame)^2
     # Plausibility (issue 19): where the video's floor is known, the standing foot on it (errors in
     # units of ground_tol metres); each track's stature near the population's (stages/body/ground.py:

@@ -9,7 +9,7 @@ not refreshed for `stale_s` seconds is gone.
 Local folders: the lock is created with O_CREAT | O_EXCL (one creator wins) and a stale one is
 first renamed away (one renamer wins), so two jobs can never both hold it. Object stores (s3://,
 gs://) have no exclusive create: there the lock is written and read back, which narrows the race
-to a window of a request, but two jobs started within it can both proceed (README).
+to a window of a request, but two jobs started within it can both proceed (docs/commands.md).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Parquet sink: people, frames and videos tables, each video's output visible whole or not at all.
 
-Layout under OUT (schemas in README.md):
+Layout under OUT (schemas in docs/output.md):
     people/video_id=<id>/part-0.parquet   one row per person per frame
     frames/video_id=<id>/part-0.parquet   one row per decoded frame (so "nobody" != "not processed")
     videos/<id>.parquet                   one row per video: status, error, counts, timings

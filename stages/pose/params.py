@@ -24,7 +24,7 @@ class GroupingParams:
 class BottomUpParams:
     net_height: int = 368  # network input height; width follows the frame's aspect ratio
     # A second network pass at this input height ("frame": the frame's own), its maps averaged with
-    # the first's at the finer pass's map size; 0 = one pass. README "Crowd accuracy" measures it.
+    # the first's at the finer pass's map size; 0 = one pass. docs/accuracy.md "Crowd accuracy" measures it.
     second_height: int | Literal["frame"] = 0
     size_multiple: int = 16  # input sides are rounded to this (two stride-2 stages below stride 8)
     upsample: int = 4  # heatmaps are upsampled by this before peak finding (stride 8 -> 2)
@@ -35,7 +35,7 @@ class BottomUpParams:
 
 @dataclass(frozen=True)
 class DetectorParams:
-    # stages/pose/zoo.py: which file each loads; README "Top-down models" measures the choice
+    # stages/pose/zoo.py: which file each loads; docs/accuracy.md "Top-down models" measures the choice
     model: Literal["rtmdet", "yolox", "picodet"] = "picodet"
     # MANIFEST: 12/12 COCO test people for RTMDet at 0.3 (PicoDet 13/14); RTMDet's graph drops < 0.05
     score_threshold: float = 0.3
@@ -77,7 +77,7 @@ class TopDownParams:
 @dataclass(frozen=True)
 class AutoParams:
     # people per frame (recent mean) at or above which bottom-up is used: just above where top-down
-    # (TinyPose on PicoDet's boxes) gets slower than bottom-up on a CPU, 2.7 people (README)
+    # (TinyPose on PicoDet's boxes) gets slower than bottom-up on a CPU, 2.7 people (docs/speed.md)
     to_bottomup_at: float = 3.0
     to_topdown_at: float = 2.0  # ...and at or below which top-down comes back
     window: int = 16  # frames in the recent mean
