@@ -6,7 +6,7 @@ Each run is the whole command in a fresh process (`python -m pipeline.cli run VI
 --no-progress`), this checkout's code. "own Ray": the run starts a local Ray, as without --address.
 "running Ray": RAY_ADDRESS points it at a `ray start --head` started once by this script (free ports,
 its own temp dir: tests/ray_head.py; as many logical CPUs as a local run gives itself, so both build
-the same graph), as README's "many short jobs" recipe does. The two alternate, --pairs times (ABBA), so
+the same graph), as the "many short jobs" recipe in docs/cluster.md does. The two alternate, --pairs times (ABBA), so
 a slow spell of this shared machine hits both alike. Printed per run, from job.json's timeline
 (pipeline/jobfile.py startup_breakdown): imports and checks, Ray (start or connect), actors (imports and
 model loads), first batch written, and the total from the command to the first batch; then the median

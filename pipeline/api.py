@@ -31,7 +31,7 @@ def start_ray(config: Config, address: str | None = None, num_cpus: int | None =
     """Join a cluster (address: "auto", "HOST:PORT", "ray://HOST:PORT"; none given: the RAY_ADDRESS
     environment variable's, as ray.init does) or start a Ray of this job's own (even where a `ray start`
     cluster is up on this machine), unless one is already initialised. A Ray kept running (`ray start
-    --head`, then `--address auto`) saves each job the start of its own (README "Cluster runs").
+    --head`, then `--address auto`) saves each job the start of its own (docs/cluster.md).
     Quiet unless verbose: Ray's own lines are nothing a user of posepipe can act on."""
     import ray
 

@@ -3,7 +3,7 @@ stopped by killing the processes it started, never with `ray stop` (that stops e
 other jobs' included).
 
     with local_head() as head:
-        env = {**os.environ, **head.env}   # what a user's shell has after README's `export` line
+        env = {**os.environ, **head.env}   # what a user's shell has after docs/cluster.md's `export` line
         subprocess.run(["posepipe", "submit", "--address", head.dashboard, ...], env=env)
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ RAY = Path(sys.executable).with_name("ray")
 class Head:
     gcs: str  # HOST:PORT, for `--address` and RAY_ADDRESS
     dashboard: str  # http://HOST:PORT, the Jobs API
-    env: dict[str, str]  # the token settings a client needs (README: RAY_AUTH_MODE, RAY_AUTH_TOKEN)
+    env: dict[str, str]  # the token settings a client needs (docs/cluster.md: RAY_AUTH_MODE, RAY_AUTH_TOKEN)
 
     def get(self, path: str) -> object:
         """GET the dashboard's JSON API (e.g. /api/jobs/) with the head's token."""

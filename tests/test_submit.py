@@ -1,7 +1,7 @@
 """`posepipe submit --address http://...` against a `ray start --head` of this module's own (free ports,
 its own temp dir and token; tests/ray_head.py), and a run that joins that running Ray instead of starting
 one (issue 21, items 1 and 7). The commands run in processes of their own, from a folder of their own,
-with relative paths, as the README's cluster example is typed."""
+with relative paths, as the cluster example in docs/cluster.md is typed."""
 from __future__ import annotations
 
 import os
@@ -25,7 +25,7 @@ def head():
 
 
 def _env(head, **extra: str) -> dict:
-    """A user's shell after README's `export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=...`; this checkout's code."""
+    """A user's shell after docs/cluster.md's `export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=...`; this checkout's code."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return {**env, **head.env, "PYTHONPATH": str(REPO), **extra}
 
