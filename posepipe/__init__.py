@@ -3,6 +3,7 @@
     import posepipe
     rows = posepipe.run(["clip.mp4"], "out", mode="topdown")     # one summary row per video
     people = posepipe.read("out", "people")                       # a pyarrow Table (pandas=True: a DataFrame)
+    dense = posepipe.read("out", "dense", video="clip-1a2b3c4d")   # --dense: DensePerson rows, images decoded
 
 A thin facade over `pipeline/` (the Ray side) and `stages/` (the compute), which keep their places;
 `run` is what `posepipe run` does (pipeline/api.py): the same checks, the same lock on OUT, the same
@@ -23,7 +24,7 @@ from stages.weights import WeightsError
 
 __all__ = ["TABLES", "WeightsError", "read", "run"]
 
-TABLES = ("people", "frames", "videos", "bodies", "body_tracks")
+TABLES = ("people", "frames", "videos", "bodies", "body_tracks", "dense")
 
 
 def run(videos: str | list[str], out: str | Path, mode: str = "bottomup", config: str | Path | None = None,
@@ -47,8 +48,13 @@ def run(videos: str | list[str], out: str | Path, mode: str = "bottomup", config
 
 
 def read(out: str | Path, table: str = "people", video: str | None = None, pandas: bool = False):
-    """One table of OUT (people, frames, videos, bodies, body_tracks) as a pyarrow Table, rows of one
-    video when given; pandas=True returns a pandas DataFrame."""
+    """One table of OUT (people, frames, videos, bodies, body_tracks, dense) as a pyarrow Table, rows of one
+    video when given; pandas=True returns a pandas DataFrame.
+
+    dense is decoded: a list of stages.io.dense_table.DensePerson, one per person-frame in (video, frame,
+    track) order, with the box, plausibility flags and the crops as numpy arrays (mask bool, part uint8,
+    u, v float32, depth float32 metres, normal float32[h, w, 3]); pandas=True puts the same in a DataFrame,
+    one column per field. Its raw rows (PNG bytes) are for any Parquet reader: OUT/dense/*/*.parquet."""
     import pyarrow.dataset as ds
 
     from stages.io.sink import read_video_rows, resolve_output
@@ -67,7 +73,24 @@ def read(out: str | Path, table: str = "people", video: str | None = None, panda
         fs, root = resolve_output(str(out))
         path = join(root, table)
         if fs.get_file_info(path).type.name != "Directory":
-            raise ValueError(f"{out}: no {table} table" + (" (run with mesh=True)" if table.startswith("body") else ""))
+            hint = {"bodies": "run with mesh=True", "body_tracks": "run with mesh=True",
+                    "dense": "run with mesh=True, dense=True, or posepipe dense OUT"}.get(table)
+            raise ValueError(f"{out}: no {table} table" + (f" ({hint})" if hint else ""))
         data = ds.dataset(path, format="parquet", partitioning="hive", filesystem=fs)
         result = data.to_table(filter=ds.field("video_id") == video if video else None)
+    if table == "dense":
+        return _decoded(result, pandas)
     return result.to_pandas() if pandas else result
+
+
+def _decoded(table, pandas: bool):
+    from stages.io.dense_table import DensePerson, decode_rows
+
+    people = decode_rows(table.sort_by([(k, "ascending") for k in ("video_id", "frame_index", "track_id")]))
+    if not pandas:
+        return people
+    import pandas as pd
+
+    names = [f.name for f in dataclasses.fields(DensePerson)]
+    # Not dataclasses.asdict: it deep-copies every array.
+    return pd.DataFrame({name: [getattr(p, name) for p in people] for name in names}, columns=names)

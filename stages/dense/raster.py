@@ -153,6 +153,18 @@ class RayRaster:
         pass
 
 
+def raster_named(name: str) -> GlRaster | RayRaster:
+    """The `[dense] raster` setting's backend: "gl" (GlRaster; an error without EGL), "rays" (RayRaster),
+    "auto" (make_raster)."""
+    if name == "gl":
+        return GlRaster()
+    if name == "rays":
+        return RayRaster()
+    if name == "auto":
+        return make_raster()
+    raise ValueError(f"unknown dense raster {name!r} (gl, rays or auto)")
+
+
 def make_raster() -> GlRaster | RayRaster:
     """GlRaster where an EGL context can be made, else RayRaster with a warning (~4x slower here):
     a machine without libEGL (or a GPU node whose driver lacks EGL) still gets its dense output."""

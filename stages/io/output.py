@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from stages.io.errors import OutputError
@@ -28,6 +30,18 @@ def video_table(out: str, name: str, video_id: str) -> pa.Table:
         hint = " (was it run with --mesh?)" if name.startswith("bod") else ""
         raise OutputError(f"{out}: no {name} for video {video_id!r}{hint}")
     return table
+
+
+def fixed_column(table: pa.Table, name: str, width: int, dtype) -> np.ndarray:
+    """A fixed-size-list column as dtype[N, width]; null lists (det_bbox of bottom-up people) -> NaN (0 for
+    integers and bools)."""
+    col = table[name].combine_chunks()
+    out = np.full((table.num_rows, width), np.nan if np.dtype(dtype).kind == "f" else 0, dtype)
+    valid = pc.invert(pc.is_null(col)).to_numpy(zero_copy_only=False)
+    if valid.any():
+        values = col.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
+        out[valid] = values.reshape(-1, width).astype(dtype)
+    return out
 
 
 def video_row(out: str, video_id: str) -> dict:

@@ -25,12 +25,11 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages.body.ground import floor_grid, ground_from_columns
 from stages.io.errors import OutputError
-from stages.io.output import video_row
+from stages.io.output import fixed_column, video_row
 from stages.io.output import video_table as _table
 from stages.io import probe
 from stages.io.decode import DecodeError, VideoReader
@@ -71,31 +70,20 @@ def _has_table(out: str, name: str, video_id: str) -> bool:
     return fs.get_file_info(join(root, name, f"video_id={video_id}")).type.name == "Directory"
 
 
-def _fixed(table: pa.Table, name: str, width: int, dtype) -> np.ndarray:
-    """A fixed-size-list column as dtype[N, width]; null lists (det_bbox of bottom-up people) -> NaN."""
-    col = table[name].combine_chunks()
-    out = np.full((table.num_rows, width), np.nan if np.dtype(dtype).kind == "f" else 0, dtype)
-    valid = pc.invert(pc.is_null(col)).to_numpy(zero_copy_only=False)
-    if valid.any():
-        values = col.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
-        out[valid] = values.reshape(-1, width).astype(dtype)
-    return out
-
-
 def _people(out: str, video_id: str) -> People:
     t = _table(out, "people", video_id).sort_by([("frame_index", "ascending"), ("person_index", "ascending")])
     tid = t["track_id"].combine_chunks()
     return People(
         frame_index=t["frame_index"].to_numpy().astype(np.int64),
         track_id=pc.fill_null(tid, -1).to_numpy().astype(np.int64),
-        xy=np.stack([_fixed(t, "kp_x", 17, np.float32), _fixed(t, "kp_y", 17, np.float32)], -1),
-        low=_fixed(t, "kp_low_conf", 17, bool),
-        bbox=_fixed(t, "bbox", 4, np.float32), det_bbox=_fixed(t, "det_bbox", 4, np.float32))
+        xy=np.stack([fixed_column(t, "kp_x", 17, np.float32), fixed_column(t, "kp_y", 17, np.float32)], -1),
+        low=fixed_column(t, "kp_low_conf", 17, bool),
+        bbox=fixed_column(t, "bbox", 4, np.float32), det_bbox=fixed_column(t, "det_bbox", 4, np.float32))
 
 
 def _bodies(out: str, video_id: str, size: tuple[int, int]) -> Bodies:
     t = _table(out, "bodies", video_id).sort_by("frame_index")
-    xyz = np.stack([_fixed(t, f"joint_{c}", 17, np.float32) for c in "xyz"], -1)
+    xyz = np.stack([fixed_column(t, f"joint_{c}", 17, np.float32) for c in "xyz"], -1)
     return Bodies(frame_index=t["frame_index"].to_numpy().astype(np.int64),
                   track_id=t["track_id"].to_numpy().astype(np.int64),
                   uv=project(xyz, t["focal_px"].to_numpy(), size))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,8 +49,8 @@ __all__ = ["DONE_STATUSES", "TABLES", "FRAMES_SCHEMA", "PEOPLE_SCHEMA", "VIDEOS_
 
 # Statuses whose videos row vouches for the people and frames files of the video.
 DONE_STATUSES = ("ok", "truncated")
-# Every per-video table under OUT; bodies and body_tracks exist when the mesh stage ran.
-TABLES = ("people", "frames", "bodies", "body_tracks")
+# Every per-video table under OUT; bodies and body_tracks exist when the mesh stage ran, dense when the dense stage did.
+TABLES = ("people", "frames", "bodies", "body_tracks", "dense")
 
 _KP = pa.list_(pa.float32(), NUM_KEYPOINTS)
 PEOPLE_SCHEMA = pa.schema([
@@ -111,6 +112,8 @@ VIDEOS_SCHEMA = pa.schema([
     ("camera_pitch_deg", pa.float64()),  # > 0: looking down
     ("camera_roll_deg", pa.float64()),
     ("focal_px", pa.float64()),
+    # Dense stage: its rows (person-frames rendered; null when it did not run, or since `mocap` refitted).
+    ("dense_rows", pa.int64()),
 ])
 
 
@@ -218,6 +221,26 @@ class ParquetSink:
                                                  filesystem=self.fs)
         state.extra[name].write_table(table, row_group_size=self.row_group_size)
         return table.num_rows
+
+    def rewrite_table(self, video_id: str, name: str, fn: Callable[[pa.Table], pa.Table]) -> int:
+        """Pass one of the video's staged tables through fn, a row group at a time (memory: one row group),
+        before finish() publishes it; rows may still be appended after. Returns its rows (0: none staged).
+        For columns known only at the video's end (dense rows' plausibility flags)."""
+        state = self.open_videos[video_id]
+        writer = state.extra.pop(name, None)
+        if writer is None:
+            return 0
+        writer.close()
+        path = join(self._staging(video_id), f"{name}.parquet")
+        old = join(self._staging(video_id), f"{name}.before.parquet")
+        move(self.fs, path, old)
+        rows = 0
+        with self.fs.open_input_file(old) as f:
+            source = pq.ParquetFile(f)
+            for g in range(source.num_row_groups):
+                rows += self.write_table(video_id, name, fn(source.read_row_group(g)))
+        delete_file(self.fs, old)
+        return rows
 
     def _close_writers(self, video_id: str) -> _OpenVideo | None:
         state = self.open_videos.pop(video_id, None)
