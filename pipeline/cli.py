@@ -1,5 +1,6 @@
 """`posepipe` command line: run videos through the Ray graph (here or on a cluster), follow and
-summarise a job's output, draw it, export it, refit its bodies, or score it against ground truth.
+summarise a job's output, draw it, export it, refit its bodies or render them densely, or score it
+against ground truth.
 
 Exit status: 0 every video ok; 1 some video failed or was truncated (see OUT/videos), or
 `status` of an unfinished job; 2 bad usage, inputs, config or weights, or an output (or file)
@@ -100,6 +101,37 @@ def _cmd_mocap(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"refit     {r['video_id']}  body_rows={r['body_rows']}  body_tracks={r['body_tracks']}"
               + (f"  body_skipped={r['body_skipped']} ({r['body_skipped_reasons']})" if r["body_skipped"] else ""))
+    return 0
+
+
+def _cmd_dense(args: argparse.Namespace) -> int:
+    """Render the fitted bodies of a finished output into its dense table, in this process."""
+    import torch
+    from tqdm import tqdm
+
+    from stages.dense.video import DenseRenderer, dense_plan, dense_video
+    from stages.io.lock import OutputLock
+
+    config = _config(args)
+    plan = dense_plan(args.out, args.video, args.redo)  # nothing to render: one line, before anny loads
+    torch.set_num_threads(1)  # posing is small tensor work beside the raster's threads (stages/dense/bodies.py)
+    with OutputLock(args.out) as lock:
+        renderer = DenseRenderer.load(config.dense.raster) if plan.todo else None
+        try:
+            for vid, person_frames in plan.todo.items():
+                with tqdm(total=person_frames, desc=vid[:32], unit="person-frame", disable=args.no_progress) as bar:
+                    def step(rows: int, bar=bar) -> None:
+                        bar.update(rows)
+                        lock.refresh()  # the heartbeat that tells a job on another host this one is alive
+                    row = dense_video(args.out, vid, renderer, step)
+                print(f"dense     {vid}  dense_rows={row['dense_rows']}")
+        finally:
+            if renderer is not None:
+                renderer.release()
+    for vid in plan.done:
+        print(f"dense     {vid}  (done earlier; --redo renders it again)")
+    for vid in plan.bare:
+        print(f"no bodies {vid}")
     return 0
 
 
@@ -263,6 +295,15 @@ def parser() -> argparse.ArgumentParser:
     mc.add_argument("--all", action="store_true",
                     help="also fit videos that have no bodies yet (run without --mesh): every track from scratch")
     mc.set_defaults(func=_cmd_mocap, mesh=True)
+
+    dn = sub.add_parser("dense", parents=[common],
+                        help="per-pixel parts, UV, depth and normals of the fitted bodies of a finished output "
+                             "(its dense table; README 'Dense people')")
+    dn.add_argument("out", help="the job's output folder or URI (run with --mesh)")
+    dn.add_argument("--video", default=None, help="only this video id")
+    dn.add_argument("--redo", action="store_true", help="also videos that have a dense table already")
+    dn.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dn.set_defaults(func=_cmd_dense)
 
     sm = sub.add_parser("summary", help="per-video status, counts, people per frame, tracks, speed")
     sm.add_argument("out", help="the job's output folder or URI")

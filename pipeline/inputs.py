@@ -124,6 +124,10 @@ def config_hash(config: Config) -> str:
         if isinstance(section, dict):
             section.pop("resources", None)
     data["pose"].pop("threads", None)
+    # The dense stage's settings change rows only where it runs: a job without it keeps its hash (and, on a
+    # re-run, its finished videos) whatever they say.
+    if not data["dense"].get("enabled"):
+        data.pop("dense")
     return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

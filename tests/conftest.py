@@ -28,3 +28,12 @@ def weights_dir() -> Path:
 def eval_dir() -> Path:
     assert EVAL.is_dir(), f"eval folder {EVAL} missing: set POSEPIPE_EVAL"
     return EVAL
+
+
+@pytest.fixture(scope="session")
+def real_out(tmp_path_factory, weights_dir) -> tuple[str, str]:
+    """(OUT, video id): a real clip's people and its first frames' bodies (tests/outputs.py: fitted_output),
+    shared by the render and dense tests. Tests that change it work on a copy."""
+    from outputs import fitted_output
+
+    return fitted_output(str(tmp_path_factory.mktemp("real") / "out"))

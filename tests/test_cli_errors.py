@@ -92,6 +92,21 @@ def test_mocap_without_bodies_needs_all(two_videos):
     assert plan(str(two_videos), IDS[1], unfitted=True) == [IDS[1]]
 
 
+def test_dense_without_bodies(two_videos, capsys):
+    """`posepipe dense` renders fitted bodies: an output without any says so (and how to get them), before
+    the body model loads or OUT is locked."""
+    from pipeline.cli import main
+
+    err = _one_line_exit_2("dense", two_videos)
+    assert "no bodies to render" in err and "--mesh" in err, err
+    capsys.readouterr()
+    for args, words in (([IDS[0]], f"video '{IDS[0]}' has no bodies"), (["nope"], "no finished video 'nope'")):
+        assert main(["dense", str(two_videos), "--video", *args]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.splitlines()) == 1, err
+    assert not (two_videos / ".posepipe.lock").exists() and not (two_videos / "dense").exists()
+
+
 def test_missing_weights_leave_no_output_folder(tmp_path):
     """The converted top-down files have no download, so this fails the same with or without a network."""
     env = {**os.environ, "POSEPIPE_WEIGHTS": str(tmp_path / "weights"), "XDG_CACHE_HOME": str(tmp_path / "cache")}

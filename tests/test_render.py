@@ -1,11 +1,11 @@
 """`posepipe render` (stages/io/render.py): overlays drawn on a real clip, read back with PyAV.
 
-The output under test is made in-process, without Ray: the real clip decoded by VideoReader, the
-pipeline's bottom-up models and grouping, the tracker with its confirmation hold, the Anny fit (as
-`posepipe mocap` does it) and ParquetSink: the same stage code `posepipe run --mesh` runs, in ~15 s.
+The output under test is the session's `real_out` (tests/outputs.py: fitted_output), made in-process
+without Ray by the same stage code `posepipe run --mesh` runs.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -16,64 +16,16 @@ import numpy as np
 import pytest
 from conftest import EVAL, REPO
 from media import encoded_clip, remux
+from outputs import CLIP, FITTED, finished_row
 
 from stages.batches import PoseBatch
 from stages.io.read_bodies import OutputError
-from stages.io.decode import VideoReader, count_frames, video_id_for
+from stages.io.decode import VideoReader, count_frames
 from stages.io.render import contact_sheet, encode_video, frame_range, load_overlay, pick_encoder, render, sheet_layout
 from stages.io.render_draw import draw_frame, pad_even, project
 from stages.io.sink import ParquetSink, put_video_row, resolve_output
 
-CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, 1080x1920 portrait
-FITTED = 8  # frames of CLIP given bodies
 SHORT = EVAL / "videos" / "mmtracking_demo.mp4"  # 8 frames, 1920x1080, mpeg4
-
-
-def _row(meta, status="ok") -> dict:
-    return {"path": meta.path, "width": meta.width, "height": meta.height, "fps": meta.fps,
-            "rotation": meta.rotation, "status": status}
-
-
-@pytest.fixture(scope="module")
-def real_out(tmp_path_factory, weights_dir):
-    """OUT of CLIP with people (bottom-up, tracked) and bodies (Anny, whole tracks)."""
-    import torch
-
-    from pipeline.config import load_config, mode_file
-    from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs, model_label
-    from stages.body.fit import BodyFitter
-    from stages.body.load import load_body_model
-    from stages.batches import TrackedRows
-    from stages.body.stream import BodyStream
-    from stages.track.confirm import TrackOutput
-    from stages.track.track import Tracker
-
-    torch.set_num_threads(2)
-    out = str(tmp_path_factory.mktemp("render") / "out")
-    cfg = load_config(mode_file("bottomup"))
-    chosen = choose_models(cfg)
-    models, grouping = build_pose_models(cfg, model_blobs(chosen), "cpu"), Grouping(cfg)
-    label = model_label(chosen, "bottomup")
-    vid = video_id_for(CLIP)
-    sink, tracks = ParquetSink(out), TrackOutput(Tracker(cfg.track))
-    sink.open(vid)
-    pieces = []
-    with VideoReader(CLIP, batch_size=8, max_side=cfg.decode.max_side, video_id=vid) as reader:
-        meta = reader.meta
-        for batch in reader:
-            pieces += tracks.push(grouping(models(batch, "bottomup", label)))
-    pieces += tracks.flush()
-    for piece in pieces:
-        sink.write(piece)
-    # Bodies for the first FITTED frames only: the fit is the slow part (~0.1 s per person-frame on
-    # a busy 2-core box) and a few frames show the projection as well as forty.
-    rows = TrackedRows.concat(vid, pieces)
-    rows = rows.take(rows.frame_index < FITTED)
-    fitter = BodyFitter(load_body_model("anny", "", "cpu"), cfg.mesh.fit)
-    bodies = BodyStream(fitter).fit_whole(rows, (meta.width, meta.height))[0]
-    sink.write_table(vid, "bodies", bodies)
-    sink.finish(vid, {**_row(meta), "tracks": tracks.tracks})
-    return out, vid
 
 
 def _decode(path, every: int = 1) -> tuple[dict[int, np.ndarray], list[float], str]:
@@ -296,7 +248,7 @@ def test_rotated_input_is_drawn_and_written_upright(tmp_path):
                          track_id=np.tile([3, -1], n).astype(np.int64),
                          det_bbox=box + np.array([-10, -10, 10, 10], np.float32),
                          det_score=np.full(2 * n, .9, np.float32), model="synthetic"))
-    sink.finish(vid, _row(meta))
+    sink.finish(vid, finished_row(meta))
     counts = render(out, vid, str(tmp_path / "rot_overlay.mp4"), boxes=True)
     images, _, _ = _decode(tmp_path / "rot_overlay.mp4")
     images = [images[i] for i in sorted(images)]
@@ -311,8 +263,10 @@ def test_rotated_input_is_drawn_and_written_upright(tmp_path):
         assert _mad(drawn, src, clear) < 3.0  # codec noise only (crf 18)
 
 
-def test_errors_are_one_line_and_write_nothing(real_out, tmp_path):
-    out, vid = real_out
+def test_errors_are_one_line_and_write_nothing(real_out, tmp_path, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("errors") / "out")
+    shutil.copytree(real_out[0], out)  # rows are added below: the session's output stays as it is
+    vid = real_out[1]
     dst = tmp_path / "x.mp4"
     fs, root = resolve_output(out)
     put_video_row(fs, root, {"video_id": "broken", "path": str(CLIP), "status": "failed",

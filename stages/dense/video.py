@@ -13,16 +13,25 @@ Run it with torch on one thread (bodies.py says why); the caller sets that, it i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from stages.body.rig import BodyModel
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster, raster_named
 from stages.dense.render import render_dense
-from stages.io.dense_table import DENSE_SCHEMA, dense_table
-from stages.io.output import fixed_column
+from stages.io.dense_table import DENSE_SCHEMA, dense_table, flag_plausibility
+from stages.io.errors import OutputError
+from stages.io.output import fixed_column, read_video_table, video_row, video_table
+from stages.io.sink import DONE_STATUSES, put_video_row, read_video_rows, resolve_output
+from stages.io.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
+
+BLOCK_FRAMES = 32  # frames per row group of `posepipe dense`, as the graph's mesh chunks
 
 
 def track_shapes(tracks: pa.Table) -> dict[int, np.ndarray]:
@@ -80,3 +89,75 @@ class DenseRenderer:
 
     def release(self) -> None:
         self.raster.release()
+
+
+@dataclass(frozen=True)
+class DensePlan:
+    """`posepipe dense OUT`: todo, the videos to render and their bodies rows (person-frames); done, those
+    with a dense table already (skipped unless redo); bare, finished videos without bodies."""
+
+    todo: dict[str, int]
+    done: list[str]
+    bare: list[str]
+
+
+def dense_plan(out: str, video_id: str | None = None, redo: bool = False) -> DensePlan:
+    """Which finished videos of OUT to render (one, when named). OutputError when there is nothing to
+    render at all: no finished video, none (or not the one named) with bodies, or bodies of a model
+    without texture coordinates (SMPL)."""
+    rows = [r for r in read_video_rows(out) if r["status"] in DONE_STATUSES]
+    if video_id is not None:
+        named = [r for r in rows if r["video_id"] == video_id]
+        if not named:
+            ids = ", ".join(r["video_id"] for r in rows) or "none"
+            raise OutputError(f"{out}: no finished video {video_id!r} (finished: {ids})")
+        rows = named
+    if not rows:
+        raise OutputError(f"{out}: no finished videos (is it a posepipe output?)")
+    fitted = [r for r in rows if r.get("body_rows")]
+    if not fitted:
+        which = f"video {video_id!r} has" if video_id is not None else "it has"
+        raise OutputError(f"{out}: {which} no bodies to render; run with --mesh, or posepipe mocap OUT --all")
+    for r in fitted:
+        models = read_video_table(out, "body_tracks", r["video_id"], columns=["body_model"])
+        names = set(models["body_model"].to_pylist()) if models is not None else set()
+        if names - {"anny"}:
+            raise OutputError(f"{out}: video {r['video_id']!r} has {'/'.join(sorted(names))} bodies; dense needs "
+                              "anny's texture coordinates (run or mocap with --body-model anny)")
+    done = [r["video_id"] for r in fitted if r.get("dense_rows") is not None and not redo]
+    return DensePlan(todo={r["video_id"]: int(r["body_rows"]) for r in fitted if r["video_id"] not in done}, done=done,
+                     bare=[r["video_id"] for r in rows if not r.get("body_rows")])
+
+
+def dense_video(out: str, video_id: str, renderer: DenseRenderer,
+                progress: Callable[[int], None] = lambda rows: None) -> dict:
+    """Render a finished video's bodies into its dense table, replacing any; returns its videos row, with
+    dense_rows. progress(rows) after each block of frames (rows: the block's person-frames)."""
+    row = video_row(out, video_id)
+    bodies = video_table(out, "bodies", video_id).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
+    tracks = video_table(out, "body_tracks", video_id)
+    shapes, size = track_shapes(tracks), (int(row["width"] or 0), int(row["height"] or 0))
+    fs, root = resolve_output(out)
+    staging = join(root, "_staging", f"dense-{video_id}")
+    delete_dir(fs, staging)  # a killed earlier job's
+    ensure_dir(fs, staging)
+    tmp = join(staging, "dense.parquet")
+    frame = bodies["frame_index"].to_numpy()
+    starts = np.r_[0, np.flatnonzero(np.diff(frame)) + 1, len(frame)]  # each frame's first row, then the end
+    rows = 0
+    with pq.ParquetWriter(tmp, DENSE_SCHEMA, filesystem=fs) as writer:
+        for k in range(0, len(starts) - 1, BLOCK_FRAMES):
+            lo, hi = starts[k], starts[min(k + BLOCK_FRAMES, len(starts) - 1)]
+            table = flag_plausibility(renderer.rows(bodies.slice(lo, hi - lo), shapes, size), tracks)
+            writer.write_table(table)
+            rows += table.num_rows
+            progress(int(hi - lo))
+    final = join(root, "dense", f"video_id={video_id}")
+    delete_dir(fs, final)
+    ensure_dir(fs, final)
+    move(fs, tmp, join(final, "part-0.parquet"))
+    delete_dir(fs, staging)
+    rmdir_if_empty(fs, join(root, "_staging"))
+    row = {**row, "dense_rows": rows}
+    put_video_row(fs, root, row)
+    return row

@@ -3,7 +3,8 @@
 The new bodies and body_tracks files are written under OUT/_staging/mocap-<id>/ and moved over the
 old ones (a rename on local disks), then the video's row is rewritten with the new counts. A reader
 sees the old bodies or the new ones; on object stores the two tables are replaced one after the
-other (copy + delete), as for a live job's publish (stages/io/sink.py).
+other (copy + delete), as for a live job's publish (stages/io/sink.py). The video's dense table was
+rendered from the old bodies: it is removed (its row's dense_rows null), for `posepipe dense` to redo.
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.
         move(fs, tmp, join(final, "part-0.parquet"))
     delete_dir(fs, staging)
     rmdir_if_empty(fs, join(root, "_staging"))
+    delete_dir(fs, join(root, "dense", f"video_id={video_id}"))
     row = {r["video_id"]: r for r in read_video_rows(out)}[video_id]
     empty = pa.table({"frames": pa.array([], pa.int64())})
-    row.update(body_summary(tracks if tracks is not None else empty, skipped), **scene)
+    row.update(body_summary(tracks if tracks is not None else empty, skipped), **scene, dense_rows=None)
     put_video_row(fs, root, row)
     return row

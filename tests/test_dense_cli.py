@@ -1,0 +1,106 @@
+"""`posepipe dense OUT` on a real output: the session's real_out (a real clip's tracked people and its first
+frames' fitted bodies), copied, rendered, and what its dense table then says about the people in it."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+import posepipe
+from pipeline.cli import main
+from stages.dense.video import dense_plan
+from stages.io.publish_bodies import replace_bodies
+from stages.io.output import read_video_table
+from stages.io.sink import read_video_rows
+
+
+def _dense(*args: str) -> int:
+    """main(["dense", ...]) without leaving its one-thread torch setting to the tests after it."""
+    threads = torch.get_num_threads()
+    try:
+        return main(["dense", *args, "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dense_out(real_out, tmp_path_factory):
+    src, vid = real_out
+    out = str(tmp_path_factory.mktemp("dense") / "out")
+    shutil.copytree(src, out)
+    return _dense(out, "--video", vid), out, vid
+
+
+def _row(out: str, vid: str) -> dict:
+    return {r["video_id"]: r for r in read_video_rows(out)}[vid]
+
+
+def test_every_body_gets_a_row_on_its_person(dense_out):
+    status, out, vid = dense_out
+    assert status == 0
+    q = lambda sql: sorted(duckdb.sql(sql.replace("OUT", out)).fetchall())  # noqa: E731
+    dense = q("SELECT frame_index, track_id, plausible, implausible_reason FROM read_parquet('OUT/dense/*/*.parquet')")
+    bodies = q("SELECT b.frame_index, b.track_id, t.plausible, t.implausible_reason "
+               "FROM read_parquet('OUT/bodies/*/*.parquet') b JOIN read_parquet('OUT/body_tracks/*/*.parquet') t "
+               "USING (track_id)")
+    assert dense == bodies and len(dense) >= 14  # two people over 8 frames, as the fixture fitted them
+    assert _row(out, vid)["dense_rows"] == len(dense)
+
+    people = ds.dataset(f"{out}/people", partitioning="hive").to_table().to_pydict()
+    kp = {(f, t): (np.c_[x, y], np.asarray(low)) for f, t, x, y, low in
+          zip(people["frame_index"], people["track_id"], people["kp_x"], people["kp_y"], people["kp_low_conf"])}
+    fit = {(f, t): (z[2], focal) for f, t, z, focal in q("SELECT frame_index, track_id, translation, focal_px "
+                                                         "FROM read_parquet('OUT/bodies/*/*.parquet')")}
+    w, h = _row(out, vid)["width"], _row(out, vid)["height"]
+    on_mask, parts = [], set()
+    for p in posepipe.read(out, "dense", video=vid):
+        x0, y0, x1, y1 = p.box
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h and p.mask.sum() == p.pixels > 20000  # ~1000 px tall people
+        # Where the body is drawn is where the person is: its confident 2D keypoints fall on the mask, widened
+        # by 10 px for the fit's reprojection error (measured over the whole clip: 95% on the mask itself,
+        # 100% within 10 px; a camera off by a few percent puts the hands and feet 10s of px off).
+        near = cv2.dilate(p.mask.astype(np.uint8), np.ones((21, 21), np.uint8)) > 0
+        xy, low = kp[(p.frame_index, p.track_id)]
+        c = np.floor(xy[~low & np.isfinite(xy).all(1)]).astype(int) - [x0, y0]
+        inside = (c[:, 0] >= 0) & (c[:, 0] < x1 - x0) & (c[:, 1] >= 0) & (c[:, 1] < y1 - y0)
+        on_mask += [bool(inside[i]) and bool(near[c[i, 1], c[i, 0]]) for i in range(len(c))]
+        # The surface seen is a body's depth in front of its root, and faces the camera.
+        z, focal = fit[(p.frame_index, p.track_id)]
+        assert abs(np.median(p.depth[p.mask]) - z) < 0.4
+        rows, cols = np.nonzero(p.mask)
+        ray = np.c_[cols + x0 + 0.5 - w / 2, rows + y0 + 0.5 - h / 2, np.full(len(rows), focal)]
+        assert np.mean((p.normal[p.mask] * ray).sum(1) < 0) > 0.97
+        parts |= set(np.unique(p.part[p.mask]).tolist())
+    assert len(on_mask) > 150 and np.mean(on_mask) > 0.97, np.mean(on_mask)
+    assert len(parts) >= 14 and parts <= set(range(1, 25))
+
+
+def test_rerun_skips_a_rendered_video(dense_out, capsys):
+    _, out, vid = dense_out
+    stamps = lambda: [f.stat().st_mtime_ns for f in sorted(Path(out, "dense").rglob("*.parquet"))]  # noqa: E731
+    before = stamps()
+    assert _dense(out, "--video", vid) == 0
+    assert capsys.readouterr().out.splitlines() == [f"dense     {vid}  (done earlier; --redo renders it again)"]
+    assert stamps() == before and len(before) == 1
+    assert list(dense_plan(out, vid, redo=True).todo) == [vid] and dense_plan(out, vid).done == [vid]
+
+
+def test_refit_bodies_drop_the_dense_table_and_a_rerun_renders_it_again(dense_out, tmp_path):
+    """`mocap` replaces bodies (publish_bodies.replace_bodies): the dense rows drawn from the old ones go, and
+    `posepipe dense` renders the video again, here the same bytes (the same bodies put back)."""
+    _, src, vid = dense_out
+    out = str(tmp_path / "out")
+    shutil.copytree(src, out)
+    before = read_video_table(out, "dense", vid).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
+    bodies, tracks = read_video_table(out, "bodies", vid), read_video_table(out, "body_tracks", vid)
+    replace_bodies(out, vid, bodies, tracks, None, {})
+    assert read_video_table(out, "dense", vid) is None and _row(out, vid)["dense_rows"] is None
+    assert _dense(out) == 0
+    after = read_video_table(out, "dense", vid).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
+    assert after.equals(before) and _row(out, vid)["dense_rows"] == before.num_rows
