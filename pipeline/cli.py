@@ -34,6 +34,8 @@ def _config(args: argparse.Namespace):
                                    body_model=args.body_model or mesh.body_model,
                                    body_model_path=args.body_model_path or mesh.body_model_path)
         config = dataclasses.replace(config, mesh=mesh)  # a new frozen config, built before the run starts
+    if getattr(args, "dense", False):
+        config = dataclasses.replace(config, dense=dataclasses.replace(config.dense, enabled=True))
     return config
 
 
@@ -261,6 +263,8 @@ def parser() -> argparse.ArgumentParser:
     run_args.add_argument("--no-progress", action="store_true", help="no progress bars")
     run_args.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     run_args.add_argument("--mesh", action="store_true", help="fit a 3D body to every tracked person ([mesh])")
+    run_args.add_argument("--dense", action="store_true",
+                          help="with --mesh: per-pixel parts, UV, depth and normals of every fitted body ([dense])")
     run_args.add_argument("--body-model", choices=["anny", "smpl"], default=None,
                           help="body model for --mesh (default anny; smpl needs --body-model-path)")
     run_args.add_argument("--body-model-path", default=None, help="folder with the user's SMPL_NEUTRAL.npz")

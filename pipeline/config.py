@@ -105,8 +105,11 @@ class MeshConfig:
 
 @dataclass(frozen=True)
 class DenseConfig:
-    """The dense render of the fitted bodies (stages/dense; `posepipe dense OUT`)."""
+    """The dense render of the fitted bodies (stages/dense): a stage after the mesh stage, off unless
+    `posepipe run --mesh --dense` or enabled = true; `posepipe dense OUT` reads raster only."""
 
+    resources: StageResources = field(default_factory=lambda: StageResources(num_cpus=1.0))
+    enabled: bool = False
     # gl: OpenGL in an offscreen EGL context (mesa's llvmpipe on a CPU), ~4x faster than rays here;
     # rays: trimesh + embree ray casting; auto: gl where an EGL context can be made, else rays.
     raster: Literal["auto", "gl", "rays"] = "auto"
@@ -190,7 +193,7 @@ def _check_config(config: Config, source: str) -> Config:
     """Rules across keys, after merging."""
     if config.run.mode not in MODES:
         raise ConfigError(f"{source}: run.mode = {config.run.mode!r}: must be one of {tuple(MODES)}")
-    for name in ("decode", "group", "track", "sink", "mesh"):
+    for name in ("decode", "group", "track", "sink", "mesh", "dense"):
         if getattr(config, name).resources.actors == "auto":
             raise ConfigError(f"{source}: {name}.resources.actors = 'auto': only [pose.resources] sizes itself; "
                               "give a number")

@@ -6,9 +6,12 @@
                                 + keypoint crops)      hybrid merge)          one, in order)
                                                                                  | tracked slices
                            Parquet <- SinkWorker <-- bodies rows -- MeshWorker <-+ (--mesh; GPU or CPU: body
-                                     (writer; a video always        fits per chunk of frames, a video
-                                      on the same one)              always on the same one)
+                                     (writer; a video always   |    fits per chunk of frames, a video
+                                      on the same one)         |    always on the same one)
                                           ^-------- tracked slices --------------'
+                                          ^-- dense rows -- DenseWorker <-- bodies rows, track shapes
+                                                            (--dense; CPU or GPU: OpenGL render of the
+                                                             chunk's bodies; any one, in turn)
 
 Each box is a pool of actors whose count and logical resources come from the config
 (`[decode.resources]`, `[pose.resources]`, ...). Batches move actor to actor through the object
@@ -27,7 +30,7 @@ import ray
 from pipeline.config import Config, ConfigError, StageResources
 from pipeline.say import Say, actors_line, quiet
 from pipeline.sizing import required_resources, sized, stage_resources
-from pipeline.workers import DecodeWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker, TrackWorker
+from pipeline.workers import DecodeWorker, DenseWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker, TrackWorker
 
 
 def _remote(cls: type, res: StageResources):
@@ -35,7 +38,7 @@ def _remote(cls: type, res: StageResources):
     # writes are not retried (a half-applied write is caught by its order check and fails the
     # video), nor the tracker's or the mesh stage's (their per-video state dies with them: the
     # video fails).
-    retries = 0 if issubclass(cls, (SinkWorker, TrackWorker, MeshWorker)) else -1
+    retries = 0 if issubclass(cls, (SinkWorker, TrackWorker, MeshWorker)) else -1  # dense: stateless, retried
     return ray.remote(
         num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_restarts=res.max_restarts,
         max_task_retries=retries if res.max_restarts else 0,
@@ -80,6 +83,7 @@ class Graph:
     sinks: list  # one writer per video
     model_store: object  # the _ModelStore actor: restarted pose actors fetch their models from it
     meshes: list = ()  # mesh actors (empty without --mesh)
+    dense: _RoundRobin | None = None  # dense actors (None without --dense)
 
     @staticmethod
     def _pinned(actors: list, video_id: str):
@@ -92,16 +96,22 @@ class Graph:
         pose_ref = self.pose.next().process.remote(frames_ref, mode, model)
         people_ref = self.group.next().process.remote(pose_ref)
         info_ref, pieces_ref = self._pinned(self.tracks, video_id).push.options(num_returns=2).remote(people_ref)
-        bodies_ref = self._pinned(self.meshes, video_id).fit.remote(video_id, pieces_ref, image_size) \
-            if self.meshes else None
-        return self._pinned(self.sinks, video_id).write.remote(video_id, pieces_ref, info_ref, bodies_ref)
+        mesh = self._pinned(self.meshes, video_id) if self.meshes else None
+        bodies_ref = mesh.fit.remote(video_id, pieces_ref, image_size) if mesh else None
+        # shapes() runs after fit() on the same actor (one caller's calls run in order): the fitted tracks' shapes.
+        dense_ref = self.dense.next().render.remote(bodies_ref, mesh.shapes.remote(video_id), image_size) \
+            if self.dense else None
+        return self._pinned(self.sinks, video_id).write.remote(video_id, pieces_ref, info_ref, bodies_ref, dense_ref)
 
     def finish_video(self, video_id: str, row: dict, image_size: tuple[int, int]):
-        """Ref to the sink's final videos row: the held rows flushed (and fitted, with --mesh), files published."""
+        """Ref to the sink's final videos row: the held rows flushed (and fitted, with --mesh, and rendered,
+        with --dense), files published."""
         pieces_ref, tracking_ref = self._pinned(self.tracks, video_id).finish.options(num_returns=2).remote(video_id)
         end_ref = self._pinned(self.meshes, video_id).finish.remote(video_id, pieces_ref, image_size) \
             if self.meshes else None
-        return self._pinned(self.sinks, video_id).finish.remote(video_id, row, pieces_ref, tracking_ref, end_ref)
+        dense_ref = self.dense.next().finish.remote(end_ref, image_size) if self.dense else None
+        return self._pinned(self.sinks, video_id).finish.remote(video_id, row, pieces_ref, tracking_ref, end_ref,
+                                                                dense_ref)
 
     def open_video(self, video_id: str) -> None:
         stages = [self.tracks, self.sinks, *([self.meshes] if self.meshes else [])]
@@ -117,7 +127,7 @@ class Graph:
         out = {}
         for name, actors in (("decode", self.decoders.actors), ("pose", self.pose.actors),
                              ("group", self.group.actors), ("track", self.tracks), ("sink", self.sinks),
-                             ("mesh", list(self.meshes))):
+                             ("mesh", list(self.meshes)), ("dense", self.dense.actors if self.dense else [])):
             if not actors:
                 continue
             stats = ray.get([a.stats.remote() for a in actors])
@@ -195,6 +205,8 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
                 for _ in range(d.actors)]
     m = config.mesh.resources
     meshes = [_remote(MeshWorker, m).remote(config) for _ in range(m.actors)] if config.mesh.enabled else []
-    _wait_ready([*pose, *group, *tracks, *sinks, *decoders, *meshes], config.run.start_timeout_s)
+    n = config.dense.resources
+    dense = [_remote(DenseWorker, n).remote(config) for _ in range(n.actors)] if config.dense.enabled else []
+    _wait_ready([*pose, *group, *tracks, *sinks, *decoders, *meshes, *dense], config.run.start_timeout_s)
     return Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), tracks=tracks,
-                 sinks=sinks, model_store=store, meshes=meshes)
+                 sinks=sinks, model_store=store, meshes=meshes, dense=_RoundRobin(dense) if dense else None)

@@ -24,7 +24,7 @@ import ray
 from tqdm import tqdm
 
 from pipeline.api import Interrupted
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.graph import Graph, build_graph
 from pipeline.inputs import absolute, config_hash, done_ids, fingerprint
 from pipeline.jobfile import JobFile
@@ -90,7 +90,12 @@ class Prepared:
 
 def prepare(config: Config, out: str | Path) -> Prepared:
     """Resolve the model files (a missing one fails now, not in an actor) and, with --mesh, check the
-    body model (SMPL files present; Anny's cache built once per machine) before any Ray work."""
+    body model (SMPL files present; Anny's cache built once per machine) before any Ray work; --dense
+    without --mesh (or with SMPL) is a ConfigError."""
+    if config.dense.enabled and not config.mesh.enabled:
+        raise ConfigError("--dense renders the fitted bodies: give --mesh too (dense.enabled needs mesh.enabled)")
+    if config.dense.enabled and config.mesh.body_model != "anny":
+        raise ConfigError(f"--dense needs anny's texture coordinates; the {config.mesh.body_model} model has none")
     models = choose_models(config)
     if config.mesh.enabled:
         check_body_model(config.mesh.body_model, config.mesh.body_model_path)

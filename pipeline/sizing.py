@@ -22,9 +22,10 @@ from pipeline.config import Config
 
 
 def stage_resources(config: Config, with_pose: bool = True) -> tuple:
-    """The [<stage>.resources] of every stage the graph starts (mesh only with --mesh)."""
+    """The [<stage>.resources] of every stage the graph starts (mesh only with --mesh, dense with --dense)."""
     stages = (config.decode.resources, config.group.resources, config.track.resources, config.sink.resources)
     stages += (config.mesh.resources,) if config.mesh.enabled else ()
+    stages += (config.dense.resources,) if config.dense.enabled else ()
     return ((config.pose.resources,) if with_pose else ()) + stages
 
 

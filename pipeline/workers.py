@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import cv2
 import numpy as np
@@ -19,9 +20,10 @@ from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput, TrackedRows
 from stages.body.stream import BodyStream
-from stages.body.table import body_summary
+from stages.body.table import body_summary, track_shapes
 from stages.track.confirm import TrackOutput
 from stages.io.decode import DecodeError, VideoReader
+from stages.io.dense_table import DENSE_SCHEMA, flag_plausibility
 from stages.io.sink import ParquetSink, people_per_frame
 from stages.track.track import Tracker, TrackParams
 
@@ -189,20 +191,23 @@ class SinkWorker(_Busy):
     def open(self, video_id: str) -> None:
         self.sink.open(video_id)
 
-    def write(self, video_id: str, pieces: list[PoseBatch], info, bodies: pa.Table | None = None):
-        """Write tracked slices (and the bodies rows fitted from earlier ones); info passes through,
-        so the driver's wait on this call covers every row of its batch."""
+    def write(self, video_id: str, pieces: list[PoseBatch], info, bodies: pa.Table | None = None,
+              dense: pa.Table | None = None):
+        """Write tracked slices (and the bodies rows fitted from earlier ones, and their dense rows); info
+        passes through, so the driver's wait on this call covers every row of its batch."""
         with self.timed():
             for piece in pieces:
                 self.sink.write(piece)
-            if bodies is not None:
-                self.sink.write_table(video_id, "bodies", bodies)
+            for name, table in (("bodies", bodies), ("dense", dense)):
+                if table is not None and table.num_rows:
+                    self.sink.write_table(video_id, name, table)
             return info
 
     def finish(self, video_id: str, row: dict, pieces: list[PoseBatch], tracking: dict,
-               bodies_end: tuple | None = None) -> dict:
+               bodies_end: tuple | None = None, dense_end: pa.Table | None = None) -> dict:
         """pieces, tracking: the tracker's last slices and its videos-row fields; bodies_end: the mesh
-        stage's (last bodies rows, body_tracks rows, skip counts), when it ran."""
+        stage's (last bodies rows, body_tracks rows, skip counts, floor columns), when it ran; dense_end: the
+        dense stage's last rows (a table, maybe empty), when it ran."""
         with self.timed():
             for piece in pieces:
                 self.sink.write(piece)
@@ -213,6 +218,12 @@ class SinkWorker(_Busy):
                     self.sink.write_table(video_id, "bodies", last)
                 self.sink.write_table(video_id, "body_tracks", tracks)
                 row.update(body_summary(tracks, skipped), **scene)
+                if dense_end is not None:
+                    if dense_end.num_rows:
+                        self.sink.write_table(video_id, "dense", dense_end)
+                    # Plausibility is a track's whole-video verdict: known now, so the dense rows get it now.
+                    row["dense_rows"] = self.sink.rewrite_table(video_id, "dense",
+                                                                partial(flag_plausibility, tracks=tracks))
             return self.sink.finish(video_id, row)
 
     def fail(self, video_id: str, row: dict) -> dict:
@@ -251,8 +262,42 @@ class MeshWorker(_Busy):
     def drop(self, video_id: str) -> None:
         self.stream.drop(video_id)
 
+    def shapes(self, video_id: str) -> dict[int, np.ndarray]:
+        """track id -> shape of the video's tracks fitted so far; a fitted track's shape is frozen, so these
+        are the shapes of every bodies row fit() has returned (the dense stage poses them)."""
+        return self.stream.fitter.shapes(video_id)
+
     def mocap(self, rows: TrackedRows, image_size: tuple[int, int]) -> Iterator[int | tuple]:
         """Offline: a video's tracks fitted whole (stream.fit_whole_steps). A Ray streaming generator: the
         driver gets each group's person-frames as it is fitted (its progress bar), then the result."""
         with self.timed():
             yield from self.stream.fit_whole_steps(rows, image_size)
+
+
+class DenseWorker(_Busy):
+    """Bodies rows -> dense rows (stages/dense/video.py), with one raster and one rest-shape cache for the
+    actor's life. Nothing is kept per video, so the graph hands each chunk to the next dense actor in turn
+    (the sink, which waits on them, keeps the order) and a restarted one just takes the next call."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        import torch
+
+        from stages.dense.video import DenseRenderer
+
+        torch.set_num_threads(1)  # stages/dense/bodies.py: two spinning OpenMP threads starve the raster's
+        self.renderer = DenseRenderer.load(config.dense.raster)
+
+    def render(self, bodies: pa.Table | None, shapes: dict[int, np.ndarray], image_size: tuple[int, int]):
+        """A chunk's bodies rows (None while the mesh stage fills one) and its tracks' shapes -> dense rows."""
+        if bodies is None:
+            return None
+        with self.timed():
+            return self.renderer.rows(bodies, shapes, image_size)
+
+    def finish(self, bodies_end: tuple, image_size: tuple[int, int]) -> pa.Table:
+        """The mesh stage's finish() -> the dense rows of its last bodies rows (an empty table when none)."""
+        last, tracks = bodies_end[:2]
+        with self.timed():
+            return DENSE_SCHEMA.empty_table() if last is None else \
+                self.renderer.rows(last, track_shapes(tracks), image_size)

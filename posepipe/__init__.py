@@ -28,13 +28,14 @@ TABLES = ("people", "frames", "videos", "bodies", "body_tracks", "dense")
 
 
 def run(videos: str | list[str], out: str | Path, mode: str = "bottomup", config: str | Path | None = None,
-        mesh: bool = False, address: str | None = None, num_cpus: int | None = None,
+        mesh: bool = False, dense: bool = False, address: str | None = None, num_cpus: int | None = None,
         progress: bool = False) -> list[dict]:
     """Process videos (paths, globs, folders or list files) into OUT; returns the videos-table row of each
     input (status, error, frames, people_rows, tracks, ...), in input order. Errors in the arguments are
     raised as ValueError subclasses with one-line messages, a model file not found as WeightsError and
     another job on OUT as stages.io.lock.LockedError, all before Ray starts. progress: progress bars, and
-    a line on stderr for each start-up step (Ray's start, the model loads)."""
+    a line on stderr for each start-up step (Ray's start, the model loads). dense=True (with mesh=True)
+    adds the dense stage (README "Dense people")."""
     from pipeline.api import run_job
     from pipeline.config import load_config, mode_file
     from pipeline.say import quiet, to_stderr
@@ -42,6 +43,8 @@ def run(videos: str | list[str], out: str | Path, mode: str = "bottomup", config
     cfg = load_config(mode_file(mode), *([config] if config else []))
     if mesh:
         cfg = dataclasses.replace(cfg, mesh=dataclasses.replace(cfg.mesh, enabled=True))
+    if dense:
+        cfg = dataclasses.replace(cfg, dense=dataclasses.replace(cfg.dense, enabled=True))
     rows, _ = run_job(cfg, [videos] if isinstance(videos, (str, Path)) else [str(v) for v in videos], str(out),
                       address=address, num_cpus=num_cpus, progress=progress, say=to_stderr if progress else quiet)
     return rows

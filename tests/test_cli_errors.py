@@ -107,6 +107,17 @@ def test_dense_without_bodies(two_videos, capsys):
     assert not (two_videos / ".posepipe.lock").exists() and not (two_videos / "dense").exists()
 
 
+def test_run_dense_needs_mesh(tmp_path, capsys):
+    """The dense stage renders the mesh stage's bodies: `run --dense` alone is refused before Ray starts."""
+    from pipeline.cli import main
+
+    out = tmp_path / "out"
+    assert main(["run", str(SHORT), "--out", str(out), "--dense", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "give --mesh too" in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and not ray.is_initialized()
+
+
 def test_missing_weights_leave_no_output_folder(tmp_path):
     """The converted top-down files have no download, so this fails the same with or without a network."""
     env = {**os.environ, "POSEPIPE_WEIGHTS": str(tmp_path / "weights"), "XDG_CACHE_HOME": str(tmp_path / "cache")}

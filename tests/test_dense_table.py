@@ -17,11 +17,11 @@ from scipy.spatial.transform import Rotation
 
 import posepipe
 from stages.body.anny_body import AnnyBody
-from stages.body.table import body_tracks_table
+from stages.body.table import body_tracks_table, track_shapes
 from stages.dense.bodies import frame_vertices
 from stages.dense.raster import GlRaster
 from stages.dense.render import DenseCrop, render_dense
-from stages.dense.video import DenseRenderer, track_shapes
+from stages.dense.video import DenseRenderer
 from stages.io.dense_table import decode_png, decode_rows, encode_crop, flag_plausibility, iter_frames
 from stages.io.sink import ParquetSink
 

@@ -1,4 +1,5 @@
-"""`posepipe run --mesh` on a real clip, then `posepipe export` of a track, read back by bvhio."""
+"""`posepipe run --mesh --dense` on a real clip, then `posepipe export` of a track, read back by bvhio, and
+the dense rows the graph wrote beside the bodies."""
 from __future__ import annotations
 
 import subprocess
@@ -6,6 +7,8 @@ import sys
 
 import duckdb
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 import ray
@@ -25,9 +28,10 @@ CAM_TO_EXPORT = np.diag([1.0, -1.0, -1.0])  # stages/body/export.py: 180 degrees
 
 @pytest.fixture(scope="module")
 def mesh_run(tmp_path_factory):
-    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+    # 4 logical CPUs: decode, grouping, tracking and the sink take 1, mesh and dense 1 each, one pose actor the last.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     out = tmp_path_factory.mktemp("mesh") / "out"
-    status = main(["run", str(CLIP), "--out", str(out), "--mesh", "--no-progress"])
+    status = main(["run", str(CLIP), "--out", str(out), "--mesh", "--dense", "--no-progress"])
     yield status, out
     ray.shutdown()
 
@@ -89,7 +93,7 @@ def test_bvh_of_a_track_reads_back_with_one_frame_per_frame(mesh_run, tmp_path):
 def test_rerun_with_mesh_skips_the_finished_video(mesh_run, capsys):
     _, out = mesh_run
     before = sorted(p.stat().st_mtime_ns for p in (out / "bodies").rglob("*.parquet"))
-    assert main(["run", str(CLIP), "--out", str(out), "--mesh", "--no-progress"]) == 0
+    assert main(["run", str(CLIP), "--out", str(out), "--mesh", "--dense", "--no-progress"]) == 0
     assert "(done earlier)" in capsys.readouterr().out
     assert sorted(p.stat().st_mtime_ns for p in (out / "bodies").rglob("*.parquet")) == before
 
@@ -111,7 +115,7 @@ def test_body_commands_print_only_their_own_lines(mesh_run, tmp_path):
     CUDA-driver warning on CPU machines and "Module ... took N ms" per kernel load unless silenced
     (anny_body.quiet_warp). A --mesh re-run loads anny in the driver (its cache check) before it skips."""
     _, out = mesh_run
-    stdout, stderr = _posepipe("run", str(CLIP), "--out", str(out), "--mesh", "--no-progress")
+    stdout, stderr = _posepipe("run", str(CLIP), "--out", str(out), "--mesh", "--dense", "--no-progress")
     assert _warp_lines(stdout + stderr) == [] and "(done earlier)" in stdout, stdout + stderr
     vid = video_id_for(CLIP)
     glb = tmp_path / "track.glb"
@@ -141,6 +145,9 @@ def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path, capsys
     assert [r[:2] for r in after] == [r[:2] for r in before]  # same person-frames
     assert [r for r in after if r[0] == 0] == [r for r in before if r[0] == 0]  # track 0 untouched
     assert [r for r in after if r[0] == 1] != [r for r in before if r[0] == 1]  # track 1 refitted
+    # The dense rows were drawn from the old bodies: gone, for `posepipe dense` to redo (tests/test_dense_cli.py).
+    assert not (copy / "dense" / f"video_id={vid}").exists()
+    assert q("SELECT dense_rows FROM read_parquet('OUT/videos/*.parquet')") == [(None,)]
     capsys.readouterr()
     assert main(["mocap", str(copy)]) == 0
     (row,) = q("SELECT body_rows, body_tracks FROM read_parquet('OUT/videos/*.parquet')")
@@ -151,3 +158,41 @@ def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path, capsys
     assert not (copy / "_staging").exists()
     assert main(["mocap", str(copy), "--video", "nope"]) == 2
     assert main(["mocap", str(copy), "--video", vid, "--track", "99"]) == 2
+
+
+def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
+    """The graph's dense stage wrote one row per bodies row, flagged with its track's plausibility, and each is
+    what `posepipe dense`'s renderer makes of the same bodies (frames from two different mesh chunks)."""
+    from stages.body.table import track_shapes
+    from stages.dense.video import DenseRenderer
+    from stages.io.dense_table import flag_plausibility
+    from stages.io.output import read_video_table, video_row
+
+    _, out = mesh_run
+    vid = video_id_for(CLIP)
+    q = lambda sql: sorted(duckdb.sql(sql.replace("OUT", str(out))).fetchall())  # noqa: E731
+    dense = q("SELECT frame_index, track_id, plausible, implausible_reason FROM read_parquet('OUT/dense/*/*.parquet')")
+    bodies = q("SELECT b.frame_index, b.track_id, t.plausible, t.implausible_reason "
+               "FROM read_parquet('OUT/bodies/*/*.parquet') b JOIN read_parquet('OUT/body_tracks/*/*.parquet') t "
+               "USING (track_id)")
+    assert dense == bodies and len(dense) > 60
+    row = video_row(str(out), vid)
+    assert row["dense_rows"] == len(dense)
+
+    table = read_video_table(str(out), "dense", vid)
+    assert table["frame_index"].to_pylist() == sorted(table["frame_index"].to_pylist())  # in frame order
+    frames = [f for f in (0, 33) if f in {b[0] for b in bodies}]
+    pick = lambda t: t.filter(pc.is_in(t["frame_index"], pa.array(frames))).sort_by(  # noqa: E731
+        [("frame_index", "ascending"), ("track_id", "ascending")])
+    tracks = read_video_table(str(out), "body_tracks", vid)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    renderer = DenseRenderer.load()
+    try:
+        offline = renderer.rows(pick(read_video_table(str(out), "bodies", vid)), track_shapes(tracks),
+                                (row["width"], row["height"]))
+    finally:
+        renderer.release()
+        torch.set_num_threads(threads)
+    assert len(frames) == 2 and offline.num_rows >= 3
+    assert flag_plausibility(offline, tracks).equals(pick(table))

@@ -112,6 +112,12 @@ def body_tracks_table(video_id: str, body_model: str, shape_names: list[str], sh
     return pa.Table.from_pylist(rows, schema=BODY_TRACKS_SCHEMA)
 
 
+def track_shapes(tracks: pa.Table) -> dict[int, np.ndarray]:
+    """track id -> float32[S] shape, from body_tracks rows."""
+    return {int(t): np.asarray(s, np.float32) for t, s in zip(tracks["track_id"].to_pylist(),
+                                                              tracks["shape"].to_pylist())}
+
+
 def body_summary(tracks: pa.Table, skipped: dict[str, int] | None) -> dict:
     """The videos row's mesh columns: body_rows, body_tracks, body_skipped (person-frames without a body,
     0 when none, so it sums and compares like the other counts) and body_skipped_reasons

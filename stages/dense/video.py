@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stages.body.rig import BodyModel
+from stages.body.table import track_shapes
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster, raster_named
@@ -32,12 +33,6 @@ from stages.io.sink import DONE_STATUSES, put_video_row, read_video_rows, resolv
 from stages.io.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
 
 BLOCK_FRAMES = 32  # frames per row group of `posepipe dense`, as the graph's mesh chunks
-
-
-def track_shapes(tracks: pa.Table) -> dict[int, np.ndarray]:
-    """track id -> float32[S] shape, from body_tracks rows."""
-    return {int(t): np.asarray(s, np.float32) for t, s in zip(tracks["track_id"].to_pylist(),
-                                                              tracks["shape"].to_pylist())}
 
 
 class DenseRenderer:
