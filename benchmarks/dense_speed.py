@@ -7,7 +7,9 @@ floor 1.5 m under a level camera, each 150-300 px tall, anywhere across the view
 (bone rotations ~N(0, 0.15 rad), turned randomly about the vertical); each frame draws new poses and
 places. Per people count and backend it prints, per frame: wall ms of posing (bodies.frame_vertices with
 a warm RestBodies) and of render_dense (with its raster kept), the process's CPU ms (all threads: the
-llvmpipe and embree workers count), person-frames/s (wall) and the mean visible pixels per person. The
+llvmpipe and embree workers count), person-frames/s (wall) and the mean visible pixels per person; then
+the CPU ms per person of encoding the crops as the dense table's PNG row (stages/io/dense_table.py), its
+KB per person, and person-frames/s of the whole stage (pose + render + encode, CPU time). The
 first frame of each run (cache fill, GL start) is left out. The machine's load average is printed
 too: on a shared machine wall times follow it, CPU times much less.
 
@@ -30,6 +32,7 @@ from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster
 from stages.dense.render import render_dense
+from stages.io.dense_table import IMAGES, dense_table
 
 SIZE = (960, 540)
 FOCAL = 1000.0  # the pinhole of a ~51 degree horizontal field of view, as the fit guesses for 960 px
@@ -56,7 +59,7 @@ def run(model, labels, raster, people: int, frames: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     shapes = rng.uniform(0.2, 0.8, (people, len(model.shape_names)))  # one per track, fixed
     rest = RestBodies(model)
-    pose_s, render_s, cpu_s, pixels = [], [], [], []
+    pose_s, render_s, cpu_s, pixels, encode_s, kb = [], [], [], [], [], []
     for f in range(frames + 1):
         bones, root, trans = random_frame(model, rng, people)
         c0, t0 = time.process_time(), time.perf_counter()
@@ -64,8 +67,12 @@ def run(model, labels, raster, people: int, frames: int, seed: int = 0) -> dict:
         t1 = time.perf_counter()
         frame = render_dense(verts, model.faces, FOCAL, SIZE, labels=labels, raster=raster)
         t2, c1 = time.perf_counter(), time.process_time()
+        rows = dense_table("bench", np.full(people, f), np.zeros(people), np.arange(people), frame.people)
+        c2 = time.process_time()
         if f == 0:
             continue
+        encode_s.append((c2 - c1) / people)
+        kb.append(sum(len(v) for name in IMAGES for v in rows[name].to_pylist() if v) / 1024 / people)
         pose_s.append(t1 - t0)
         render_s.append(t2 - t1)
         cpu_s.append(c1 - c0)
@@ -73,7 +80,9 @@ def run(model, labels, raster, people: int, frames: int, seed: int = 0) -> dict:
     total = np.add(pose_s, render_s)
     return {"pose_ms": 1e3 * np.mean(pose_s), "render_ms": 1e3 * np.mean(render_s), "frame_ms": 1e3 * total.mean(),
             "cpu_ms": 1e3 * np.mean(cpu_s), "pf_s": people * len(total) / total.sum(),
-            "pf_s_cpu": people * len(cpu_s) / np.sum(cpu_s), "pixels": float(np.mean(pixels))}
+            "pf_s_cpu": people * len(cpu_s) / np.sum(cpu_s), "pixels": float(np.mean(pixels)),
+            "encode_ms": 1e3 * np.mean(encode_s), "kb": float(np.mean(kb)),
+            "stage_pf_s_cpu": people * len(cpu_s) / (np.sum(cpu_s) + people * np.sum(encode_s))}
 
 
 def main() -> None:
@@ -89,13 +98,15 @@ def main() -> None:
     backends = {"gl": GlRaster, "rays": RayRaster}
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {SIZE[0]}x{SIZE[1]}, focal {FOCAL:.0f} px")
     print(f"{'backend':8s} {'people':>6s} {'pose ms':>8s} {'render ms':>9s} {'frame ms':>8s} {'cpu ms':>7s} "
-          f"{'pf/s':>6s} {'pf/s cpu':>8s} {'px/person':>9s}")
+          f"{'pf/s':>6s} {'pf/s cpu':>8s} {'px/person':>9s} {'encode ms':>9s} {'KB/person':>9s} "
+          f"{'stage pf/s cpu':>14s}")
     for name in args.backend.split(","):
         raster = backends[name]()
         for p in (int(x) for x in args.people.split(",")):
             r = run(model, labels, raster, p, args.frames)
             print(f"{name:8s} {p:6d} {r['pose_ms']:8.1f} {r['render_ms']:9.1f} {r['frame_ms']:8.1f} {r['cpu_ms']:7.1f} "
-                  f"{r['pf_s']:6.1f} {r['pf_s_cpu']:8.1f} {r['pixels']:9.0f}", flush=True)
+                  f"{r['pf_s']:6.1f} {r['pf_s_cpu']:8.1f} {r['pixels']:9.0f} {r['encode_ms']:9.1f} {r['kb']:9.1f} "
+                  f"{r['stage_pf_s_cpu']:14.1f}", flush=True)
         raster.release()
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
