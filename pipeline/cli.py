@@ -169,10 +169,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
     # A video cannot be written to a .png: the name says what is wanted, so it gets the contact sheet.
     implied = not args.png and args.output.lower().endswith(".png")
     if args.png or implied:
-        contact_sheet(args.out, args.video, args.output, frames=frames, boxes=args.boxes)
+        contact_sheet(args.out, args.video, args.output, frames=frames, boxes=args.boxes, dense=args.dense)
         print(f"wrote {args.output}" + (" (a contact sheet: the name ends in .png)" if implied else ""))
         return 0
-    counts = render(args.out, args.video, args.output, frames=frames, boxes=args.boxes)
+    counts = render(args.out, args.video, args.output, frames=frames, boxes=args.boxes, dense=args.dense)
     print(f"wrote {args.output}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
@@ -322,6 +322,9 @@ def parser() -> argparse.ArgumentParser:
     rd.add_argument("--frames", default=None, help="A:B, only frames A (inclusive) to B (exclusive)")
     rd.add_argument("--boxes", action="store_true", help="also draw the detector boxes")
     rd.add_argument("--png", action="store_true", help="a PNG contact sheet of a few frames instead of a video")
+    rd.add_argument("--dense", nargs="?", const="iuv", choices=["iuv", "parts"], default=None,
+                    help="also the dense table (run --mesh --dense, or posepipe dense): iuv (the default) colours "
+                         "parts by hue and U, V by saturation and brightness; parts, one colour per body part")
     rd.set_defaults(func=_cmd_render)
 
     ex = sub.add_parser("export", help="people as COCO results or CSV; a fitted track (--mesh) as BVH, GLB or OBJ")

@@ -1,5 +1,6 @@
 """`posepipe dense OUT` on a real output: the session's real_out (a real clip's tracked people and its first
-frames' fitted bodies), copied, rendered, and what its dense table then says about the people in it."""
+frames' fitted bodies), copied, rendered, and what its dense table then says about the people in it; then
+`posepipe render --dense` drawing that table over the video."""
 from __future__ import annotations
 
 import shutil
@@ -13,9 +14,13 @@ import pytest
 import torch
 
 import posepipe
+from outputs import FITTED
+
 from pipeline.cli import main
 from stages.dense.video import dense_plan
 from stages.io.publish_bodies import replace_bodies
+from stages.io.render import sheet_layout
+from stages.io.render_dense import Crop, paint
 from stages.io.output import read_video_table
 from stages.io.sink import read_video_rows
 
@@ -104,3 +109,70 @@ def test_refit_bodies_drop_the_dense_table_and_a_rerun_renders_it_again(dense_ou
     assert _dense(out) == 0
     after = read_video_table(out, "dense", vid).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
     assert after.equals(before) and _row(out, vid)["dense_rows"] == before.num_rows
+
+
+def _sheet(out: str, vid: str, path, *dense: str) -> np.ndarray:
+    """`posepipe render OUT --png --frames 0:8 [--dense [STYLE]]` read back, RGB int16."""
+    assert main(["render", out, "--video", vid, "--png", "--frames", f"0:{FITTED}", "-o", str(path), *dense]) == 0
+    return cv2.imread(str(path))[..., ::-1].astype(np.int16)
+
+
+def test_render_dense_colours_the_visible_people(dense_out, tmp_path):
+    """`posepipe render --dense [iuv|parts] --png`: the sheet changes where the people's masks are and nowhere
+    else, and the two looks differ from each other there."""
+    _, out, vid = dense_out
+    plain, iuv = _sheet(out, vid, tmp_path / "plain.png"), _sheet(out, vid, tmp_path / "iuv.png", "--dense")
+    parts = _sheet(out, vid, tmp_path / "parts.png", "--dense", "parts")
+    # Where the default sheet (6 frames of 0:8, 480 px tiles) puts each frame's masks, scaled as the tiles are.
+    row = _row(out, vid)
+    wanted = np.unique(np.round(np.linspace(0, FITTED - 1, 6)).astype(np.int64))
+    cols, _, tw, th = sheet_layout(len(wanted), (row["width"], row["height"]), 480)
+    masks = np.zeros(plain.shape[:2], bool)
+    people = posepipe.read(out, "dense", video=vid)
+    for k, f in enumerate(wanted):
+        r, c = divmod(k, cols)
+        tile = np.zeros((row["height"], row["width"]), np.uint8)
+        for p in (p for p in people if p.frame_index == f):
+            x0, y0, x1, y1 = p.box
+            tile[y0:y1, x0:x1] |= p.mask
+        y, x = 4 + r * (th + 4), 4 + c * (tw + 4)
+        masks[y:y + th, x:x + tw] = cv2.resize(tile, (tw, th), interpolation=cv2.INTER_NEAREST) > 0
+    assert masks.sum() > 20000
+    near = cv2.dilate(masks.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0  # the tile's resize rounds
+    for sheet in (iuv, parts):
+        changed = np.abs(sheet - plain).max(-1) > 0
+        assert not (changed & ~near).any()
+        # Not all of it: the skeletons are drawn over the colours, alike in both sheets.
+        assert changed[masks].mean() > 0.8, changed[masks].mean()
+    assert (np.abs(iuv - parts).max(-1) > 20)[masks].mean() > 0.5
+
+
+def test_render_dense_video_and_refusals(dense_out, real_out, tmp_path, capsys):
+    """A video render counts the crops it painted; an output without a dense table, or a style that is none,
+    is one line and exit 2, with nothing written."""
+    _, out, vid = dense_out
+    path = tmp_path / "d.mp4"
+    assert main(["render", out, "--video", vid, "--frames", "2:5", "--dense", "parts", "-o", str(path)]) == 0
+    line = capsys.readouterr().out.strip()
+    shown = sum(p.pixels > 0 for p in posepipe.read(out, "dense", video=vid) if 2 <= p.frame_index < 5)
+    assert line.startswith(f"wrote {path}: frames=3, ") and f"dense={shown}," in line and shown >= 5, line
+    assert main(["render", real_out[0], "--video", vid, "--dense", "-o", str(tmp_path / "x.mp4")]) == 2
+    with pytest.raises(SystemExit) as usage:  # argparse's refusal (pipeline/cli.py: one line, exit 2)
+        main(["render", out, "--video", vid, "--dense", "normals", "-o", str(tmp_path / "x.mp4")])
+    assert usage.value.code == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and "no dense table" in errors[0] and "invalid choice: 'normals'" in errors[1], errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mp4"]
+
+
+def test_paint_blends_the_crop_over_the_image():
+    img = np.full((6, 8, 3), 100, np.uint8)
+    mask = np.array([[1, 1, 0], [0, 1, 1]], bool)
+    crop = Crop((2, 1, 5, 3), mask, np.full((2, 3, 3), 200, np.uint8))
+    out = paint(img, [crop])
+    expect = img.copy()
+    expect[1:3, 2:5][mask] = int(0.7 * 200 + 0.3 * 100)
+    assert np.array_equal(out, expect) and (img == 100).all()  # a copy: the input is left as it was
+    half = paint(np.full((3, 4, 3), 100, np.uint8), [Crop((0, 0, 8, 6), np.ones((6, 8), bool),
+                                                          np.full((6, 8, 3), 200, np.uint8))], scale=0.5)
+    assert (half == 170).all()  # the crop resized to the half-size image

@@ -2,6 +2,7 @@
 
     render(out, video_id, "overlay.mp4", frames=(100, 200), boxes=True)   # -> counts
     contact_sheet(out, video_id, "sheet.png", count=6)                     # a PNG grid of frames
+    render(out, video_id, "iuv.mp4", dense="iuv")                          # the dense table under them
 
 The input is decoded again with VideoReader (upright, the frame indices the people table uses), each
 frame is drawn on (render_draw.py) and encoded upright with no rotation tag, so the picture and the
@@ -33,6 +34,7 @@ from stages.io.output import fixed_column, video_row
 from stages.io.output import video_table as _table
 from stages.io import probe
 from stages.io.decode import DecodeError, VideoReader
+from stages.io.render_dense import DenseLayer, paint
 from stages.io.render_draw import Bodies, People, draw_frame, label, pad_even, project
 from stages.io.sink import resolve_output
 from stages.io.sink_fs import join
@@ -255,15 +257,17 @@ def _frames_in(reader: VideoReader, start: int, stop: int) -> Iterator[tuple[np.
 
 
 def render(out: str, video_id: str, output: str, frames: tuple[int | None, int | None] | None = None,
-           boxes: bool = False, *, codec: str | None = None) -> dict:
+           boxes: bool = False, *, codec: str | None = None, dense: str | None = None) -> dict:
     """Write `output`: the input video of `video_id` with its people (and bodies) drawn, frames
-    start .. stop-1 of `frames` (all by default), same timing. codec: None = pick_encoder().
+    start .. stop-1 of `frames` (all by default), same timing. codec: None = pick_encoder(); dense: "iuv" or
+    "parts" draws the dense table under them (render_dense.py), None not.
 
-    Returns {"frames", "people", "bodies"} (frames written, person rows and bodies drawn) and the
-    "codec", "width", "height" written.
+    Returns {"frames", "people", "bodies"} (frames written, person rows and bodies drawn), "dense" (person
+    crops painted) with dense, and the "codec", "width", "height" written.
     """
     ov = load_overlay(out, video_id)
     start, stop = frame_range(frames, ov.frame_count)
+    layer = DenseLayer(out, video_id, dense, start, stop) if dense else None  # no table: refused before writing
     time_base = _stream_time_base(ov.path)
     drawn = {"people": 0, "bodies": 0}
 
@@ -273,11 +277,13 @@ def render(out: str, video_id: str, output: str, frames: tuple[int | None, int |
             bodies = ov.bodies.at(f) if ov.bodies is not None else None
             drawn["people"] += len(people)
             drawn["bodies"] += len(bodies) if bodies is not None else 0
+            img = paint(img, layer.at(f), 1.0 / scale) if layer is not None else img
             yield draw_frame(img, people, bodies, boxes, 1.0 / scale, ov.floor), t
 
     with _open_reader(ov, None) as reader:  # opened first: a bad input is refused before any file is made
         count, used, (w, h) = encode_video(output, drawn_frames(reader), time_base, ov.fps, codec)
-    return {"frames": count, **drawn, "codec": used, "width": w, "height": h}
+    painted = {"dense": layer.painted} if layer is not None else {}
+    return {"frames": count, **drawn, **painted, "codec": used, "width": w, "height": h}
 
 
 def sheet_layout(count: int, size: tuple[int, int], tile_side: int) -> tuple[int, int, int, int]:
@@ -302,15 +308,16 @@ _GUTTER = 4  # px of dark background between tiles
 
 
 def contact_sheet(out: str, video_id: str, output_png: str, frames: tuple[int | None, int | None] | None = None,
-                  count: int = 6, *, boxes: bool = False, tile_side: int = 480) -> None:
-    """A PNG grid of `count` evenly spaced frames of the range (all frames by default), overlays drawn,
-    each tile's long side tile_side px, its frame index and time written in its corner. Fewer tiles
-    when the range has fewer frames."""
+                  count: int = 6, *, boxes: bool = False, tile_side: int = 480, dense: str | None = None) -> None:
+    """A PNG grid of `count` evenly spaced frames of the range (all frames by default), overlays drawn (dense:
+    as for render), each tile's long side tile_side px, its frame index and time written in its corner.
+    Fewer tiles when the range has fewer frames."""
     if count < 1:
         raise OutputError(f"contact sheet needs count >= 1, got {count}")
     ov = load_overlay(out, video_id)
     start, stop = frame_range(frames, ov.frame_count)
     wanted = np.unique(np.round(np.linspace(start, stop - 1, count)).astype(np.int64))
+    layer = DenseLayer(out, video_id, dense, start, int(wanted[-1]) + 1) if dense else None
     cols, rows, tw, th = sheet_layout(len(wanted), (ov.width, ov.height), tile_side)
     sheet = np.full((rows * th + (rows + 1) * _GUTTER, cols * tw + (cols + 1) * _GUTTER, 3), 24, np.uint8)
     k = 0
@@ -322,6 +329,7 @@ def contact_sheet(out: str, video_id: str, output_png: str, frames: tuple[int | 
             bodies = ov.bodies.at(f) if ov.bodies is not None else None
             # Rows are in video pixels; the tile is (tw, th), whatever rounding the decoder did.
             tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA) if img.shape[:2] != (th, tw) else img
+            tile = paint(tile, layer.at(f), tw / ov.width) if layer is not None else tile
             tile = draw_frame(tile, ov.people.at(f), bodies, boxes, tw / ov.width, ov.floor)
             label(tile, f"frame {f}  {t:.2f} s", (tw / 2, 16), (255, 255, 255), 1)
             r, c = divmod(k, cols)
