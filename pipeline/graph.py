@@ -6,12 +6,13 @@
                                 + keypoint crops)      hybrid merge)          one, in order)
                                                                                  | tracked slices
                            Parquet <- SinkWorker <-- bodies rows -- MeshWorker <-+ (--mesh; GPU or CPU: body
-                                     (writer; a video always   |    fits per chunk of frames, a video
-                                      on the same one)         |    always on the same one)
+                                     (writer; a video always        fits per chunk of frames, a video
+                                      on the same one)              always on the same one)
                                           ^-------- tracked slices --------------'
-                                          ^-- dense rows -- DenseWorker <-- bodies rows, track shapes
-                                                            (--dense; CPU or GPU: OpenGL render of the
-                                                             chunk's bodies; any one, in turn)
+                                          ^-- dense rows -- DenseWorker <-- the MeshWorker's bodies rows
+                                                            (--dense; CPU     and its tracks' shapes
+                                                             or GPU: OpenGL render of a chunk's bodies;
+                                                             no state per video, any one, in turn)
 
 Each box is a pool of actors whose count and logical resources come from the config
 (`[decode.resources]`, `[pose.resources]`, ...). Batches move actor to actor through the object

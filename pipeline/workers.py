@@ -288,7 +288,8 @@ class DenseWorker(_Busy):
         torch.set_num_threads(1)  # stages/dense/bodies.py: two spinning OpenMP threads starve the raster's
         self.renderer = DenseRenderer.load(config.dense.raster)
 
-    def render(self, bodies: pa.Table | None, shapes: dict[int, np.ndarray], image_size: tuple[int, int]):
+    def render(self, bodies: pa.Table | None, shapes: dict[int, np.ndarray],
+               image_size: tuple[int, int]) -> pa.Table | None:
         """A chunk's bodies rows (None while the mesh stage fills one) and its tracks' shapes -> dense rows."""
         if bodies is None:
             return None

@@ -87,6 +87,7 @@ def read(out: str | Path, table: str = "people", video: str | None = None, panda
 
 
 def _decoded(table, pandas: bool):
+    """The dense rows of a pyarrow Table decoded (read's docstring): DensePerson list or DataFrame."""
     from stages.io.dense_table import DensePerson, decode_rows
 
     people = decode_rows(table.sort_by([(k, "ascending") for k in ("video_id", "frame_index", "track_id")]))

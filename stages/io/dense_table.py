@@ -179,7 +179,8 @@ def iter_frames(out: str, video_id: str, columns: list[str], start: int = 0,
         raise OutputError(f"{out}: video {video_id!r} has no dense table (posepipe dense OUT, or run --mesh --dense)")
     stop = np.iinfo(np.int64).max if stop is None else stop
     wanted = list(dict.fromkeys(["frame_index", *columns]))
-    held: list[pa.Table] = []
+    held: list[pa.Table] = []  # the rows of the frame being gathered (it may span row groups)
+    last = -1  # the last frame seen
     for path in sorted(f"{folder}/{name}" for name in _parquet_names(fs, folder)):
         with fs.open_input_file(path) as f:
             pf = pq.ParquetFile(f)
@@ -192,8 +193,9 @@ def iter_frames(out: str, video_id: str, columns: list[str], start: int = 0,
                 rows = rows.filter(pc.and_(pc.greater_equal(rows["frame_index"], start),
                                            pc.less(rows["frame_index"], stop)))
                 frames = rows["frame_index"].to_numpy()
-                if len(frames) and np.any(np.diff(frames) < 0):
+                if len(frames) and (frames[0] < last or np.any(np.diff(frames) < 0)):
                     raise OutputError(f"{path}: dense rows are not in frame order")
+                last = frames[-1] if len(frames) else last
                 cuts = np.flatnonzero(np.diff(frames)) + 1
                 for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frames)]):
                     if held and held[0]["frame_index"][0].as_py() != int(frames[lo]):
