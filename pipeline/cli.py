@@ -111,6 +111,7 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from pipeline.say import to_stderr
     from stages.dense.video import DenseRenderer, dense_plan, dense_video
     from stages.io.lock import OutputLock
 
@@ -118,6 +119,8 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     plan = dense_plan(args.out, args.video, args.redo)  # nothing to render: one line, before anny loads
     torch.set_num_threads(1)  # posing is small tensor work beside the raster's threads (stages/dense/bodies.py)
     with OutputLock(args.out) as lock:
+        if plan.todo:
+            to_stderr("loading the body model")  # seconds before the first bar (pipeline/say.py)
         renderer = DenseRenderer.load(config.dense.raster) if plan.todo else None
         try:
             for vid, person_frames in plan.todo.items():

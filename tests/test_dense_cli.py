@@ -96,7 +96,7 @@ def test_rerun_skips_a_rendered_video(dense_out, capsys):
     assert list(dense_plan(out, vid, redo=True).todo) == [vid] and dense_plan(out, vid).done == [vid]
 
 
-def test_refit_bodies_drop_the_dense_table_and_a_rerun_renders_it_again(dense_out, tmp_path):
+def test_refit_bodies_drop_the_dense_table_and_a_rerun_renders_it_again(dense_out, tmp_path, capsys):
     """`mocap` replaces bodies (publish_bodies.replace_bodies): the dense rows drawn from the old ones go, and
     `posepipe dense` renders the video again, here the same bytes (the same bodies put back)."""
     _, src, vid = dense_out
@@ -106,7 +106,9 @@ def test_refit_bodies_drop_the_dense_table_and_a_rerun_renders_it_again(dense_ou
     bodies, tracks = read_video_table(out, "bodies", vid), read_video_table(out, "body_tracks", vid)
     replace_bodies(out, vid, bodies, tracks, None, {})
     assert read_video_table(out, "dense", vid) is None and _row(out, vid)["dense_rows"] is None
+    capsys.readouterr()
     assert _dense(out) == 0
+    assert capsys.readouterr().err == "posepipe: loading the body model...\n"  # --no-progress: no bar
     after = read_video_table(out, "dense", vid).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
     assert after.equals(before) and _row(out, vid)["dense_rows"] == before.num_rows
 
