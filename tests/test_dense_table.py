@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from scipy.spatial.transform import Rotation
 
@@ -160,12 +161,20 @@ def test_duckdb_and_pyarrow_read_the_same_rows(written):
     assert len(frame) == 6 and np.array_equal(frame["mask"][0], again[0].mask)
 
 
-def test_frames_come_in_order_one_row_group_at_a_time(written):
+def test_frames_come_in_order_one_row_group_at_a_time(written, tmp_path):
     out, _ = written
     got = [(f, rows["track_id"].to_pylist()) for f, rows in iter_frames(out, VID, ["track_id"])]
     assert got == [(0, [3, 5, 7]), (1, [3, 5, 7])]
     assert [f for f, _ in iter_frames(out, VID, ["part"], start=1)] == [1]
     assert list(iter_frames(out, VID, ["part"], start=2)) == []
+    # One row group of frames 0 and 2: asked for frame 1, its statistics (0..2) let it be read, and it has none.
+    table = ds.dataset(f"{out}/dense", partitioning="hive").to_table().sort_by("frame_index")
+    table = table.set_column(1, "frame_index", pa.array(np.where(table["frame_index"].to_numpy() == 1, 2, 0)))
+    gap = tmp_path / "gap"
+    (gap / "dense" / f"video_id={VID}").mkdir(parents=True)
+    pq.write_table(table, gap / "dense" / f"video_id={VID}" / "part-0.parquet")
+    assert list(iter_frames(str(gap), VID, ["track_id"], start=1, stop=2)) == []
+    assert [f for f, _ in iter_frames(str(gap), VID, ["track_id"])] == [0, 2]
 
 
 def test_quantisation_at_the_ends():

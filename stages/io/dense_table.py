@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyarrow.fs import FileSelector, FileSystem, FileType
 
 from stages.io.errors import OutputError
 from stages.io.sink import resolve_output
@@ -193,9 +194,11 @@ def iter_frames(out: str, video_id: str, columns: list[str], start: int = 0,
                 rows = rows.filter(pc.and_(pc.greater_equal(rows["frame_index"], start),
                                            pc.less(rows["frame_index"], stop)))
                 frames = rows["frame_index"].to_numpy()
-                if len(frames) and (frames[0] < last or np.any(np.diff(frames) < 0)):
+                if not len(frames):  # the group spans the range without a frame in it
+                    continue
+                if frames[0] < last or np.any(np.diff(frames) < 0):
                     raise OutputError(f"{path}: dense rows are not in frame order")
-                last = frames[-1] if len(frames) else last
+                last = frames[-1]
                 cuts = np.flatnonzero(np.diff(frames)) + 1
                 for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frames)]):
                     if held and held[0]["frame_index"][0].as_py() != int(frames[lo]):
@@ -206,8 +209,6 @@ def iter_frames(out: str, video_id: str, columns: list[str], start: int = 0,
         yield held[0]["frame_index"][0].as_py(), pa.concat_tables(held)
 
 
-def _parquet_names(fs, folder: str) -> list[str]:
-    from pyarrow.fs import FileSelector, FileType
-
+def _parquet_names(fs: FileSystem, folder: str) -> list[str]:
     return [i.base_name for i in fs.get_file_info(FileSelector(folder)) if i.type == FileType.File
             and i.base_name.endswith(".parquet") and not i.base_name.startswith((".", "_"))]
