@@ -37,3 +37,15 @@ def real_out(tmp_path_factory, weights_dir) -> tuple[str, str]:
     from outputs import fitted_output
 
     return fitted_output(str(tmp_path_factory.mktemp("real") / "out"))
+
+
+@pytest.fixture
+def one_thread():
+    """The body fit is small batches of small tensors: a second torch thread gains nothing on a shared machine
+    (one spin-waiting took a 2-person fit from 3 to 19 s of CPU here)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

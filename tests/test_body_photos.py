@@ -4,8 +4,6 @@ a person or collapsed limbs to rest would lose PCK against the labels, not only 
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 
 from pipeline.config import load_config, mode_file
 from pipeline.evaluate_body import evaluate_body
@@ -13,15 +11,6 @@ from pipeline.evaluate_body import evaluate_body
 # The acceptance bound of the 3D body issue: PCK@0.1 of the reprojected bodies within 5 points of
 # the 2D keypoints', counting the same keypoints.
 MAX_PCK_LOSS = 0.05
-
-
-@pytest.fixture
-def one_thread():
-    """The fit is small batches of small tensors: a second thread gains nothing on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_fitted_bodies_reproject_as_well_as_their_2d_keypoints(eval_dir, one_thread):

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from stages.body.anny_body import AnnyBody
 from stages.body.fit import BodyFitter
@@ -20,7 +21,7 @@ from stages.body.ground import estimate_ground
 from stages.body.params import FitParams
 from stages.dense.raster import GlRaster
 from stages.eval.dense_masks import moved_mask
-from stages.eval.dense_score import Bodies, DenseScorer, Scene, whole_references
+from stages.eval.dense_score import Bodies, DenseScorer, Scene, labelled_keypoints, whole_references
 
 SIZE = (960, 540)
 # p10 frame 17: track 10 stands in front of track 7, its feet 55 px (35% of its height) lower in the image, a
@@ -40,21 +41,10 @@ def gl():
     raster.release()
 
 
-def keypoints(anns: list[dict]) -> np.ndarray:
-    """float32[N, 17, 3] ground-truth keypoints as a pose stage gives them: score 1 where labelled, else NaN."""
-    kp = np.array([a["keypoints"] for a in anns], np.float32).reshape(-1, 17, 3)
-    labelled = kp[:, :, 2] > 0
-    kp[:, :, 2] = labelled
-    kp[~labelled, :2] = np.nan
-    return kp
-
-
 def test_whole_extent_from_visible_masks(eval_dir):
     """A crowd_synth person is a rigid cut-out: its whole extent, moved into any frame by the whole-body box,
     holds every pixel the person shows there, and is that mask where the person shows whole (the union of
     frames sampled at other scales is ~1 px fat). Moved by a box 10 px off, it is not."""
-    from pycocotools import mask as mask_utils
-
     anns = json.loads((eval_dir / "crowd_synth" / "p10" / "gt_coco.json").read_text())["annotations"]
     some = [a for a in anns if a["frame_index"] % 5 == 0]
     whole = whole_references([a for a in anns if a["track_id"] in (FRONT, BACK)])
@@ -71,37 +61,39 @@ def test_whole_extent_from_visible_masks(eval_dir):
         assert (seen & off).sum() < 0.95 * seen.sum()
 
 
-def test_front_person_owns_the_overlap(eval_dir, model, gl):
+def test_front_person_owns_the_overlap(eval_dir, model, gl, one_thread):
+    """Bodies fitted to the pair's ground-truth keypoints on the clip's floor: the front one holds >= 90% of the
+    overlap pixels either body holds, and most of the overlap; pushed back, it loses them."""
     anns = json.loads((eval_dir / "crowd_synth" / "p10" / "gt_coco.json").read_text())["annotations"]
-    (front,), (back,) = ([a for a in anns if a["frame_index"] == FRAME and a["track_id"] == t] for t in (FRONT, BACK))
-    pair = [front, back]
-    # The floor from every person of the clip, as the mesh stage estimates it from a video's rows.
+    pair = [next(a for a in anns if a["frame_index"] == FRAME and a["track_id"] == t) for t in (FRONT, BACK)]
     params = FitParams()
-    ground = estimate_ground(keypoints(anns), np.array([a["track_id"] for a in anns]),
+    # The floor from every person of the clip, as the mesh stage estimates it from a video's rows.
+    ground = estimate_ground(labelled_keypoints(anns), np.array([a["track_id"] for a in anns]),
                              np.array([a["frame_index"] for a in anns]), SIZE, focal_factor=params.focal_factor)
     assert ground.ok, ground.reason
     fitter = BodyFitter(model, params)
-    tracks = np.array([front["track_id"], back["track_id"]], np.int64)
-    fit = fitter.fit("p10", keypoints(pair), tracks, np.full(2, front["frame_index"], np.int64), SIZE, ground)
+    tracks = np.array([FRONT, BACK], np.int64)
+    kp = labelled_keypoints(pair)
+    fit = fitter.fit("p10", kp.astype(np.float32), tracks, np.full(2, FRAME, np.int64), SIZE, ground)
     assert list(fit.rows) == [0, 1]
     shapes = fitter.shapes("p10")
     bodies = Bodies(tracks, np.stack([shapes[int(t)] for t in tracks]), fit.bone_rotvec, fit.root_rotvec,
                     fit.translation, fit.focal, np.ones(2, bool))
-    scene = Scene(front["frame_index"], SIZE, [a["segmentation"] for a in pair],
-                  keypoints(pair).astype(np.float64), np.array([a["area"] for a in pair], np.float64),
-                  np.array([a["bbox_full"][3] for a in pair], np.float64),
+    scene = Scene(FRAME, SIZE, [a["segmentation"] for a in pair],
+                  np.array([a["keypoints"] for a in pair], np.float64).reshape(2, 17, 3),
+                  np.array([a["area"] for a in pair], np.float64), np.array([a["bbox_full"][3] for a in pair]),
                   np.array([a["visible_fraction"] for a in pair]), tracks,
-                  np.array([a["bbox_full"] for a in pair], np.float64), keypoints(pair).astype(np.float64),
-                  np.zeros((2, 4)), tracks, bodies, pairs=[(0, 0), (1, 1)])
-    whole = whole_references([a for a in anns if a["track_id"] in tracks])
+                  np.array([a["bbox_full"] for a in pair], np.float64), kp, np.zeros((2, 4)), tracks, bodies,
+                  pairs=[(0, 0), (1, 1)])
+    whole = whole_references([a for a in anns if a["track_id"] in (FRONT, BACK)])
 
-    def shares(scene: Scene) -> dict:
+    def overlap(scene: Scene) -> dict:
         scorer = DenseScorer(model, None, gl, whole)
         scorer.add(scene)
         (rec,) = scorer.tally.pairs
         return rec
 
-    rec = shares(scene)
+    rec = overlap(scene)
     assert (rec["front"], rec["back"]) == (FRONT, BACK)  # the ground truth's masks agree with the feet
     assert rec["pixels"] >= 2000 and rec["agreement"] > 0.9
     assert rec["front_won"] >= 0.9 * (rec["front_won"] + rec["back_won"]), rec
@@ -109,5 +101,5 @@ def test_front_person_owns_the_overlap(eval_dir, model, gl):
 
     # The control: the front body 1.5x as far along its own ray (same place in the image, smaller, now behind).
     pushed = replace(bodies, translation=bodies.translation * np.array([[1.5], [1.0]]))
-    rec = shares(replace(scene, bodies=pushed))
+    rec = overlap(replace(scene, bodies=pushed))
     assert rec["back_won"] > rec["front_won"], rec

@@ -253,3 +253,13 @@ def whole_references(anns: list[dict]) -> dict[int, tuple[np.ndarray, np.ndarray
             union |= moved_mask(seen, np.asarray(a["bbox_full"], np.float64) - [x, y, 0, 0], canvas, size)
         out[t] = (union, canvas)
     return out
+
+
+def labelled_keypoints(anns: list[dict]) -> np.ndarray:
+    """float64[G, 17, 3] COCO annotations' keypoints as a pose stage gives them, for a fit fed the ground truth:
+    score 1 on every labelled keypoint (v 1 or 2: crowd_synth keeps a hidden one's true place), NaN where unlabelled."""
+    kp = np.array([a["keypoints"] for a in anns], np.float64).reshape(-1, 17, 3)
+    labelled = kp[:, :, 2] > 0
+    kp[:, :, 2] = labelled
+    kp[~labelled, :2] = np.nan
+    return kp
