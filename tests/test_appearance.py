@@ -10,6 +10,7 @@ from test_track import batch, person
 
 from stages.track.appearance import BINS, DIM, HUE_BINS, SAT_BINS, appearance, similarity, thumbnails
 from stages.io.decode import VideoReader
+from stages.track.confirm import TrackOutput
 from stages.track.track import Tracker, TrackParams
 
 
@@ -70,6 +71,21 @@ def _app(color: int) -> np.ndarray:
     return d
 
 
+def tracked(rows: list, params: TrackParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, Tracker]:
+    """rows [(frame, keypoints, descriptor)] in frame order, 8 frames a batch, through the tracker and
+    the confirmed-only output -> (output ids, colour bin and nose y of each output row, the tracker)."""
+    output = TrackOutput(Tracker(params))
+    pieces = []
+    last = rows[-1][0] + 1
+    for s in range(0, last, 8):
+        chunk = [r for r in rows if s <= r[0] < s + 8]
+        b = batch(range(s, min(s + 8, last)), [(f, k) for f, k, _ in chunk])
+        pieces += output.push(dataclasses.replace(b, appearance=np.stack([a for *_, a in chunk])))
+    pieces += output.flush()
+    return (np.concatenate([p.track_id for p in pieces]), np.concatenate([np.argmax(p.appearance, 1) for p in pieces]),
+            np.concatenate([p.keypoints[:, 0, 1] for p in pieces]), output.tracker)
+
+
 def test_reidentified_after_a_gap_longer_than_max_gap():
     # A (colour 0) walks, leaves for 80 frames (> max_gap_frames 30), comes back elsewhere; B (colour
     # 9) is there the whole time; C (colour 17) appears where A left, during A's absence.
@@ -81,16 +97,28 @@ def test_reidentified_after_a_gap_longer_than_max_gap():
         if 80 <= f < 120:
             rows.append((f, person(220, 200), _app(17)))
     for reid, expect_a_ids in ((True, 1), (False, 2)):
-        tracker = Tracker(TrackParams(reid=reid))
-        out = []
-        for s in range(0, 200, 8):
-            chunk = [r for r in rows if s <= r[0] < s + 8]
-            b = batch(range(s, s + 8), [(f, k) for f, k, _ in chunk])
-            b = dataclasses.replace(b, appearance=np.stack([a for *_, a in chunk]))
-            out.append((tracker(b).track_id, np.array([int(np.argmax(a)) for *_, a in chunk])))
-        ids = np.concatenate([o[0] for o in out])
-        who = np.concatenate([o[1] for o in out])
-        assert len(set(ids[who == 0])) == expect_a_ids, reid
+        ids, who, _, tracker = tracked(rows, TrackParams(reid=reid))
+        # With reid, every output row of A has one id, the first ones after the return included.
+        assert (who == 0).sum() == 120 and len(set(ids[who == 0])) == expect_a_ids, reid
         assert len(set(ids[who == 9])) == 1
         assert set(ids[who == 17]).isdisjoint(ids[who == 0])  # C never takes A's id
         assert tracker.reidentified == (1 if reid else 0)
+
+
+def test_reidentified_at_confirmation_when_motion_loses_a_person_briefly():
+    # A (colour 0) walks right; hidden in frames 20-22, it reappears 90 px further than its walk, as a
+    # detector's box jumps around a half-hidden person: motion cannot place it, appearance can (the
+    # gap is too short for a re-identification on the first frame back to trust one look). D, dressed
+    # like A, begins next to A at frame 18 while A is still seen: two people seen at once are two.
+    rows = []
+    for f in range(40):
+        if not 20 <= f <= 22:
+            rows.append((f, person(100 + 2 * f + (90 if f > 22 else 0), 200), _app(0)))
+        if f >= 18:
+            rows.append((f, person(100 + 2 * f, 420), _app(0)))
+    ids, _, nose_y, tracker = tracked(rows, TrackParams())
+    assert len(ids) == len(rows) and tracker.reidentified == 1
+    assert len(set(ids[nose_y < 300].tolist())) == 1  # A, its rows before and after the gap
+    assert set(ids[nose_y > 300].tolist()).isdisjoint(ids[nose_y < 300])  # D kept its own id
+    without = tracked(rows, TrackParams(reid=False))[0]
+    assert len(set(without.tolist())) == 3  # A's return is a new track by motion alone

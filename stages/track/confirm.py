@@ -7,8 +7,9 @@ detections (a coat on a chair, a reflection): on vtest.mp4 they were 178 of 229 
 length 2 frames. SORT-style trackers report confirmed tracks only; doing that online needs a
 short delay. A tentative track ends at its first missed frame (stages/track/track.py), so its fate is known
 at most min_hits - 1 processed frames after any of its rows: confirmed (the rows are written, ids
-included) or ended (the rows are dropped and counted). Ids are renumbered 0, 1, 2, ... in order of
-first appearance, so a video's ids are contiguous in the output.
+included) or ended (the rows are dropped and counted). A track re-identified at confirmation as an
+older one (Tracker.merged) has its held rows written with the older id. Ids are renumbered 0, 1, 2,
+... in order of first appearance, so a video's ids are contiguous in the output.
 
 The delay is at frame granularity and never reorders anything: a frame is released whole once every
 row in it is decided, and a batch is released in slices of its own frames (a PoseBatch has one mode,
@@ -76,6 +77,10 @@ class TrackOutput:
         return out
 
     def _confirmed(self, b: PoseBatch) -> PoseBatch:
+        # A new track re-identified at confirmation continues an older one: its held rows take that id.
+        merged = self.tracker.merged
+        if merged:
+            b = dataclasses.replace(b, track_id=np.array([merged.get(t, t) for t in b.track_id.tolist()], np.int64))
         keep = np.isin(b.track_id, list(self.tracker.confirmed_ids))
         self.rows_dropped += int((~keep).sum())
         b = b.take(keep)

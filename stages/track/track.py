@@ -15,12 +15,17 @@ predicted pose clearly better (by flip_margin OKS) is swapped back, keypoints an
 The box filter is in kalman.py, the cost in association.py, the optional keypoint smoothing
 (One-Euro, params.smoothing) in one_euro.py; this file keeps the tracks and runs the phases.
 
-Re-identification (params.reid, when batches carry appearance descriptors): a detection that motion
-could not place is compared by clothing colour (stages/track/appearance.py) with the confirmed tracks
-unseen for reid_min_gap_frames or more, including those past max_gap_frames (kept in `lost` for
-reid_max_gap_frames); a pair at least reid_min_similarity alike, and near enough to where the track
-was last seen (reid_max_speed body heights per frame of the gap), continues the old track with its
-motion state restarted. This is what keeps an id through a long occlusion or an exit and re-entry.
+Re-identification (params.reid, when batches carry appearance descriptors): when a new track is
+confirmed (min_hits matched frames), its mean clothing colour (stages/track/appearance.py, averaged
+over those frames) is compared with every confirmed track not seen since before the new one began,
+coasting or past max_gap_frames (kept in `lost` for reid_max_gap_frames); a pair at least
+reid_min_similarity alike, and near enough to where the old track was last seen (reid_max_speed body
+heights per frame of the gap), is one person: the old track takes over the new one's motion state and
+the new id is retired (`Tracker.merged`). Deciding at confirmation rather than on the first frame a
+person reappears means min_hits descriptors instead of one, usually of someone still half hidden,
+and the new id's rows are still held back then (stages/track/confirm.py), so the output carries the
+old id from the person's first frame back. This is what keeps an id through an occlusion that motion
+cannot bridge, or an exit and re-entry.
 
 Ids: every row gets an id at once (the Parquet column must never be null), so a track takes the next
 integer when it is created, and ids are never reused within a video. min_hits decides what a
@@ -74,8 +79,7 @@ class TrackParams:
     fps: float = 25.0  # frame rate for One-Euro time steps where time_s is not finite
     reid: bool = True  # re-identify lost tracks by appearance (stages/track/appearance.py) after long gaps
     appearance_side: int = 256  # px, longest side of the frame thumbnails the descriptor is taken from
-    reid_min_similarity: float = 0.85  # Bhattacharyya coefficient a re-identification needs
-    reid_min_gap_frames: int = 5  # a track unseen this long may be re-identified (shorter: motion decides)
+    reid_min_similarity: float = 0.85  # Bhattacharyya coefficient (mean descriptors) a re-identification needs
     reid_max_gap_frames: int = 300  # ... and is forgotten after this long (12 s at 25 fps)
     reid_max_speed: float = 0.1  # body heights per frame a re-identified person may have moved (a run at 25 fps)
 
@@ -90,6 +94,7 @@ class _Track:
 
     def __init__(self, tid: int, frame: int, box_cxcywh: np.ndarray):
         self.id, self.frame, self.last_frame, self.hits = tid, frame, frame, 1
+        self.born = frame
         self.mean, self.cov = kalman.init(box_cxcywh)
         # Each joint is remembered where (and when) it was last confidently seen; the prediction moves
         # the whole pose with one velocity measured on the pose itself. Per-joint velocities from noisy
@@ -102,6 +107,7 @@ class _Track:
         self.euro = one_euro.init(NUM_KEYPOINTS)
         self.lr_votes = 0  # evidence that the memory's left/right labels are right (see vote)
         self.app: np.ndarray | None = None  # running mean of the appearance descriptor
+        self.n_app = 0  # descriptors folded into it
         self.seen = box_cxcywh  # the last detected box (the Kalman state drifts while unseen)
 
     def predict(self, frame: int) -> None:
@@ -114,23 +120,27 @@ class _Track:
         vel = self.mean[4:6] if self.kp_vel is None else self.kp_vel
         return self.kp + vel * (frame - self.kp_frame)[:, None], ~np.isnan(self.kp[:, 0])
 
-    def restart(self, frame: int, box_cxcywh: np.ndarray) -> None:
-        """Re-identified after a gap: the motion state is stale, start it again at the new box."""
-        self.mean, self.cov = kalman.init(box_cxcywh)
-        self.frame = frame
-        self.kp[:] = np.nan
-        self.kp_vel = None
-        self.euro = one_euro.init(NUM_KEYPOINTS)
+    def adopt(self, new: _Track) -> None:
+        """Re-identified: this (older) track is the person of the new one; take over its motion, pose
+        and left/right state (its own is stale after the gap) and its hits. The appearance stays."""
+        for name in ("mean", "cov", "frame", "last_frame", "kp", "kp_frame", "kp_vel", "euro", "lr_votes", "seen"):
+            setattr(self, name, getattr(new, name))
+        self.hits += new.hits
 
     def see(self, app: np.ndarray) -> None:
-        """Fold an appearance descriptor into the running mean (halves a detection lacks keep theirs)."""
+        """Fold an appearance descriptor into the running mean (halves a detection lacks keep theirs):
+        the plain mean of the first 10, then an exponential one (weight 0.1) that follows slow changes.
+        An exponential mean from the start would let the first frame, often of a person still half
+        hidden, weigh 0.81 after three frames, when re-identification judges a new track."""
         app = app.astype(np.float64)
+        self.n_app += 1
         if self.app is None:
             self.app = app
             return
         halves = app.reshape(2, -1).sum(-1) > 0
         mean = self.app.reshape(2, -1)
-        mean[halves] = 0.9 * mean[halves] + 0.1 * app.reshape(2, -1)[halves]
+        w = max(1 / self.n_app, 0.1)
+        mean[halves] = (1 - w) * mean[halves] + w * app.reshape(2, -1)[halves]
 
     def mirror(self) -> None:
         """Swap left and right in the pose memory and the filters (the memory was the mirrored one)."""
@@ -191,6 +201,7 @@ class Tracker:
         self.confirmed_ids: set[int] = set()
         self.lost: list[_Track] = []  # confirmed tracks past max_gap_frames, kept for re-identification
         self.reidentified = 0
+        self.merged: dict[int, int] = {}  # id of a new track re-identified at confirmation -> the id it continues
 
     def __call__(self, batch: PoseBatch) -> PoseBatch:
         frames = batch.frames
@@ -226,8 +237,8 @@ class Tracker:
         -> ids int64[D]; writes the flip-corrected / smoothed keypoints into out[rows].
 
         Phases: expire the tracks out of time, predict the others to f, associate detections with them
-        by motion and pose, re-identify what motion left over by appearance, give the rest new
-        tracks, and apply each match to its track and detection."""
+        by motion and pose, give the rest new tracks, apply each match to its track and detection, and
+        confirm the tracks that reached min_hits, re-identifying them with older tracks by appearance."""
         reid = self.params.reid and app is not None
         self._expire(f, reid)
         for tr in self.tracks:
@@ -235,14 +246,12 @@ class Tracker:
         box, xy, ok = detections(kp, bbox)
         det = np.flatnonzero(np.isfinite(box).all(1))
         matches = self._associate(f, det, box, xy, ok)
-        if reid:
-            placed = {j for _, j, _ in matches}
-            matches += self._reidentify(f, [j for j in det if j not in placed], app, box,
-                                        {id(tr) for tr, _, _ in matches})
         matches += self._birth(f, det, {j for _, j, _ in matches}, box)
-        ids = np.full(len(kp), -1, np.int64)
         for tr, j, side in matches:
             self._apply(f, tr, j, side, kp, xy, ok, box, t, app)
+        matches = self._confirm(f, matches, reid)
+        ids = np.full(len(kp), -1, np.int64)
+        for tr, j, _ in matches:
             ids[j] = tr.id
         for j in np.flatnonzero(ids < 0):  # nothing to track it by (no box, no keypoint): an id of its own
             ids[j], self.next_id = self.next_id, self.next_id + 1
@@ -303,8 +312,6 @@ class Tracker:
             xy[j], ok[j] = xy[j][FLIP_PAIRS], ok[j][FLIP_PAIRS]
             self.flips_corrected += 1
         tr.hit(f, _cxcywh(box[j]))
-        if tr.hits >= p.min_hits:
-            self.confirmed_ids.add(tr.id)
         tr.remember(xy[j], ok[j], f)
         if app is not None and app[j].any():
             tr.see(app[j])
@@ -313,39 +320,55 @@ class Tracker:
             tr.euro = one_euro.step(tr.euro, kp[j, :, :2], ok[j], now, p.min_cutoff, p.beta, p.d_cutoff)
             kp[j, ok[j], :2] = tr.euro.x[ok[j]]
 
-    def _reidentify(self, f: int, dets: list[int], app: np.ndarray, box: np.ndarray, taken: set[int]
-                    ) -> list[tuple[_Track, int, int]]:
-        """Rows dets that motion could not place (of app float16[D, DIM], box float64[D, 4]) vs confirmed
-        tracks unseen for >= reid_min_gap_frames (coasting or lost, and not in taken, the id()s of the
-        tracks motion matched): Hungarian on appearance similarity, pairs >= reid_min_similarity only
-        -> matches [(track, row, 0)]. Matched tracks restart their motion state at the detection (they
-        may have moved anywhere) and come back from self.lost."""
+    def _confirm(self, f: int, matches: list[tuple[_Track, int, int]], reid: bool) -> list[tuple[_Track, int, int]]:
+        """Add the matched tracks that reached min_hits to confirmed_ids; with reid, those just
+        reaching it are first re-identified (_reidentify), which may replace them in matches by the
+        older tracks they continue -> matches."""
         p = self.params
-        cands = [tr for tr in self.tracks if id(tr) not in taken and tr.id in self.confirmed_ids
-                 and tr.app is not None and f - tr.last_frame >= p.reid_min_gap_frames] + self.lost
-        dets = [j for j in dets if app[j].any()]
-        if not cands or not dets:
-            return []
-        sim = np.nan_to_num(similarity(np.stack([tr.app for tr in cands]), app[dets]), nan=0.0)
-        # Nobody teleports: the new box must be within reach of where the track was last seen.
-        last = np.stack([tr.seen for tr in cands])
+        if reid:
+            new = [tr for tr, _, _ in matches if tr.hits >= p.min_hits and tr.id not in self.confirmed_ids
+                   and tr.app is not None]
+            if new:
+                continues = self._reidentify(f, new)
+                matches = [(continues.get(id(tr), tr), j, side) for tr, j, side in matches]
+        self.confirmed_ids.update(tr.id for tr, _, _ in matches if tr.hits >= p.min_hits)
+        return matches
+
+    def _reidentify(self, f: int, new: list[_Track]) -> dict[int, _Track]:
+        """Tracks confirmed at frame f (not yet in confirmed_ids) vs confirmed tracks not seen since
+        before each began (coasting in self.tracks or in self.lost): Hungarian on the similarity of
+        their mean descriptors, pairs >= reid_min_similarity and within reach only. Each pair's old
+        track adopts the new one, which leaves self.tracks (its id goes to self.merged) -> {id(new
+        track): old track}."""
+        p = self.params
+        born = min(n.born for n in new)
+        cands = [tr for tr in self.tracks + self.lost if tr.id in self.confirmed_ids and tr.app is not None
+                 and tr.last_frame < born]
+        if not cands:
+            return {}
+        sim = np.nan_to_num(similarity(np.stack([tr.app for tr in cands]), np.stack([n.app for n in new])), nan=0.0)
+        # Nobody teleports: the new track must be within reach of where the old one was last seen,
+        # in body heights (the taller of the two boxes: a half-hidden person's box is short).
+        last, now = np.stack([tr.seen for tr in cands]), np.stack([n.seen for n in new])
         gap = np.array([f - tr.last_frame for tr in cands], np.float64)
-        centre = (box[dets, :2] + box[dets, 2:]) / 2
-        # In body heights, the taller of the two boxes: a half-hidden person's box is short.
-        height = np.maximum(last[:, None, 3], (box[dets, 3] - box[dets, 1])[None])
-        dist = np.linalg.norm(centre[None] - last[:, None, :2], axis=-1) / height
-        sim = np.where(dist <= 1 + p.reid_max_speed * gap[:, None], sim, 0.0)
+        height = np.maximum(last[:, None, 3], now[None, :, 3])
+        dist = np.linalg.norm(now[None, :, :2] - last[:, None, :2], axis=-1) / height
+        # ... and must have begun after the old one was last seen (two people seen at once are two).
+        before = np.array([[tr.last_frame < n.born for n in new] for tr in cands])
+        sim = np.where((dist <= 1 + p.reid_max_speed * gap[:, None]) & before, sim, 0.0)
         r, c = _hungarian(-np.where(sim >= p.reid_min_similarity, sim, -1e6))
-        out = []
+        out = {}
         for i, k in zip(r, c):
             if sim[i, k] >= p.reid_min_similarity:
-                tr, j = cands[i], dets[k]
-                if tr in self.lost:
-                    self.lost.remove(tr)
-                    self.tracks.append(tr)
-                tr.restart(f, _cxcywh(box[j]))
+                old, n = cands[i], new[k]
+                if old in self.lost:
+                    self.lost.remove(old)
+                    self.tracks.append(old)
+                old.adopt(n)
+                self.tracks.remove(n)
+                self.merged[n.id] = old.id
                 self.reidentified += 1
-                out.append((tr, j, 0))
+                out[id(n)] = old
         return out
 
 
