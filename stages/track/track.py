@@ -24,7 +24,8 @@ heights per frame of the gap), is one person: the old track takes over the new o
 the new id is retired (`Tracker.merged`). Deciding at confirmation rather than on the first frame a
 person reappears means min_hits descriptors instead of one, usually of someone still half hidden,
 and the new id's rows are still held back then (stages/track/confirm.py), so the output carries the
-old id from the person's first frame back. This is what keeps an id through an occlusion that motion
+old id from the person's first frame back (with drop_unconfirmed off nothing is held: those first
+min_hits - 1 rows keep the new id). This is what keeps an id through an occlusion that motion
 cannot bridge, or an exit and re-entry.
 
 Ids: every row gets an id at once (the Parquet column must never be null), so a track takes the next
