@@ -59,9 +59,9 @@ def _plasma_mib() -> float:
 
 def test_slow_sink_stalls_decode_within_the_bound(gpu_ray, tmp_path, clean_run):
     class SlowSink(SinkWorker):  # defined here: Ray ships it by value
-        def write(self, video_id, pieces, info, bodies=None):
+        def write(self, *args):
             time.sleep(0.4)
-            return super().write(video_id, pieces, info, bodies)
+            return super().write(*args)
 
     bound, batch = 2, 4
     config = config_with(tmp_path, "topdown", f"[run]\nmax_batches_in_flight = {bound}\n[decode]\nbatch_size = {batch}\n")
