@@ -116,6 +116,7 @@ def _job(out, *videos):
 def test_second_job_on_the_same_out_is_refused_and_the_first_completes(tmp_path):
     out, clean = tmp_path / "out", tmp_path / "clean"
     first = _job(out, LONG)
+    reference = _job(clean, LONG)  # alongside, in an OUT of its own: Ray start-up is mostly waiting
     deadline = time.monotonic() + 60
     while not (out / NAME).exists() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.05)
@@ -124,7 +125,6 @@ def test_second_job_on_the_same_out_is_refused_and_the_first_completes(tmp_path)
     assert second.returncode == 2, err
     assert re.search(r"in use by another posepipe job \(host .+, pid \d+, started ", err), err
     assert first.communicate(timeout=300)[0] and first.returncode == 0
-    reference = _job(clean, LONG)
     assert reference.communicate(timeout=300) and reference.returncode == 0
     assert_same_people(people(out, video_id_for(LONG)), people(clean, video_id_for(LONG)))
     assert not (out / NAME).exists() and not (out / "_staging").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import ray
 from conftest import EVAL
-from media import audio_file, cut, encoded_clip, remux
+from media import audio_file, cut, encoded_clip, first_frames, remux
 from outputs import assert_same_people, config_with, people
 
 from pipeline.cli import main
@@ -23,7 +23,6 @@ from stages.io.decode import video_id_for
 from stages.io.sink import read_video_rows
 
 CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people, 1080x1920 portrait
-SHORT = EVAL / "videos" / "mmtracking_demo.mp4"  # 8 frames
 FAST = "[decode]\nbatch_size = 4\n"
 
 
@@ -36,12 +35,18 @@ def gpu_ray():
 
 
 @pytest.fixture(scope="module")
-def references(gpu_ray, tmp_path_factory):
+def short(tmp_path_factory):
+    """CLIP's first 8 frames: the same two people, for tests that run a clip many times."""
+    return first_frames(CLIP, tmp_path_factory.mktemp("short") / "short.mp4", 8)
+
+
+@pytest.fixture(scope="module")
+def references(gpu_ray, tmp_path_factory, short):
     """Plain top-down runs of the two clips: {clip: people}."""
     tmp = tmp_path_factory.mktemp("clean")
     runner = Runner(prepare(config_with(tmp, "topdown", FAST), tmp / "out"), progress=False)
-    assert [r["status"] for r in runner.run([str(CLIP), str(SHORT)])] == ["ok", "ok"]
-    return {v: people(tmp / "out", video_id_for(v)) for v in (CLIP, SHORT)}
+    assert [r["status"] for r in runner.run([str(CLIP), str(short)])] == ["ok", "ok"]
+    return {v: people(tmp / "out", video_id_for(v)) for v in (CLIP, short)}
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +139,8 @@ def test_one_video_spread_over_two_pose_actors_keeps_frame_order(gpu_ray, tmp_pa
     assert_same_people(people(tmp_path / "out"), clean_run)
 
 
-def test_rerun_skips_complete_videos_and_redoes_the_rest(gpu_ray, tmp_path, capsys):
-    short = tmp_path / "short.mp4"
+def test_rerun_skips_complete_videos_and_redoes_the_rest(gpu_ray, tmp_path, capsys, short):
+    SHORT, short = short, tmp_path / "short.mp4"
     short.write_bytes(SHORT.read_bytes())
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
@@ -179,27 +184,24 @@ def test_fractional_gpu_shares_are_placed_and_accounted(gpu_ray, tmp_path):
         build_graph(too_many, str(tmp_path / "out2"), model_blobs(choose_models(too_many)))
 
 
-def test_batch_of_twenty_with_every_bad_kind(gpu_ray, tmp_path, references):
+def test_batch_of_twenty_with_every_bad_kind(gpu_ray, tmp_path, references, short):
     """Real clips repeated and every bad kind in one batch: a status row each, the failures named,
     the good outputs equal to single-video runs."""
     src = tmp_path / "in"
     src.mkdir()
-    good = {}
-    for k in range(6):
-        good[src / f"short_{k}.mp4"] = SHORT
-    good[src / "a=b c.mp4"] = SHORT  # a name that is not a safe path or partition value as it is
-    for k in range(5):
-        good[src / f"clip_{k}.mp4"] = CLIP
+    # The 8-frame cut throughout: the batch is about statuses and names, not long videos.
+    good = {src / f"short_{k}.mp4": short for k in range(12)}
+    good[src / "a=b c.mp4"] = short  # a name that is not a safe path or partition value as it is
     for dst, origin in good.items():
         dst.write_bytes(origin.read_bytes())
     special = {
-        remux(CLIP, src / "rotated.mp4", rotation=90): ("ok", None),
+        remux(short, src / "rotated.mp4", rotation=90): ("ok", None),
         encoded_clip(src / "vfr.mp4", [0, 40, 120, 130, 250, 400, 410, 600]): ("ok", None),
         src / "missing.mp4": ("failed", "not found"),
         src / "empty.mp4": ("failed", "empty"),
         src / "notes.mp4": ("failed", "not a video"),
-        cut(remux(CLIP, src / "fast.mp4", options={"movflags": "faststart"}), src / "truncated.mp4", 0.5):
-            ("truncated", "of 40 frames"),
+        cut(remux(short, src / "fast.mp4", options={"movflags": "faststart"}), src / "truncated.mp4", 0.5):
+            ("truncated", "of 8 frames"),
         audio_file(src / "song.m4a"): ("failed", "no video stream"),
         encoded_clip(src / "long.mp4", [0, 20_000]): ("failed", "raise decode.max_duration_s"),
     }

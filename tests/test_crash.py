@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 from conftest import EVAL, REPO
+from media import first_frames
 from outputs import assert_same_people, people
 
 from stages.io.decode import video_id_for
 from stages.io.sink import read_video_rows
 
-SHORT = EVAL / "videos" / "mmtracking_demo.mp4"  # 8 frames: done before the kill
 LONG = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames: interrupted
 
 
-def _run(out: Path, env: dict, **kw) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(SHORT), str(LONG), "--out", str(out),
+def _run(out: Path, env: dict, short: Path, **kw) -> subprocess.Popen:
+    """short: done before the kill."""
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(short), str(LONG), "--out", str(out),
            "--mode", "topdown", "--no-progress", "--num-cpus", "2"]
     # A session of its own: killing its process group takes the driver and its Ray with it, as a
     # lost machine would.
@@ -32,8 +33,9 @@ def _run(out: Path, env: dict, **kw) -> subprocess.Popen:
 def test_killed_job_rerun_equals_clean_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray of its own
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
-    reference = _run(clean, env)  # the clean run, alongside: Ray start-up is mostly waiting
-    proc = _run(crashed, env)
+    SHORT = first_frames(LONG, tmp_path / "short.mp4", 8)
+    reference = _run(clean, env, SHORT)  # the clean run, alongside: Ray start-up is mostly waiting
+    proc = _run(crashed, env, SHORT)
     staging = crashed / "_staging" / video_id_for(LONG) / "people.parquet"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -47,7 +49,7 @@ def test_killed_job_rerun_equals_clean_run(tmp_path):
     assert staging.exists()  # killed mid-video: its rows were being written
     assert {r["video_id"] for r in read_video_rows(crashed)} == {video_id_for(SHORT)}
 
-    rerun = _run(crashed, env)
+    rerun = _run(crashed, env, SHORT)
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out
     assert "1 done earlier" in out

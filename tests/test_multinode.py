@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ray
 from conftest import EVAL
+from media import first_frames
 from outputs import assert_same_people, config_with, people
 from ray.cluster_utils import Cluster
 
 from pipeline.runner import Runner, prepare
 from stages.io.decode import video_id_for
 
-VIDEOS = [EVAL / "videos" / "mmtracking_demo.mp4", EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"]
+CLIP = EVAL / "videos" / "mmhuman3d_multi_person_demo.mp4"  # 40 frames, 2 people
 # The head has 1 CPU, taken by decode + group + sink (0.5 + 0.25 + 0.25); the pose actor asks for
 # 2 CPUs, which only the second node has: every batch crosses between the nodes twice.
 PLACED = "[run]\nstart_timeout_s = 60.0\n[decode]\nbatch_size = 4\n[pose.resources]\nnum_cpus = 2.0\n"
@@ -22,6 +23,7 @@ def _node_of(actor) -> str:
 
 def test_batch_across_two_nodes_equals_single_node(tmp_path):
     config = config_with(tmp_path, "topdown", PLACED)
+    VIDEOS = [first_frames(CLIP, tmp_path / "short.mp4", 8), CLIP]  # two videos, the first a cheap one
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         worker = cluster.add_node(num_cpus=2)
