@@ -19,7 +19,6 @@ import pyarrow as pa
 from pipeline.config import Config
 from pipeline.models import Grouping, build_pose_models
 from stages.batches import FrameBatch, PoseBatch, PoseOutput, TrackedRows
-from stages.body.stream import BodyStream
 from stages.body.table import body_summary, track_shapes
 from stages.track.confirm import TrackOutput
 from stages.io.decode import DecodeError, VideoReader
@@ -240,6 +239,8 @@ class MeshWorker(_Busy):
 
         from stages.body.fit import BodyFitter
         from stages.body.load import load_body_model
+        from stages.body.stream import BodyStream  # here, not at the top: its scipy.optimize costs every
+        # other actor's process 0.7 s of start-up (decode, pose, group, sink never fit a body)
 
         device = "cuda" if torch.cuda.is_available() and config.mesh.resources.num_gpus > 0 else "cpu"
         torch.set_num_threads(config.mesh.threads)

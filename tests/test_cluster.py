@@ -83,10 +83,12 @@ def test_slow_sink_stalls_decode_within_the_bound(gpu_ray, tmp_path, clean_run):
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     t0 = time.monotonic()
-    row = runner.run([str(CLIP)])[0]
+    try:
+        row = runner.run([str(CLIP)])[0]
+    finally:  # a sampler left running polls Ray (and re-starts one) for the rest of the session
+        stop.set()
+        thread.join()
     wall = time.monotonic() - t0
-    stop.set()
-    thread.join()
     assert row["status"] == "ok" and row["frames"] == 40
     ahead = np.array([s[0] for s in samples])
     plasma = np.array([s[1] for s in samples])
