@@ -4,7 +4,7 @@ against ground truth.
 
 Exit status: 0 every video ok; 1 some video failed or was truncated (see OUT/videos), or
 `status` of an unfinished job; 2 bad usage, inputs, config or weights, or an output (or file)
-a command cannot read or write: one line on stderr, no traceback.
+a command cannot read or write: one line on stderr, no traceback; 130 after Ctrl-C (one line too).
 """
 from __future__ import annotations
 
@@ -368,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"posepipe: {exc}", file=sys.stderr)
         return 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
+    except KeyboardInterrupt:  # Ctrl-C in any other command (submit's upload, render, eval...): no traceback
+        print("posepipe: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -85,3 +85,27 @@ def test_ray_address_joins_the_running_ray(head):
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.splitlines() == [f"posepipe: connecting to Ray at {head.gcs}..."], done.stderr
     assert done.stdout.strip().rpartition(":")[2] == head.gcs.rpartition(":")[2], done.stdout  # the head's GCS
+
+
+def test_ctrl_c_while_the_cluster_does_not_answer_is_one_line(tmp_path):
+    """A dashboard address that accepts the connection and never answers (a cluster behind a stuck proxy):
+    Ctrl-C then is one line and exit 130, not the HTTP client's traceback."""
+    import signal
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        server.settimeout(120)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "submit", str(SHORT), "--out", str(tmp_path / "out"),
+             "--address", f"http://127.0.0.1:{server.getsockname()[1]}"], cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C
+        conn, _ = server.accept()  # submit is now waiting on the cluster
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        conn.close()
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "posepipe: interrupted" and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
