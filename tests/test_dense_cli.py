@@ -23,6 +23,7 @@ from stages.io.render import sheet_layout
 from stages.io.render_dense import Crop, paint
 from stages.io.output import read_video_table
 from stages.io.sink import read_video_rows
+from stages.io.summary import summary, summary_lines
 
 
 def _dense(*args: str) -> int:
@@ -56,6 +57,9 @@ def test_every_body_gets_a_row_on_its_person(dense_out):
                "USING (track_id)")
     assert dense == bodies and len(dense) >= 14  # two people over 8 frames, as the fixture fitted them
     assert _row(out, vid)["dense_rows"] == len(dense)
+    (row,) = [r for r in summary(out) if r["video_id"] == vid]  # and `posepipe summary` says so
+    assert row["dense_rows"] == len(dense) and f"{len(dense)} dense rows" in "\n".join(
+        line for line, _ in summary_lines([row], width=80))
 
     people = ds.dataset(f"{out}/people", partitioning="hive").to_table().to_pydict()
     kp = {(f, t): (np.c_[x, y], np.asarray(low)) for f, t, x, y, low in
