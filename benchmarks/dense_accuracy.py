@@ -16,7 +16,8 @@ overlap (rebuilt from each crowd_synth track's visible masks: the people are rig
 of those pixels the rendered front person holds against the back one, also among the pixels both bodies
 cover (the depth order alone) and for pairs whose feet are >= CLEAR_GAP of a body height apart. UV drift:
 a body point seen in consecutive frames, its (U, V) and its place on the rest mesh (cm) in both.
---inflate-cm 0,1 also scores every body grown 1 cm along its normals (a stand-in for clothes and hair).
+Bodies are scored grown along their normals as the dense stage draws them (`[dense] grow_cm`, 1 cm: clothes and
+hair); --inflate-cm 0,1,2 scores each of those growths instead.
 Writes benchmarks/results/dense_accuracy.csv (one row per set, fit and growth; the committed one is
 `--inflate-cm 0,1`, all sets and fits) and per-person and per-pair CSVs in --cache.
 """
@@ -279,8 +280,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=50, help="first frames of each clip (the clips have 50)")
     ap.add_argument("--cache", type=Path, default=REPO / "out" / "dense_accuracy", help="pipeline outputs")
     ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--inflate-cm", type=lambda v: [float(x) for x in v.split(",")], default=[0.0],
-                    help="also score bodies grown by these cm along their normals (clothes, hair), e.g. 0,1,2,3")
+    ap.add_argument("--inflate-cm", type=lambda v: [float(x) for x in v.split(",")], default=None,
+                    help="score bodies grown by these cm along their normals, e.g. 0,1,2,3 (default: the dense "
+                         "stage's own [dense] grow_cm)")
     args = ap.parse_args()
     sets, fits_list = args.sets.split(","), args.fits.split(",")
     unknown = [x for x in sets if x not in CLIPS and x not in PHOTOS] + [x for x in fits_list if x not in FITS]
@@ -288,6 +290,7 @@ def main() -> None:
         ap.error(f"unknown {', '.join(unknown)} (sets: {', '.join(CLIPS + tuple(PHOTOS))}; fits: {', '.join(FITS)})")
     torch.set_num_threads(1)  # bodies.py: posing is small work, and spinning threads slow the GL raster
     config = load_config(mode_file("topdown"))
+    args.inflate_cm = args.inflate_cm or [config.dense.grow_cm]
     model = load_body_model(config.mesh.body_model, config.mesh.body_model_path)
     labels, raster = surface_labels(model), make_raster()
     args.cache.mkdir(parents=True, exist_ok=True)

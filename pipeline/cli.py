@@ -121,7 +121,7 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     with OutputLock(args.out) as lock:
         if plan.todo:
             to_stderr("loading the body model")  # seconds before the first bar (pipeline/say.py)
-        renderer = DenseRenderer.load(config.dense.raster) if plan.todo else None
+        renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100) if plan.todo else None
         try:
             for vid, person_frames in plan.todo.items():
                 with tqdm(total=person_frames, desc=vid[:32], unit="person-frame", disable=args.no_progress) as bar:

@@ -287,7 +287,7 @@ class DenseWorker(_Busy):
         from stages.dense.video import DenseRenderer
 
         torch.set_num_threads(1)  # stages/dense/bodies.py: two spinning OpenMP threads starve the raster's
-        self.renderer = DenseRenderer.load(config.dense.raster)
+        self.renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100)
 
     def render(self, bodies: pa.Table | None, shapes: dict[int, np.ndarray],
                image_size: tuple[int, int]) -> pa.Table | None:

@@ -278,3 +278,25 @@ def _box_mask(size, box) -> np.ndarray:
     m = np.zeros((size[1], size[0]), bool)
     m[box[1]:box[3], box[0]:box[2]] = True
     return m
+
+
+def test_grown_bodies_cover_the_bare_one_and_come_nearer_by_the_growth(model, gl):
+    """`[dense] grow_cm` (render.grown): every bare-body pixel stays covered, the silhouette widens by about
+    focal x growth / distance px all round, and where the surface faces the camera it comes that much nearer."""
+    from stages.dense.render import grown
+
+    size, focal, z, by = (480, 640), 800.0, 3.0, 0.01
+    verts = pose_people(model, [[0.0, 0.2, z]])
+    bare = render_dense(verts, model.faces, focal, size, raster=gl)
+    wide = render_dense(grown(verts, np.asarray(model.faces, np.int64), by), model.faces, focal, size, raster=gl)
+    m0, m1 = in_image(bare, 0), in_image(wide, 0)
+    assert (m1[m0]).mean() > 0.999
+    rows = np.flatnonzero(m0.any(1))
+    mid = rows[len(rows) // 2]  # a row through the torso: its outer edges move out by ~focal * by / z px each
+    span = lambda m: np.ptp(np.flatnonzero(m[mid]))  # noqa: E731
+    assert abs((span(m1) - span(m0)) / 2 - focal * by / z) < 1.0, (span(m0), span(m1))
+    both = m0 & m1
+    facing = np.abs(in_image(bare, 0, "normal")[..., 2]) > 0.95
+    nearer = (in_image(bare, 0, "depth") - in_image(wide, 0, "depth"))[both & facing]
+    assert len(nearer) > 1000 and abs(np.median(nearer) - by) < 0.001, np.median(nearer)
+    np.testing.assert_array_equal(grown(verts, np.asarray(model.faces, np.int64), 0.0), verts)

@@ -163,6 +163,7 @@ def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path, capsys
 def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
     """The graph's dense stage wrote one row per bodies row, flagged with its track's plausibility, and each is
     what `posepipe dense`'s renderer makes of the same bodies (frames from two different mesh chunks)."""
+    from pipeline.config import load_config
     from stages.body.table import track_shapes
     from stages.dense.video import DenseRenderer
     from stages.io.dense_table import flag_plausibility
@@ -187,7 +188,7 @@ def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
     tracks = read_video_table(str(out), "body_tracks", vid)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    renderer = DenseRenderer.load()
+    renderer = DenseRenderer.load(grow_m=load_config().dense.grow_cm / 100)  # the run's default config
     try:
         offline = renderer.rows(pick(read_video_table(str(out), "bodies", vid)), track_shapes(tracks),
                                 (row["width"], row["height"]))

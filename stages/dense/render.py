@@ -92,6 +92,16 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return vn.transpose(1, 2, 0)
 
 
+def grown(vertices: np.ndarray, faces: np.ndarray, by_m: float) -> np.ndarray:
+    """float32[P, V, 3]: every vertex moved by_m metres out along its unit normal (vertex_normals).
+
+    A body model is a naked body; the person in the video wears clothes and hair, so the bare surface
+    misses a rim of the person's pixels and, where two people overlap, hands that rim to the one behind.
+    by_m = 0 returns the vertices as they are."""
+    v = np.asarray(vertices, np.float32)
+    return v + np.float32(by_m) * vertex_normals(v, faces) if by_m else v
+
+
 def ray_triangle(d: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rays from the camera centre along d float[3, N] against the planes of triangles float[3, 3, N]
     (coordinate, corner, ray).

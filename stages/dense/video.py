@@ -25,7 +25,7 @@ from stages.body.table import track_shapes
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster, raster_named
-from stages.dense.render import render_dense
+from stages.dense.render import grown, render_dense
 from stages.io.dense_table import DENSE_SCHEMA, dense_table, flag_plausibility
 from stages.io.errors import OutputError
 from stages.io.output import fixed_column, read_video_table, video_row, video_table
@@ -38,19 +38,20 @@ BLOCK_FRAMES = 32  # frames per row group of `posepipe dense`, as the graph's me
 class DenseRenderer:
     """Bodies rows -> dense rows with one model, raster and shape cache (module docstring)."""
 
-    def __init__(self, model: BodyModel, raster: GlRaster | RayRaster):
-        self.model = model
+    def __init__(self, model: BodyModel, raster: GlRaster | RayRaster, grow_m: float = 0.0):
+        """grow_m: every body drawn that much larger along its normals (render.grown; `[dense] grow_cm`)."""
+        self.model, self.grow_m = model, grow_m
         self.labels = surface_labels(model)  # ValueError for a model without UVs (SMPL)
         self.faces = np.asarray(model.faces, np.int64)
         self.raster = raster
         self.rest = RestBodies(model)
 
     @classmethod
-    def load(cls, raster: str = "auto") -> DenseRenderer:
+    def load(cls, raster: str = "auto", grow_m: float = 0.0) -> DenseRenderer:
         """Anny (the one body model with texture coordinates here) and the `[dense] raster` backend."""
         from stages.body.load import load_body_model
 
-        return cls(load_body_model("anny", "", "cpu"), raster_named(raster))
+        return cls(load_body_model("anny", "", "cpu"), raster_named(raster), grow_m)
 
     def rows(self, bodies: pa.Table, shapes: dict[int, np.ndarray], image_size: tuple[int, int]) -> pa.Table:
         """Dense rows of bodies rows (any frames, in any order; out by frame, then track), plausibility null.
@@ -76,7 +77,8 @@ class DenseRenderer:
         tables = []
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
             shape = np.stack([shapes[int(t)] for t in track[lo:hi]])
-            verts = frame_vertices(self.model, shape, bones[lo:hi], root[lo:hi], trans[lo:hi], rest=self.rest)
+            verts = grown(frame_vertices(self.model, shape, bones[lo:hi], root[lo:hi], trans[lo:hi], rest=self.rest),
+                          self.faces, self.grow_m)
             crops = render_dense(verts, self.faces, float(focal[lo]), image_size, labels=self.labels,
                                  raster=self.raster).people
             tables.append(dense_table(vid, frame[lo:hi], time_s[lo:hi], track[lo:hi], crops))

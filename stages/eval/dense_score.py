@@ -19,7 +19,7 @@ from stages.body.rig import BodyModel
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import SurfaceLabels
 from stages.dense.raster import GlRaster, RayRaster
-from stages.dense.render import DenseCrop, render_dense, vertex_normals
+from stages.dense.render import DenseCrop, grown, render_dense
 from stages.eval.dense_masks import (best_pairs, box_mask, encode, front_wins, hull_mask, iou_matrix, moved_mask,
                                      moved_pixels, overlaps, owner_map, surface_points)
 from stages.eval.metrics import match_people
@@ -144,9 +144,8 @@ class DenseScorer:
         """(posed float[B, V, 3], rest vertices per body, crops, owner map int[H, W]) of one scene's bodies."""
         if not len(b.track):
             return np.zeros((0, 0, 3)), [], [], np.full(size[::-1], -1, np.int32)
-        posed = frame_vertices(self.model, b.shape, b.bone_rotvec, b.root_rotvec, b.translation, rest=self.rest)
-        if self.inflate_m:  # every surface moved out along its normal: a stand-in for clothes and hair
-            posed = posed + self.inflate_m * vertex_normals(posed, self.faces)
+        posed = grown(frame_vertices(self.model, b.shape, b.bone_rotvec, b.root_rotvec, b.translation, rest=self.rest),
+                      self.faces, self.inflate_m)  # as the dense stage draws them with [dense] grow_cm
         rest = [r.vertices.cpu().numpy() for r in self.rest.get(b.shape)]
         frame = render_dense(posed, self.faces, b.focal, size, labels=self.labels, raster=self.raster)
         return posed, rest, frame.people, owner_map(frame)
