@@ -204,6 +204,8 @@ def _check_config(config: Config, source: str) -> Config:
     if config.detect.fine_side < 0:
         raise ConfigError(f"{source}: detect.fine_side = {config.detect.fine_side}: "
                           "must be 0 (one pass) or a side in px")
+    if not 0 <= config.dense.grow_cm <= 5:  # a shrunken body, or a balloon: a typo, not clothing
+        raise ConfigError(f"{source}: dense.grow_cm = {config.dense.grow_cm}: must be 0 (the bare body) to 5 cm")
     return config
 
 

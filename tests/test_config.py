@@ -118,6 +118,17 @@ def test_detector_fine_pass_side(tmp_path):
         load_config(cfg)
 
 
+def test_dense_growth_is_a_few_centimetres(tmp_path):
+    assert load_config().dense.grow_cm == 1.0
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[dense]\ngrow_cm = 0\n")
+    assert load_config(cfg).dense.grow_cm == 0
+    for bad in ("-1.0", "50.0"):
+        cfg.write_text(f"[dense]\ngrow_cm = {bad}\n")
+        with pytest.raises(ConfigError, match=f"dense.grow_cm = {bad}: must be 0"):
+            load_config(cfg)
+
+
 def test_grouping_on_the_device_needs_the_torch_network(tmp_path):
     from pipeline.models import choose_bottomup_model, groups_on_device
 
