@@ -51,7 +51,7 @@ def absolute(item: str | os.PathLike) -> str:
     if "://" in item:
         return item
     at = "@" if item.startswith("@") else ""
-    return at + str(Path(item.removeprefix(at)).absolute())
+    return at + os.path.abspath(item.removeprefix(at))
 
 
 def check_output(out: str) -> None:
@@ -86,7 +86,7 @@ def _expand(item: str, base: Path) -> list[str]:
         return [p for line in paths if line and not line.startswith("#") for p in _expand(line, list_file.parent)]
     if (base / item).is_dir():
         folder = base / item
-        videos = sorted(str(p.absolute()) for p in folder.rglob("*")
+        videos = sorted(os.path.abspath(p) for p in folder.rglob("*")
                         if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
         if not videos:
             raise InputError(f"folder {item!r} holds no video ({', '.join(VIDEO_SUFFIXES[:4])}, ...)")
@@ -95,8 +95,10 @@ def _expand(item: str, base: Path) -> list[str]:
         matches = sorted(glob.glob(str(base / item), recursive=True))
         if not matches:
             raise InputError(f"no file matches {item!r}")
-        return [str(Path(m).absolute()) for m in matches if Path(m).is_file()]
-    return [str((base / item).absolute())]
+        return [os.path.abspath(m) for m in matches if Path(m).is_file()]
+    # abspath, not Path.absolute: "../x.mp4" is recorded as the folder it names, without "..", while a
+    # symlink keeps the name the user gave it (video_id_for resolves it for the id).
+    return [os.path.abspath(base / item)]
 
 
 def fingerprint(path: str | os.PathLike) -> str | None:

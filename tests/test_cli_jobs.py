@@ -82,6 +82,11 @@ def test_a_folder_expands_to_the_videos_under_it(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = expand_inputs([str(tmp_path / "a")])
     assert [os.path.relpath(p, tmp_path) for p in found] == ["a/b/two.MOV", "a/one.mp4"]
+    # A path through ".." is recorded as the file it names (and is the same input as the plain path).
+    assert expand_inputs([str(tmp_path / "a" / "b" / ".." / "one.mp4"), str(tmp_path / "a" / "one.mp4")]) == \
+        [str(tmp_path / "a" / "one.mp4")]
+    (tmp_path / "a" / "list.txt").write_text("../a/b/../one.mp4\n")
+    assert expand_inputs([f"@{tmp_path / 'a' / 'list.txt'}"]) == [str(tmp_path / "a" / "one.mp4")]
     with pytest.raises(InputError, match="no file matches"):
         expand_inputs([str(tmp_path / "*.mkv")])
 
