@@ -142,8 +142,8 @@ def test_one_video_spread_over_two_pose_actors_keeps_frame_order(gpu_ray, tmp_pa
 
 
 def test_rerun_skips_complete_videos_and_redoes_the_rest(gpu_ray, tmp_path, capsys, short):
-    SHORT, short = short, tmp_path / "short.mp4"
-    short.write_bytes(SHORT.read_bytes())
+    clip, short = short, tmp_path / "short.mp4"  # a copy of the 8-frame cut, changed below
+    short.write_bytes(clip.read_bytes())
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
     out = tmp_path / "out"
@@ -161,7 +161,7 @@ def test_rerun_skips_complete_videos_and_redoes_the_rest(gpu_ray, tmp_path, caps
     # The bad file fixed and the good one changed (same path, new content, cut short): both are
     # redone. The fixed one succeeds; the cut one fails and its old output is withdrawn rather
     # than left beside a failed row.
-    bad.write_bytes(SHORT.read_bytes())
+    bad.write_bytes(clip.read_bytes())
     short.write_bytes(short.read_bytes()[: len(short.read_bytes()) // 2])
     assert main(args) == 1
     assert_same_people(people(out, video_id_for(bad)), first[1])
