@@ -103,20 +103,17 @@ def audio_file(dst: Path, seconds: float = 1.0, cover_art: bool = False) -> Path
     return dst
 
 
-def first_frames(src: Path, dst: Path, n: int, height: int | None = None) -> Path:
-    """The first n frames of a real video re-encoded (H.264, same rate; scaled to `height` px, even width,
-    if given): the same people in a clip that costs a fraction of the whole to run."""
+def first_frames(src: Path, dst: Path, n: int) -> Path:
+    """The first n frames of a real video re-encoded (H.264, same size and rate): the same people in a clip
+    that costs a fraction of the whole to run."""
     with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
         ist = ic.streams.video[0]
-        w, h = ist.codec_context.width, ist.codec_context.height
-        if height is not None:
-            w, h = 2 * round(w * height / h / 2), height
         ost = oc.add_stream("libx264", rate=ist.average_rate, options={"bf": "0", "crf": "18"})
-        ost.width, ost.height, ost.pix_fmt = w, h, "yuv420p"
+        ost.width, ost.height, ost.pix_fmt = ist.codec_context.width, ist.codec_context.height, "yuv420p"
         for i, frame in enumerate(ic.decode(ist)):
             if i == n:
                 break
-            out = frame.reformat(width=w, height=h, format="yuv420p")
+            out = frame.reformat(format="yuv420p")
             out.pts, out.time_base = i, Fraction(1) / ist.average_rate
             for packet in ost.encode(out):
                 oc.mux(packet)

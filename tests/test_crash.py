@@ -33,13 +33,13 @@ def _run(out: Path, env: dict, short: Path, **kw) -> subprocess.Popen:
 def test_killed_job_rerun_equals_clean_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a Ray of its own
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
-    SHORT = first_frames(LONG, tmp_path / "short.mp4", 8)
-    reference = _run(clean, env, SHORT)  # the clean run, alongside: Ray start-up is mostly waiting
-    proc = _run(crashed, env, SHORT)
+    short = first_frames(LONG, tmp_path / "short.mp4", 8)
+    reference = _run(clean, env, short)  # the clean run, alongside: Ray start-up is mostly waiting
+    proc = _run(crashed, env, short)
     staging = crashed / "_staging" / video_id_for(LONG) / "people.parquet"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        short_done = any(r["video_id"] == video_id_for(SHORT) for r in read_video_rows(crashed))
+        short_done = any(r["video_id"] == video_id_for(short) for r in read_video_rows(crashed))
         if short_done and staging.exists() and staging.stat().st_size > 0:
             break
         time.sleep(0.05)
@@ -47,9 +47,9 @@ def test_killed_job_rerun_equals_clean_run(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert staging.exists()  # killed mid-video: its rows were being written
-    assert {r["video_id"] for r in read_video_rows(crashed)} == {video_id_for(SHORT)}
+    assert {r["video_id"] for r in read_video_rows(crashed)} == {video_id_for(short)}
 
-    rerun = _run(crashed, env, SHORT)
+    rerun = _run(crashed, env, short)
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out
     assert "1 done earlier" in out
@@ -57,7 +57,7 @@ def test_killed_job_rerun_equals_clean_run(tmp_path):
     assert reference.returncode == 0, out
 
     assert not (crashed / "_staging").exists()
-    for v in (SHORT, LONG):
+    for v in (short, LONG):
         assert_same_people(people(crashed, video_id_for(v)), people(clean, video_id_for(v)))
     # one file per video and table: no duplicate rows from the two attempts
     files = sorted(p.relative_to(crashed).as_posix() for p in crashed.rglob("*.parquet"))

@@ -286,9 +286,9 @@ def test_grown_bodies_cover_the_bare_one_and_come_nearer_by_the_growth(model, gl
     from stages.dense.render import grown
 
     size, focal, z, by = (480, 640), 800.0, 3.0, 0.01
-    verts = pose_people(model, [[0.0, 0.2, z]])
-    bare = render_dense(verts, model.faces, focal, size, raster=gl)
-    wide = render_dense(grown(verts, np.asarray(model.faces, np.int64), by), model.faces, focal, size, raster=gl)
+    verts, faces = pose_people(model, [[0.0, 0.2, z]]), np.asarray(model.faces, np.int64)
+    bare = render_dense(verts, faces, focal, size, raster=gl)
+    wide = render_dense(grown(verts, faces, by), faces, focal, size, raster=gl)
     m0, m1 = in_image(bare, 0), in_image(wide, 0)
     assert (m1[m0]).mean() > 0.999
     rows = np.flatnonzero(m0.any(1))
@@ -299,4 +299,4 @@ def test_grown_bodies_cover_the_bare_one_and_come_nearer_by_the_growth(model, gl
     facing = np.abs(in_image(bare, 0, "normal")[..., 2]) > 0.95
     nearer = (in_image(bare, 0, "depth") - in_image(wide, 0, "depth"))[both & facing]
     assert len(nearer) > 1000 and abs(np.median(nearer) - by) < 0.001, np.median(nearer)
-    np.testing.assert_array_equal(grown(verts, np.asarray(model.faces, np.int64), 0.0), verts)
+    np.testing.assert_array_equal(grown(verts, faces, 0.0), verts)

@@ -119,8 +119,8 @@ def summary(out: str) -> list[dict]:
             tracks_seen = numbers.pop("tracks_seen")
             wall = v["wall_s"]
             row.update(numbers, frames=v["frames"], fps=v["fps"], wall_s=wall,
-                       **{k: v[k] for k in ("body_rows", "body_tracks", "body_skipped", "body_skipped_reasons")},
-                       dense_rows=v.get("dense_rows"),  # absent from outputs written before the dense stage
+                       **{k: v[k] for k in ("body_rows", "body_tracks", "body_skipped", "body_skipped_reasons",
+                                            "dense_rows")},
                        # The row's count is the tracker's; an output written without one still has ids.
                        tracks=v["tracks"] if v["tracks"] is not None else tracks_seen,
                        frames_per_s=v["frames"] / wall if wall and v["frames"] is not None else None)
