@@ -35,12 +35,14 @@ def _stream_fit(model, sc, chunk_frames: int = 48):
 
 
 def test_floor_fixes_statures_tells_children_and_keeps_poses(anny):
-    """Measured on seeds 0 and 1 (benchmarks/body_scenes.py has ten): camera height within 2%, statures
-    within ~4% median (p90 ~8%), children shorter than adults in 47 of 48 pairs, PA-MPJPE 20-33 mm.
+    """Measured on seeds 0-2 (benchmarks/body_scenes.py has ten): camera height within 7%, statures
+    within ~3% median (p90 ~7%), every child shorter than every adult, PA-MPJPE 20-30 mm. Seed 2's two
+    children are left out of the floor's inliers (their views fit the upright model worse): measured
+    anyway (ground.height_sd), they stay children; before, they were fitted as 1.7 m adults.
     Without the floor the adults' statures all go to the population's 1.70 m and children become adults
     (AUC ~0.5)."""
     errs, kid, fitted = [], [], []
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         sc = make_scene(anny, np.random.default_rng(seed))
         tables, tracks, scene, order = _stream_fit(anny, sc)
         assert scene["ground_ok"], scene["ground_reason"]
@@ -91,3 +93,21 @@ def test_foot_contact_needs_the_lower_foot_still_and_upright():
     kp[2, [5, 6], 1] = 250  # frame 2: shoulders below the hips (lying, bending over)
     contact, ankle = foot_contact(kp, np.zeros(3, np.int64), np.arange(3, dtype=np.int64))
     assert contact.tolist() == [True, False, False] and ankle.tolist() == [15, 15, 15]
+
+
+def test_a_track_back_after_a_gap_starts_where_its_keypoints_are(anny):
+    """A track re-identified 200 frames on, 300 px across the image (a walker seen again): its warm start
+    keeps the last pose and depth but moves to the new keypoints. Warm-started where it was last seen, the
+    body lay a person-size off, where the saturating reprojection no longer pulls: it stayed there
+    (median 340 px before; vtest's long re-identified tracks drifted 100-300 px off)."""
+    sc = make_scene(anny, np.random.default_rng(0), adults=1, children=0)
+    order = np.argsort(sc.frame_index)
+    kp, frames, track = sc.keypoints[order].copy(), sc.frame_index[order].copy(), sc.track_id[order]
+    later = frames >= 24
+    kp[later, :, 0] += 300.0
+    frames[later] += 200
+    fitter = BodyFitter(anny)
+    first = fitter.fit("v", kp[~later], track[~later], frames[~later], sc.image_size)
+    again = fitter.fit("v", kp[later], track[later], frames[later], sc.image_size)
+    assert np.median(first.reproj_px) < 3.0
+    assert np.median(again.reproj_px) < 3.0, np.median(again.reproj_px)

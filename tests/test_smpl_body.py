@@ -17,7 +17,8 @@ from smplx.utils import Struct
 from smpl_fixture import build_fake_smpl, write_fake_smpl
 
 from stages.body.rig import fitted_parents, flexion_axes
-from stages.body.skeleton import forward_kinematics, placement, rotvec_to_rotmat, skinned_keypoints
+from stages.body.skeleton import (forward_kinematics, placement, posed_frames, rest_folded, rest_relations,
+                                  rotvec_to_rotmat, skinned_keypoints)
 from stages.body.smpl_body import COCO_SOURCES, BodyModelError, SmplBody
 
 TOL = 1e-4  # metres
@@ -109,6 +110,24 @@ def test_keypoints_match_smplx(body, reference):
     assert (kp - want).abs().max() < TOL
     # The face points are smplx's own extra joints (nose, reye, leye, rear, lear after the 24).
     assert (kp[:, :5] - ref_j[:, [24, 26, 25, 28, 27]]).abs().max() < TOL
+
+
+def test_fit_route_matches_smplx(body, reference):
+    """The fit's own route (fit.py): keypoint coefficients per track folded through the rest pose
+    (rest_folded), bones posed without A = posed @ rest^-1 (posed_frames), one product per track
+    (skinned_keypoints with track), on rows out of track order, against smplx's forward."""
+    betas, pose, t = _random_pose(5, seed=3)
+    track = torch.tensor([2, 0, 2, 1, 0])
+    shapes = betas[:3]
+    pose[:, [j for j in range(24) if j not in body.fitted]] = 0.0
+    parents = fitted_parents(body.parents, body.fitted)
+    rig = body.rig(shapes)
+    rest_inv, rel = rest_relations(parents, rig.rest)
+    frames = posed_frames(parents, rel[track], rotvec_to_rotmat(pose[:, body.fitted]), placement(pose[:, 0], t))
+    kp = skinned_keypoints(frames, rest_folded(rest_inv, rig.kp_coeffs), track)
+    ref_v, ref_j = _smplx_forward(reference, shapes[track], pose, t, body.joints(shapes[track]))
+    want = torch.stack([ref_v[:, i] if kind == "vertex" else ref_j[:, i] for kind, i in COCO_SOURCES], 1)
+    assert (kp - want).abs().max() < TOL
 
 
 def test_face_landmarks_on_the_head(body):

@@ -37,7 +37,8 @@ from stages.body.fit_init import cold_start, person_scale, predecessors, rest_st
 from stages.body.ground import ADULT_FROM_M, ANKLE_AT, CHILD_M, Ground
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
-from stages.body.skeleton import placement, pose_relations, project, rest_relations, rotvec_to_rotmat, skinned_keypoints
+from stages.body.skeleton import (placement, posed_frames, project, rest_folded, rest_relations, rotvec_to_rotmat,
+                                  skinned_keypoints)
 from stages.scores import HOUSE_THRESHOLD
 
 TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips: what stage 1 fits the root to
@@ -191,7 +192,8 @@ class BodyFitter:
     def _probe(self, video_id: str, data: _Rows, size, focal, ground: Ground | None) -> dict[int, torch.Tensor]:
         """Starting shape of each new track: the model's `shape_starts` (anny: the default, a child's and an
         old person's age) each fitted to a few of its frames; the lowest loss wins. From one start the
-        age barely moves: a pose change explains most of what a proportion change would."""
+        age barely moves: a pose change explains most of what a proportion change would. (Starting at the
+        floor's measured stature instead was worse for children, whom the floor measures ~7% short.)"""
         cold = np.array([(video_id, int(t)) not in self.state for t in data.track_id])
         if len(self._starts) < 2 or not cold.any():
             return {}
@@ -261,10 +263,13 @@ class BodyFitter:
             self._terms(pb, x, kp3, proj, t3, rig[4]).total().backward()
             opt.step()
         with torch.no_grad():
-            kp3, proj, t3, _ = self._posed(pb, x, held)
+            kp3, proj, t3, rig = self._posed(pb, x, held)
             good = torch.as_tensor(data.good, device=pb.kp.device)
             err = ((proj - pb.kp).norm(dim=-1) * good).sum(1) / good.sum(1)
-            final = losses.reprojection(proj, pb.kp, pb.scale, pb.weight, p.robust_sigma)
+            # what the probe compares starts by: the reprojection, and a standing foot off the floor (a
+            # child's body fits an adult's keypoints as well, floating at a nearer depth)
+            final = losses.reprojection(proj, pb.kp, pb.scale, pb.weight, p.robust_sigma) \
+                + p.w_ground * losses.ground_costs(kp3, pb.scene, ANKLE_AT * rig[4][pb.track_t], p.ground_tol)
             shape = self._shape(pb, x)
         if remember:
             self._remember(video_id, data, pb, x, shape, kp3)
@@ -317,7 +322,10 @@ class BodyFitter:
 
     def _unknowns(self, pb: _Problem, data: _Rows, size, focal, ground: Ground | None) -> _Unknowns:
         """Cold rows start from the torso (stage 1 refines that), or where a foot stands on a known floor
-        at that foot's depth; every row of a known track from its last frame."""
+        at that foot's depth; every row of a known track from its last frame's pose and depth, moved across
+        the image to where this row's keypoints are. Not moved, a row a person-size away from its keypoints
+        (a walker 32 frames on, a track re-identified after seconds away) lies where the saturating
+        reprojection no longer pulls, and the other terms held it there (vtest: bodies 100-300 px off)."""
         m = self.model
         root, trans = cold_start(m, data.kp, data.good, focal, size, self._torso0)
         if ground is not None:
@@ -325,10 +333,15 @@ class BodyFitter:
             trans[rows, 2] = np.log(depth)
         root, trans = self._tensor(root), self._tensor(trans)
         bones = root.new_zeros(len(pb.track), len(m.fitted), 3)
+        good = torch.as_tensor(data.good, dtype=root.dtype, device=root.device)
         for ti, s in enumerate(pb.known):
             if s is not None:
                 sel = torch.as_tensor(pb.track == ti, device=root.device)
+                last = s.joints[:, :2] / s.joints[:, 2:].clamp(min=0.05)  # [17, 2] x/z, y/z
+                now = (pb.kp[sel] - pb.center[sel][:, None]) / focal  # [R, 17, 2] this row's keypoints
+                shift = ((now - last) * good[sel][..., None]).sum(1) / good[sel].sum(1, keepdim=True).clamp(min=1)
                 bones[sel], root[sel], trans[sel] = s.bones, s.root, s.trans
+                trans[sel, :2] += shift
         logit = torch.logit(((pb.shape0 - m.shape_low) / (m.shape_high - m.shape_low)).clamp(1e-3, 1 - 1e-3))
         return _Unknowns(logit.requires_grad_(), bones.requires_grad_(), root.requires_grad_(),
                          trans[:, :2].clone().requires_grad_(), trans[:, 2:].clone().requires_grad_())
@@ -370,13 +383,13 @@ class BodyFitter:
 
     def _rig_rows(self, shape_t: torch.Tensor, track: torch.Tensor) -> tuple:
         """Per-track rig work (shape-dependent: rest relations, keypoint coefficients, body size) done
-        once per track, then gathered per row: (kp_coeffs, rest_inv, rel, size), each indexed by row,
-        and the stature float[T] of each track."""
+        once per track: (kp_coeffs float[T, K, J, 4] folded through the rest pose (skeleton.rest_folded),
+        track int64[B], then rel and size gathered per row, and the stature float[T] of each track)."""
         rig = self.model.rig(shape_t)
         rest_inv, rel = rest_relations(self.parents, rig.rest)
         torso, stature = rest_statures(rig)
         size = torso / self._torso0
-        return rig.kp_coeffs[track], rest_inv[track], rel[track], size[track], stature
+        return rest_folded(rest_inv, rig.kp_coeffs), track, rel[track], size[track], stature
 
     def _keypoints(self, rig_rows, bones, root, txy, tz, focal, center):
         """3D keypoints (camera frame), their projections and the translation, for B rows.
@@ -384,11 +397,11 @@ class BodyFitter:
         Depth is exp(tz) in units of the shape's torso length, so a change of shape (a child's smaller
         body) keeps the body's size in the image and only changes its proportions; otherwise age and
         depth trade against each other along a narrow valley the optimiser crawls through."""
-        kp_coeffs, rest_inv, rel, size = rig_rows[:4]
+        kp_coeffs, track, rel, size = rig_rows[:4]
         z = tz.exp() * size[:, None]
         t3 = torch.cat([txy * z, z], 1)
-        _, a = pose_relations(self.parents, rest_inv, rel, rotvec_to_rotmat(bones), placement(root, t3))
-        kp3 = skinned_keypoints(a, kp_coeffs)
+        frames = posed_frames(self.parents, rel, rotvec_to_rotmat(bones), placement(root, t3))
+        kp3 = skinned_keypoints(frames, kp_coeffs, track)
         return kp3, project(kp3, focal, center), t3
 
 

@@ -14,8 +14,6 @@ from stages.body.contact import foot_contact
 from stages.body.ground import ANKLE_AT, STATURE_M, STATURE_SD_M, Ground
 from stages.body.params import FitParams
 
-MEASURED_SD = 0.04  # relative sd of a stature the floor measured (ground.heights: ~3% on synthetic scenes)
-
 
 def scene(keypoints: np.ndarray, track_id: np.ndarray, frames: np.ndarray, ground: Ground | None,
           like: torch.Tensor) -> losses.Scene:
@@ -31,11 +29,11 @@ def scene(keypoints: np.ndarray, track_id: np.ndarray, frames: np.ndarray, groun
 def expected_statures(tracks: np.ndarray, ground: Ground | None, p: FitParams, like: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
     """The stature prior per track id of tracks int[T]: {stature_mean, stature_sd, stature_w} float[T]: the
-    floor's measure of the person (ground.heights) where it has one, else the adult population's, weighed
-    more (then nothing else tells size from depth)."""
+    floor's measure of the person (ground.heights, as sure as ground.height_sd) where it has one, else the
+    adult population's, weighed more (then nothing else tells size from depth)."""
     known = ground.heights if ground is not None else {}
     mean = [known.get(int(t), STATURE_M) for t in tracks]
-    sd = [MEASURED_SD * known[int(t)] if int(t) in known else STATURE_SD_M for t in tracks]
+    sd = [ground.height_sd[int(t)] * known[int(t)] if int(t) in known else STATURE_SD_M for t in tracks]
     w = [p.w_stature if int(t) in known else p.w_stature_unmeasured for t in tracks]
     return {name: torch.as_tensor(v, dtype=like.dtype, device=like.device)
             for name, v in (("stature_mean", mean), ("stature_sd", sd), ("stature_w", w))}

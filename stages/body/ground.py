@@ -39,6 +39,10 @@ STATURE_SD_M = 0.09
 # percentile of adult women's stature is ~1.50 m, an 11-year-old's median ~1.45 m (WHO growth references).
 ADULT_FROM_M, CHILD_M = 1.50, 1.30
 DEFAULT_CAMERA_HEIGHT_M = 1.6  # eye level: what the fit assumed before there was a ground
+# Relative sd of a stature the floor measured from a track whose views fit the upright model (~3% on synthetic
+# scenes); a track whose views fit it worse (a bent or leaning pose, a child's proportions) is measured too,
+# less surely: its sd grows with its typical view error (Ground.height_sd).
+HEIGHT_SD = 0.04
 
 
 def up_normal(pitch: float, roll: float) -> np.ndarray:
@@ -49,7 +53,8 @@ def up_normal(pitch: float, roll: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Ground:
-    """The floor seen from the camera. heights: track id -> stature in metres (tracks with upright views)."""
+    """The floor seen from the camera. heights: track id -> stature in metres, height_sd: its relative sd, for
+    every track with upright views (the floor itself is fitted to the inlier tracks only)."""
 
     image_size: tuple[int, int]  # (width, height) pixels
     focal: float  # pixels
@@ -62,6 +67,7 @@ class Ground:
     n_obs: int = 0
     inlier_fraction: float = 0.0
     heights: Mapping[int, float] = field(default_factory=dict, hash=False)
+    height_sd: Mapping[int, float] = field(default_factory=dict, hash=False)
     ok: bool = False
     reason: str = ""
 
@@ -170,15 +176,19 @@ class _FloorFit:
                       self.lo[4:], self.hi[4:]).x
         return np.concatenate([x[:4], z])
 
+    def view_errors(self, x: np.ndarray, free: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(float[N] each view's shoulder error, float[K] each track's median one), in units of the measured
+        noise scale (median view error / 1.18, the Rayleigh median), so noisier keypoints do not empty the fit."""
+        r, t = self.residuals(x, free, np.ones(self.n)), self.obs.track
+        e = np.hypot(r[0: 2 * self.n: 2], r[1: 2 * self.n: 2])
+        e = e / max(1.0, float(np.median(e)) / 1.18)
+        return e, np.array([np.median(e[t == j]) for j in range(self.k)])
+
     def trim(self, x: np.ndarray, free: bool) -> np.ndarray:
         """float[N] 1 for the views kept: a view off by 3 noise scales is left out, and so is a whole track
-        whose typical view is off by 2 (a detection that wanders, someone on a stair or a seat); the scale is
-        measured (median view error / 1.18, the Rayleigh median), so noisier keypoints do not empty the fit."""
-        r, t = self.residuals(x, free, np.ones(self.n)), self.obs.track
-        e = np.hypot(r[0: 2 * self.n: 2], r[1: 2 * self.n: 2])  # each view's shoulder error
-        noise = max(1.0, float(np.median(e)) / 1.18)
-        med = np.array([np.median(e[t == j]) for j in range(self.k)])
-        return ((e < 3.0 * noise) & (med[t] < 2.0 * noise)).astype(float)
+        whose typical view is off by 2 (a detection that wanders, someone on a stair or a seat)."""
+        e, med = self.view_errors(x, free)
+        return ((e < 3.0) & (med[self.obs.track] < 2.0)).astype(float)
 
     def horizon_sd(self, sol: OptimizeResult) -> float:
         """Standard error (pixels) of the horizon's row at the centre column, cy - f tan(p) / cos(r): depth
@@ -238,6 +248,7 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
     counts = np.bincount(obs.track[inlier], minlength=k)
     used = counts >= min(3, int(counts.max())) if counts.any() else counts > 0
     rel = np.exp(x[4:])  # S_k / h
+    track_err = fit.view_errors(x, fit.free)[1]
     cam_h = np.nan
     if used.any():  # the median, then the mean of the tracks near it: adults, without children or odd tracks
         log_rel = np.log(rel[used])
@@ -257,7 +268,9 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
     return Ground(image_size=(w, h), focal=f, camera_height=cam_h, pitch_deg=float(np.degrees(x[0])),
                   roll_deg=float(np.degrees(x[1])), focal_estimated=fit.free, horizon_sd_px=horizon_sd,
                   n_tracks=int(used.sum()), n_obs=n, inlier_fraction=float(inlier.mean()),
-                  heights={int(obs.ids[j]): float(rel[j] * cam_h) for j in range(k) if counts[j] > 0}, ok=True)
+                  heights={int(obs.ids[j]): float(rel[j] * cam_h) for j in range(k)},
+                  height_sd={int(obs.ids[j]): HEIGHT_SD * max(1.0, float(track_err[j]) / 2.0) for j in range(k)},
+                  ok=True)
 
 
 def ground_from_columns(row: dict, image_size: tuple[int, int]) -> Ground:

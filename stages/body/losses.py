@@ -111,18 +111,24 @@ class Scene:
 
 
 def ground_contact(w: float, kp3: torch.Tensor, scene: Scene, ankle_height: torch.Tensor, tol: float) -> torch.Tensor:
-    """The standing foot on the floor: log(1 + z^2) of the contact rows' lower ankle's height error (in 3D:
-    the lower one in the image may be the nearer, raised one) above the floor against ankle_height float[B]
-    (where an ankle of that person's stature sits), z in units of tol metres, mean over the contact rows;
-    kp3 float[B, K, 3] camera frame."""
+    """The standing foot on the floor: ground_costs (below) weighted by w, mean over the contact rows."""
     if not w or scene.camera_height is None or not bool(scene.contact.any()):
         return kp3.new_zeros(())
-    rows = torch.nonzero(scene.contact).squeeze(1)
-    above = (kp3[rows][:, [15, 16]] @ scene.normal).min(1).values + scene.camera_height
     # Saturating, like the reprojection's Geman-McClure: where the floor estimate and a person disagree
     # (a floor a few degrees off, far across the image) a quadratic pull grew without bound while the
     # reprojection term, saturated, let go, and the body slid off its keypoints (vtest: 76 px).
-    return w * torch.log1p(((above - ankle_height[rows]) / tol) ** 2).mean()
+    return w * ground_costs(kp3, scene, ankle_height, tol)[scene.contact].mean()
+
+
+def ground_costs(kp3: torch.Tensor, scene: Scene, ankle_height: torch.Tensor, tol: float) -> torch.Tensor:
+    """float[B]: log(1 + z^2) of each row's lower ankle's height error (in 3D: the lower one in the image may
+    be the nearer, raised one) above the floor against ankle_height float[B] (where an ankle of that person's
+    stature sits), z in units of tol metres; 0 for rows not standing on a foot or without a known floor.
+    kp3 float[B, K, 3] camera frame."""
+    if scene.camera_height is None:
+        return kp3.new_zeros(len(kp3))
+    above = (kp3[:, [15, 16]] @ scene.normal).min(1).values + scene.camera_height
+    return torch.log1p(((above - ankle_height) / tol) ** 2) * scene.contact.to(kp3.dtype)
 
 
 def upright(w: float, kp3: torch.Tensor, scene: Scene, free_rad: float) -> torch.Tensor:

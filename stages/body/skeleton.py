@@ -71,7 +71,14 @@ def forward_kinematics(parents: list[int], rest: torch.Tensor, local: torch.Tens
 
 def pose_relations(parents: list[int], rest_inv: torch.Tensor, rel: torch.Tensor, local: torch.Tensor,
                    root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """forward_kinematics from rest_relations' output (float[B, J, 4, 4] each), one product per depth level."""
+    """forward_kinematics from rest_relations' output (float[B, J, 4, 4] each): (posed frames, A)."""
+    frames = posed_frames(parents, rel, local, root)
+    return frames, frames @ rest_inv
+
+
+def posed_frames(parents: list[int], rel: torch.Tensor, local: torch.Tensor, root: torch.Tensor) -> torch.Tensor:
+    """float[B, J, 4, 4] posed bone frames (camera frame) from rel float[B, J, 4, 4] (rest_relations), local
+    float[B, J, 3, 3] and root float[B, 4, 4] (forward_kinematics), one product per depth level."""
     rot = rel[..., :3, :3] @ local
     step = torch.cat([torch.cat([rot, rel[..., :3, 3:]], -1), rel[..., 3:, :]], -2)
     posed: list[torch.Tensor | None] = [None] * len(parents)
@@ -82,14 +89,34 @@ def pose_relations(parents: list[int], rest_inv: torch.Tensor, rel: torch.Tensor
         above = torch.stack([posed[parents[j]] for j in level], 1)
         for j, frame in zip(level, (above @ step[:, level]).unbind(1)):
             posed[j] = frame
-    frames = torch.stack(posed, 1)
-    return frames, frames @ rest_inv
+    return torch.stack(posed, 1)
 
 
-def skinned_keypoints(a: torch.Tensor, kp_coeffs: torch.Tensor) -> torch.Tensor:
-    """a: float[B, J, 4, 4] posed-relative-to-rest transforms; kp_coeffs: float[B, K, J, 4].
-    Returns float[B, K, 3], the keypoints of the skinned mesh."""
-    return torch.einsum("bjrd,bkjd->bkr", a[:, :, :3, :], kp_coeffs)
+def skinned_keypoints(a: torch.Tensor, kp_coeffs: torch.Tensor, track: torch.Tensor | None = None) -> torch.Tensor:
+    """a: float[B, J, 4, 4] posed-relative-to-rest transforms; kp_coeffs: float[B, K, J, 4], or float[T, K, J, 4]
+    with track int64[B] naming each row's. Returns float[B, K, 3], the keypoints of the skinned mesh.
+
+    With track, one (rows x 4J) by (4J x K) product per track instead of one small product per row: B small
+    batched products are ~3x slower on a CPU (benchmarks/mesh_fit.py spends most of its time here)."""
+    if track is None:
+        return torch.einsum("bjrd,bkjd->bkr", a[:, :, :3, :], kp_coeffs)
+    b, j = a.shape[:2]
+    t, k = kp_coeffs.shape[:2]
+    order = torch.argsort(track, stable=True)
+    counts = torch.bincount(track, minlength=t).tolist()
+    rows = a[order][:, :, :3, :].transpose(1, 2).reshape(b, 3, j * 4)  # [B, 3, 4J], a track's rows together
+    coeffs = kp_coeffs.reshape(t, k, j * 4)
+    out = torch.cat([r.reshape(-1, j * 4) @ coeffs[i].T for i, r in enumerate(rows.split(counts)) if counts[i]])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(b, device=order.device)
+    return out.reshape(b, 3, k).transpose(1, 2)[inverse]
+
+
+def rest_folded(rest_inv: torch.Tensor, kp_coeffs: torch.Tensor) -> torch.Tensor:
+    """float[T, K, J, 4]: keypoint coefficients that skinned_keypoints applies to the posed frames themselves
+    (posed_frames), not A = posed @ rest^-1: rest^-1 folded in once per shape, which saves a [B, J, 4, 4]
+    product per evaluation. rest_inv: float[T, J, 4, 4]; kp_coeffs: float[T, K, J, 4]."""
+    return torch.einsum("tjde,tkje->tkjd", rest_inv, kp_coeffs)
 
 
 def project(points: torch.Tensor, focal: torch.Tensor, center: torch.Tensor, min_depth: float = 0.05) -> torch.Tensor:
