@@ -208,7 +208,7 @@ class BodyFitter:
         start = {k * span + int(t): s for k, s in enumerate(self._starts) for t in data.track_id[pick]}
         # Shapes held at the starts: a free shape blurs the comparison (gender and weight drift to make up
         # for a wrong age), and which start fits best is what the probe asks.
-        out = self._solve(video_id, rows, size, focal, start, self.p.iters_full, remember=False, shape_free=False,
+        out = self._solve(video_id, rows, size, focal, start, self.p.probe_iters, remember=False, shape_free=False,
                           ground=ground)
         best = {}
         ids = np.unique(data.track_id[pick])

@@ -14,6 +14,7 @@ class FitParams:
     iters_warm: int = 40  # stage 2 of a chunk whose tracks all continue from the previous chunk
     shape_iters: int = 40  # stage-2 iterations with the shape free (new tracks); after that it is held
     probe_frames: int = 6  # frames of a new track fitted from each starting shape
+    probe_iters: int = 60  # stage-2 iterations of those fits: which start wins is settled before the poses are
     lr: float = 0.04
     lr_xy: float = 0.05  # x/z and y/z steps, as a fraction of lr: one step moves the body focal x step px
     lr_depth: float = 0.5  # log-depth step, as a fraction of lr
