@@ -11,7 +11,7 @@ import torch
 
 from stages.body import losses
 from stages.body.contact import foot_contact
-from stages.body.ground import ANKLE_AT, STATURE_M, STATURE_SD_M, Ground
+from stages.body.ground import ANKLE_AT, HEIGHT_SD, STATURE_M, STATURE_SD_M, Ground
 from stages.body.params import FitParams
 
 
@@ -33,7 +33,7 @@ def expected_statures(tracks: np.ndarray, ground: Ground | None, p: FitParams, l
     adult population's, weighed more (then nothing else tells size from depth)."""
     known = ground.heights if ground is not None else {}
     mean = [known.get(int(t), STATURE_M) for t in tracks]
-    sd = [ground.height_sd[int(t)] * known[int(t)] if int(t) in known else STATURE_SD_M for t in tracks]
+    sd = [ground.height_sd.get(int(t), HEIGHT_SD) * known[int(t)] if int(t) in known else STATURE_SD_M for t in tracks]
     w = [p.w_stature if int(t) in known else p.w_stature_unmeasured for t in tracks]
     return {name: torch.as_tensor(v, dtype=like.dtype, device=like.device)
             for name, v in (("stature_mean", mean), ("stature_sd", sd), ("stature_w", w))}
