@@ -33,12 +33,11 @@ import numpy as np
 import torch
 
 from stages.body import fit_scene, losses
+from stages.body.fit_body import RigRows, posed_keypoints, rig_rows
 from stages.body.fit_init import cold_start, person_scale, predecessors, rest_statures, torso_length
 from stages.body.ground import ADULT_FROM_M, ANKLE_AT, CHILD_M, Ground
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
-from stages.body.skeleton import (placement, posed_frames, project, rest_folded, rest_relations, rotvec_to_rotmat,
-                                  skinned_keypoints)
 from stages.scores import HOUSE_THRESHOLD
 
 TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips: what stage 1 fits the root to
@@ -260,7 +259,7 @@ class BodyFitter:
                 x.shape_logit.grad = None
             opt.zero_grad()
             kp3, proj, t3, rig = self._posed(pb, x, held)
-            self._terms(pb, x, kp3, proj, t3, rig[4]).total().backward()
+            self._terms(pb, x, kp3, proj, t3, rig.stature).total().backward()
             opt.step()
         with torch.no_grad():
             kp3, proj, t3, rig = self._posed(pb, x, held)
@@ -269,7 +268,7 @@ class BodyFitter:
             # what the probe compares starts by: the reprojection, and a standing foot off the floor (a
             # child's body fits an adult's keypoints as well, floating at a nearer depth)
             final = losses.reprojection(proj, pb.kp, pb.scale, pb.weight, p.robust_sigma) \
-                + p.w_ground * losses.ground_costs(kp3, pb.scene, ANKLE_AT * rig[4][pb.track_t], p.ground_tol)
+                + p.w_ground * losses.ground_costs(kp3, pb.scene, ANKLE_AT * rig.stature[pb.track_t], p.ground_tol)
             shape = self._shape(pb, x)
         if remember:
             self._remember(video_id, data, pb, x, shape, kp3)
@@ -371,38 +370,17 @@ class BodyFitter:
         free = m.shape_low + (m.shape_high - m.shape_low) * torch.sigmoid(x.shape_logit)
         return torch.where(pb.fixed, pb.shape0, free)
 
-    def _held_rig(self, pb: _Problem, x: _Unknowns) -> tuple:
+    def _held_rig(self, pb: _Problem, x: _Unknowns) -> RigRows:
         """The rig while the shape is held: a constant, so computed once and without gradient."""
         with torch.no_grad():
-            return self._rig_rows(self._shape(pb, x), pb.track_t)
+            return rig_rows(self.model, self.parents, self._torso0, self._shape(pb, x), pb.track_t)
 
-    def _posed(self, pb: _Problem, x: _Unknowns, held: tuple | None) -> tuple:
-        """(kp3, proj, t3) of the body at x (see _keypoints), on the held rig if there is one, and that rig."""
-        rig = held if held is not None else self._rig_rows(self._shape(pb, x), pb.track_t)
-        return (*self._keypoints(rig, x.bones, x.root, x.txy, x.tz, pb.focal, pb.center), rig)
-
-    def _rig_rows(self, shape_t: torch.Tensor, track: torch.Tensor) -> tuple:
-        """Per-track rig work (shape-dependent: rest relations, keypoint coefficients, body size) done
-        once per track: (kp_coeffs float[T, K, J, 4] folded through the rest pose (skeleton.rest_folded),
-        track int64[B], then rel and size gathered per row, and the stature float[T] of each track)."""
-        rig = self.model.rig(shape_t)
-        rest_inv, rel = rest_relations(self.parents, rig.rest)
-        torso, stature = rest_statures(rig)
-        size = torso / self._torso0
-        return rest_folded(rest_inv, rig.kp_coeffs), track, rel[track], size[track], stature
-
-    def _keypoints(self, rig_rows, bones, root, txy, tz, focal, center):
-        """3D keypoints (camera frame), their projections and the translation, for B rows.
-
-        Depth is exp(tz) in units of the shape's torso length, so a change of shape (a child's smaller
-        body) keeps the body's size in the image and only changes its proportions; otherwise age and
-        depth trade against each other along a narrow valley the optimiser crawls through."""
-        kp_coeffs, track, rel, size = rig_rows[:4]
-        z = tz.exp() * size[:, None]
-        t3 = torch.cat([txy * z, z], 1)
-        frames = posed_frames(self.parents, rel, rotvec_to_rotmat(bones), placement(root, t3))
-        kp3 = skinned_keypoints(frames, kp_coeffs, track)
-        return kp3, project(kp3, focal, center), t3
+    def _posed(self, pb: _Problem, x: _Unknowns, held: RigRows | None) -> tuple:
+        """(kp3, proj, t3) of the body at x (fit_body.posed_keypoints), on the held rig if there is one, and
+        that rig."""
+        rig = held if held is not None else rig_rows(self.model, self.parents, self._torso0, self._shape(pb, x),
+                                                     pb.track_t)
+        return (*posed_keypoints(self.parents, rig, x.bones, x.root, x.txy, x.tz, pb.focal, pb.center), rig)
 
 
 def _empty(num_bones: int, focal: float, skipped: dict) -> FitResult:

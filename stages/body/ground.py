@@ -43,6 +43,7 @@ DEFAULT_CAMERA_HEIGHT_M = 1.6  # eye level: what the fit assumed before there wa
 # scenes); a track whose views fit it worse (a bent or leaning pose, a child's proportions) is measured too,
 # less surely: its sd grows with its typical view error (Ground.height_sd).
 HEIGHT_SD = 0.04
+TRACK_OFF = 2.0  # noise scales a track's typical view may be off and still hold the floor (_FloorFit.kept)
 
 
 def up_normal(pitch: float, roll: float) -> np.ndarray:
@@ -185,10 +186,13 @@ class _FloorFit:
         return e, np.array([np.median(e[t == j]) for j in range(self.k)])
 
     def trim(self, x: np.ndarray, free: bool) -> np.ndarray:
-        """float[N] 1 for the views kept: a view off by 3 noise scales is left out, and so is a whole track
-        whose typical view is off by 2 (a detection that wanders, someone on a stair or a seat)."""
-        e, med = self.view_errors(x, free)
-        return ((e < 3.0) & (med[self.obs.track] < 2.0)).astype(float)
+        """float[N] 1 for the views kept (kept, below)."""
+        return self.kept(*self.view_errors(x, free)).astype(float)
+
+    def kept(self, e: np.ndarray, med: np.ndarray) -> np.ndarray:
+        """bool[N] from view_errors' output: a view off by 3 noise scales is left out, and so is a whole track
+        whose typical view is off by TRACK_OFF (a detection that wanders, someone on a stair or a seat)."""
+        return (e < 3.0) & (med[self.obs.track] < TRACK_OFF)
 
     def horizon_sd(self, sol: OptimizeResult) -> float:
         """Standard error (pixels) of the horizon's row at the centre column, cy - f tan(p) / cos(r): depth
@@ -241,14 +245,14 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
         x = fit.statures(sol.x, fit.free and i > 0)
         sol = fit.solve(x, fit.trim(x, fit.free and i > 0), fit.free)
     x = fit.statures(sol.x, fit.free)  # statures from all of a track's views, for tracks the last fit left out
-    inlier = fit.trim(x, fit.free) > 0
+    view_err, track_err = fit.view_errors(x, fit.free)
+    inlier = fit.kept(view_err, track_err)
     horizon_sd = fit.horizon_sd(sol)
     f = float(np.exp(x[2])) if fit.free else f0
     reach = float(np.median(obs.ankle[:, 1] - (h / 2 - f * np.tan(x[0]) / np.cos(x[1]))))  # feet below horizon
     counts = np.bincount(obs.track[inlier], minlength=k)
     used = counts >= min(3, int(counts.max())) if counts.any() else counts > 0
     rel = np.exp(x[4:])  # S_k / h
-    track_err = fit.view_errors(x, fit.free)[1]
     cam_h = np.nan
     if used.any():  # the median, then the mean of the tracks near it: adults, without children or odd tracks
         log_rel = np.log(rel[used])
@@ -269,7 +273,7 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
                   roll_deg=float(np.degrees(x[1])), focal_estimated=fit.free, horizon_sd_px=horizon_sd,
                   n_tracks=int(used.sum()), n_obs=n, inlier_fraction=float(inlier.mean()),
                   heights={int(obs.ids[j]): float(rel[j] * cam_h) for j in range(k)},
-                  height_sd={int(obs.ids[j]): HEIGHT_SD * max(1.0, float(track_err[j]) / 2.0) for j in range(k)},
+                  height_sd={int(obs.ids[j]): HEIGHT_SD * max(1.0, float(track_err[j]) / TRACK_OFF) for j in range(k)},
                   ok=True)
 
 
