@@ -70,6 +70,8 @@ def cached(config, name: str, refresh: bool) -> list[tuple[PoseBatch, np.ndarray
     key = config_hash(dataclasses.replace(config, track=TrackParams())).removeprefix("sha256:")
     path = CACHE / f"{config.run.mode}-{key}" / f"{Path(name).name}.pkl"
     if path.is_file() and not refresh:
+        # A pickle is code: this one is safe because only this script writes it (below), under the git-ignored
+        # CACHE, keyed by the config's hash; never point CACHE at files from elsewhere.
         return pickle.loads(path.read_bytes())
     batches = detect(config, sequence_dir(name)[0])
     path.parent.mkdir(parents=True, exist_ok=True)
