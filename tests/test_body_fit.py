@@ -97,13 +97,35 @@ def test_too_few_confident_joints_are_skipped_and_counted(anny):
     rng = np.random.default_rng(5)
     track = sample_track(anny, anny.shape_default.numpy(), 6, rng)
     kps = track.keypoints.copy()
-    kps[2:4, 3:, 2] = 0.0  # two frames keep only nose and eyes
-    kps[2:4, 3:, :2] = np.nan
+    kps[2:4, 2:, 2] = 0.0  # two frames keep only the nose and an eye: too few even for a tracked person
+    kps[2:4, 2:, :2] = np.nan
+    kps[2:4, :2, 2] = 0.9
     result = BodyFitter(anny).fit("v", kps, np.zeros(6, np.int64), np.arange(6, dtype=np.int64), (1280, 720))
     assert list(result.rows) == [0, 1, 4, 5]
     assert result.skipped == {"few_confident_joints": 2}
+    kps[2:4, 1:3, 2] = 0.9  # the nose and both eyes: enough for a person with a body, but this track has none
+    kps[2:4, 1:3, :2] = track.keypoints[2:4, 1:3, :2]
     nothing = BodyFitter(anny).fit("v", kps[2:4], np.zeros(2, np.int64), np.arange(2, dtype=np.int64), (1280, 720))
     assert len(nothing.rows) == 0 and nothing.skipped == {"few_confident_joints": 2}
+
+
+def test_a_half_hidden_frame_of_a_tracked_person_gets_its_body_from_the_track(anny):
+    """Torso and legs hidden for two frames (behind someone): too few joints to pose a body alone, so the
+    frames start from the nearest fitted frame of the track, moved to the head and arms they show."""
+    rng = np.random.default_rng(5)
+    track = sample_track(anny, anny.shape_default.numpy(), 8, rng)
+    kps = track.keypoints.copy()
+    hidden = [5, 6, 11, 12, 13, 14, 15, 16]
+    kps[3:5, hidden, :2], kps[3:5, hidden, 2] = np.nan, 0.0
+    result = BodyFitter(anny).fit("v", kps, np.zeros(8, np.int64), np.arange(8, dtype=np.int64), (1280, 720))
+    assert list(result.rows) == list(range(8)) and result.skipped == {}
+    assert result.low_conf[3:5][:, hidden].all()  # what the frames did not show is flagged, not measured
+    err = _errors(result, track.joints)
+    seen = np.r_[err[:3], err[5:]]
+    assert err[3:5].max() < 1.2 * seen.max(), err  # as good as the frames seen whole (rest pose: ~150 mm)
+    assert (result.reproj_px[3:5] < 4.0).all(), result.reproj_px  # on the keypoints they show
+    depth = result.translation[:, 2]
+    assert np.abs(depth[3:5] - depth[[2, 5]].mean()).max() < 0.2, depth  # the track's depth, not a new guess
 
 
 def test_warm_start_continues_a_track_with_its_frozen_shape(anny):

@@ -27,7 +27,7 @@ track is written with the shape stored once for it. Later chunks start from the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,12 +35,11 @@ import torch
 from stages.body import fit_scene, losses
 from stages.body.fit_body import RigRows, posed_keypoints, rig_rows
 from stages.body.fit_init import cold_start, person_scale, predecessors, rest_statures, torso_length
+from stages.body.fit_rows import TORSO, FitResult, choose_rows, empty_result, joined, nearest_rows
 from stages.body.ground import ADULT_FROM_M, ANKLE_AT, CHILD_M, Ground
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
-from stages.scores import HOUSE_THRESHOLD
 
-TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips: what stage 1 fits the root to
 ADULT_AGE = 0.55  # anny's age parameter of an adult (child 1/3, young adult 2/3): losses.adult_prior
 
 
@@ -54,22 +53,6 @@ class TrackFit:
     trans: torch.Tensor  # float[3] (x/z, y/z, log of depth per body size)
     joints: torch.Tensor  # float[17, 3] last frame's keypoints (the temporal anchor)
     frame: int
-
-
-@dataclass
-class FitResult:
-    """Per fitted row (B rows of the chunk's input)."""
-
-    rows: np.ndarray  # int64[B] indices into the chunk's input rows that were fitted
-    bone_rotvec: np.ndarray  # float32[B, J, 3] local axis-angle of every bone of the full rig (rest = 0)
-    root_rotvec: np.ndarray  # float32[B, 3]
-    translation: np.ndarray  # float32[B, 3] camera frame, metres
-    joints: np.ndarray  # float32[B, 17, 3] COCO-17 keypoints of the fitted body, camera frame, metres
-    low_conf: np.ndarray  # bool[B, 17] the 2D keypoint was low-confidence or missing: not measured
-    reproj_px: np.ndarray  # float32[B] mean reprojection error over the confident keypoints, pixels
-    contact: np.ndarray  # bool[B] a foot on the floor (contact.foot_contact), held there where the floor is known
-    focal: float
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> person-frames not fitted
 
 
 @dataclass(frozen=True)
@@ -144,31 +127,44 @@ class BodyFitter:
     def fit(self, video_id: str, keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.ndarray,
             image_size: tuple[int, int], ground: Ground | None = None) -> FitResult:
         """keypoints: float32[N, 17, 3] (x, y, score; video pixels, NaN/0 where missing); track_id, frame_index:
-        int64[N], each track's rows in frame order. Rows with too few confident keypoints are skipped and
-        counted. Tracks seen before (same video_id) continue from their last fit with their shape frozen.
+        int64[N], each track's rows in frame order. Rows with too few confident keypoints to pose a body
+        alone are fitted from their track's body when it has one, else skipped and counted (fit_rows).
+        Tracks seen before (same video_id) continue from their last fit with their shape frozen.
         ground: the video's floor (ground.estimate_ground); where it is ok its focal is the camera's and
         standing feet are held on it, else the focal is focal_factor x the diagonal and no floor is assumed."""
         p = self.p
-        conf = np.nan_to_num(keypoints[..., 2]) * np.isfinite(keypoints[..., :2]).all(-1)
-        good = conf >= HOUSE_THRESHOLD  # the unsure weigh low_conf_weight x their score; flagged in 3D
-        ok = (good.sum(1) >= p.min_joints) & (good[:, TORSO].sum(1) >= 2)
-        rows = np.flatnonzero(ok)
-        skipped = {"few_confident_joints": int((~ok).sum())} if (~ok).any() else {}
         ground = ground if ground is not None and ground.ok else None
         focal = ground.focal if ground else float(p.focal_factor * np.hypot(*image_size))
-        if not len(rows):
-            return _empty(len(self.model.parents), focal, skipped)
-        weight = np.where(good, conf, p.low_conf_weight * conf).astype(np.float32)
-        data = _Rows(keypoints, track_id, frame_index, good, weight).take(rows)
-        start = self._probe(video_id, data, image_size, focal, ground)
-        iters = p.iters_full if any((video_id, int(t)) not in self.state for t in data.track_id) else p.iters_warm
-        out = self._solve(video_id, data, image_size, focal, start, iters, remember=True, ground=ground)
+        known = {t for v, t in self.state if v == video_id}
+        pick = choose_rows(keypoints, track_id, known, p)
+        weight = np.where(pick.good, pick.conf, p.low_conf_weight * pick.conf).astype(np.float32)
+        every = _Rows(keypoints, track_id, frame_index, pick.good, weight)
+        parts, near = [], None
+        if len(pick.alone):
+            data = every.take(pick.alone)
+            start = self._probe(video_id, data, image_size, focal, ground)
+            cold = any((video_id, int(t)) not in self.state for t in data.track_id)
+            out = self._solve(video_id, data, image_size, focal, start, p.iters_full if cold else p.iters_warm,
+                              remember=True, ground=ground)
+            parts.append(self._result(pick.alone, data, focal, out))
+            nearest = nearest_rows(track_id, frame_index, pick.alone, pick.tracked)
+            near = {"rows": np.flatnonzero(nearest >= 0),
+                    **{k: out[k][nearest[nearest >= 0]] for k in ("bones", "root", "params", "joints")}}
+        if len(pick.tracked):  # every track is known now: a warm start from its body, its shape held
+            data = every.take(pick.tracked)
+            parts.append(self._result(pick.tracked, data, focal, self._solve(
+                video_id, data, image_size, focal, {}, p.iters_warm, remember=False, ground=ground, near=near)))
+        if not parts:
+            return empty_result(len(self.model.parents), focal, pick.skipped)
+        return joined(parts, focal, pick.skipped)
+
+    def _result(self, rows: np.ndarray, data: _Rows, focal: float, out: dict) -> FitResult:
+        """A solve's output (_solve) for the input rows `rows`, bones spread over the full rig."""
         full = np.zeros((len(rows), len(self.model.parents), 3), np.float32)
         full[:, self.model.fitted[1:]] = out["bones"][:, 1:]
         return FitResult(rows=rows, bone_rotvec=full, root_rotvec=out["root"], translation=out["translation"],
                          joints=out["joints"], low_conf=~data.good, reproj_px=out["err"], contact=out["contact"],
-                         focal=focal,
-                         skipped=skipped)
+                         focal=focal)
 
     def shapes(self, video_id: str) -> dict[int, np.ndarray]:
         """track id -> float32[S] shape of every track of the video fitted so far."""
@@ -236,11 +232,12 @@ class BodyFitter:
 
     # -- one optimisation ------------------------------------------------------------------------
     def _solve(self, video_id, data: _Rows, size, focal, start, iters, remember, shape_free=True,
-               ground: Ground | None = None) -> dict:
-        """Stages 1 and 2 on rows that all get fitted; start: track id -> initial shape of a new track."""
+               ground: Ground | None = None, near: dict | None = None) -> dict:
+        """Stages 1 and 2 on rows that all get fitted; start: track id -> initial shape of a new track;
+        near: rows of known tracks to start from another row's body (_unknowns)."""
         p = self.p
         pb = self._problem(video_id, data, size, focal, start, shape_free, ground)
-        x = self._unknowns(pb, data, size, focal, ground)
+        x = self._unknowns(pb, data, size, focal, ground, near)
         held = None if bool((~pb.fixed).any()) else self._held_rig(pb, x)
         if any(s is None for s in pb.known) and p.iters_root:
             opt = self._adam(x, pose=False)
@@ -275,7 +272,7 @@ class BodyFitter:
         cpu = lambda v: v.detach().cpu().numpy().astype(np.float32)
         contact = pb.scene.contact.cpu().numpy()
         return {"bones": cpu(x.bones), "root": cpu(x.root), "translation": cpu(t3), "joints": cpu(kp3),
-                "err": cpu(err), "loss": cpu(final), "contact": contact}
+                "err": cpu(err), "loss": cpu(final), "contact": contact, "params": cpu(torch.cat([x.txy, x.tz], 1))}
 
     def _terms(self, pb: _Problem, x: _Unknowns, kp3, proj, t3, stature) -> losses.LossTerms:
         """Stage 2's loss on the body posed from x: kp3 float[B, 17, 3], proj float[B, 17, 2], t3 float[B, 3];
@@ -319,12 +316,15 @@ class BodyFitter:
                         scene=fit_scene.scene(data.kp, data.track_id, data.frames, ground, kp),
                         **fit_scene.expected_statures(tracks, ground, self.p, kp))
 
-    def _unknowns(self, pb: _Problem, data: _Rows, size, focal, ground: Ground | None) -> _Unknowns:
+    def _unknowns(self, pb: _Problem, data: _Rows, size, focal, ground: Ground | None,
+                  near: dict | None = None) -> _Unknowns:
         """Cold rows start from the torso (stage 1 refines that), or where a foot stands on a known floor
-        at that foot's depth; every row of a known track from its last frame's pose and depth, moved across
-        the image to where this row's keypoints are. Not moved, a row a person-size away from its keypoints
-        (a walker 32 frames on, a track re-identified after seconds away) lies where the saturating
-        reprojection no longer pulls, and the other terms held it there (vtest: bodies 100-300 px off)."""
+        at that foot's depth; every row of a known track from its last frame's pose and depth (or, for
+        near["rows"], from the bones, root, params and joints given beside them: a nearer frame's fit),
+        moved across the image to where this row's keypoints are. Not moved, a row a person-size away from
+        its keypoints (a walker 32 frames on, a track re-identified after seconds away) lies where the
+        saturating reprojection no longer pulls, and the other terms held it there (vtest: bodies 100-300
+        px off)."""
         m = self.model
         root, trans = cold_start(m, data.kp, data.good, focal, size, self._torso0)
         if ground is not None:
@@ -332,15 +332,20 @@ class BodyFitter:
             trans[rows, 2] = np.log(depth)
         root, trans = self._tensor(root), self._tensor(trans)
         bones = root.new_zeros(len(pb.track), len(m.fitted), 3)
-        good = torch.as_tensor(data.good, dtype=root.dtype, device=root.device)
+        last = root.new_ones(len(pb.track), 17, 3)  # [B, 17, 3] the 3D keypoints each warm row starts from
+        warm = torch.zeros(len(pb.track), dtype=torch.bool, device=root.device)
         for ti, s in enumerate(pb.known):
             if s is not None:
                 sel = torch.as_tensor(pb.track == ti, device=root.device)
-                last = s.joints[:, :2] / s.joints[:, 2:].clamp(min=0.05)  # [17, 2] x/z, y/z
-                now = (pb.kp[sel] - pb.center[sel][:, None]) / focal  # [R, 17, 2] this row's keypoints
-                shift = ((now - last) * good[sel][..., None]).sum(1) / good[sel].sum(1, keepdim=True).clamp(min=1)
-                bones[sel], root[sel], trans[sel] = s.bones, s.root, s.trans
-                trans[sel, :2] += shift
+                bones[sel], root[sel], trans[sel], last[sel], warm[sel] = s.bones, s.root, s.trans, s.joints, True
+        if near is not None:
+            i = torch.as_tensor(near["rows"], device=root.device)
+            bones[i], root[i], trans[i], last[i] = (self._tensor(near[k])
+                                                    for k in ("bones", "root", "params", "joints"))
+        good = torch.as_tensor(data.good, dtype=root.dtype, device=root.device)[warm]
+        then = last[warm, :, :2] / last[warm, :, 2:].clamp(min=0.05)  # [R, 17, 2] x/z, y/z
+        now = (pb.kp[warm] - pb.center[warm][:, None]) / focal  # [R, 17, 2] this row's keypoints
+        trans[warm, :2] += ((now - then) * good[..., None]).sum(1) / good.sum(1, keepdim=True).clamp(min=1)
         logit = torch.logit(((pb.shape0 - m.shape_low) / (m.shape_high - m.shape_low)).clamp(1e-3, 1 - 1e-3))
         return _Unknowns(logit.requires_grad_(), bones.requires_grad_(), root.requires_grad_(),
                          trans[:, :2].clone().requires_grad_(), trans[:, 2:].clone().requires_grad_())
@@ -381,10 +386,3 @@ class BodyFitter:
         rig = held if held is not None else rig_rows(self.model, self.parents, self._torso0, self._shape(pb, x),
                                                      pb.track_t)
         return (*posed_keypoints(self.parents, rig, x.bones, x.root, x.txy, x.tz, pb.focal, pb.center), rig)
-
-
-def _empty(num_bones: int, focal: float, skipped: dict) -> FitResult:
-    return FitResult(rows=np.zeros(0, np.int64), bone_rotvec=np.zeros((0, num_bones, 3), np.float32),
-                     root_rotvec=np.zeros((0, 3), np.float32), translation=np.zeros((0, 3), np.float32),
-                     joints=np.zeros((0, 17, 3), np.float32), low_conf=np.zeros((0, 17), bool),
-                     reproj_px=np.zeros(0, np.float32), contact=np.zeros(0, bool), focal=focal, skipped=skipped)

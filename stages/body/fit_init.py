@@ -54,6 +54,8 @@ def cold_start(model: BodyModel, kp: np.ndarray, good: np.ndarray, focal: float,
         hips = kp[r, HIPS][g[HIPS]].mean(0) if g[HIPS].any() else None
         shoulders = kp[r, SHOULDERS][g[SHOULDERS]].mean(0) if g[SHOULDERS].any() else hips
         hips = shoulders if hips is None else hips
+        if hips is None:  # no torso joint (a tracked row, fit_rows.py): where its keypoints are, sized by their box
+            hips = shoulders = kp[r][g].mean(0) if g.any() else np.array([w / 2, h / 2])
         torso_px = max(float(np.linalg.norm(shoulders - hips)), 0.35 * float(scale[r]), 1.0)
         pair = SHOULDERS if g[SHOULDERS].all() else HIPS if g[HIPS].all() else None
         faces = pair is None or kp[r, pair[0], 0] >= kp[r, pair[1], 0]

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 class FitParams:
     focal_factor: float = 1.0  # focal length = this x the image diagonal (about 53 degrees across a 16:9 frame)
     low_conf_weight: float = 0.2  # weight (x score) of a joint below the house threshold (stages/scores.py)
-    min_joints: int = 6  # confident keypoints (incl. 2 of the torso) a person-frame needs to be fitted
+    min_joints: int = 6  # confident keypoints (incl. 2 of the torso) a person-frame needs to be fitted alone
+    min_joints_tracked: int = 3  # ...and with fewer, if its track has a body (fit_rows.py)
     iters_root: int = 25
     iters_full: int = 100
     iters_warm: int = 40  # stage 2 of a chunk whose tracks all continue from the previous chunk

@@ -19,7 +19,7 @@ import pyarrow as pa
 from stages.coco17 import NUM_KEYPOINTS
 
 if TYPE_CHECKING:  # torch is imported by fit.py: the sink actor, which uses this module, need not
-    from stages.body.fit import FitResult
+    from stages.body.fit_rows import FitResult
 
 _KP = pa.list_(pa.float32(), NUM_KEYPOINTS)
 
