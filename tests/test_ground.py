@@ -102,6 +102,19 @@ def test_plane_geometry() -> None:
     assert np.isnan(g.backproject([[640.0, g.horizon_row - 5]])).all()  # sky pixels never reach the floor
 
 
+def test_an_adult_and_a_child_alone_set_the_scale_by_the_adult() -> None:
+    """Two people 30-45% apart in stature: the median of the two lies between them, near neither (it found
+    no scale before: "the fit did not converge"); the taller is taken as the adult."""
+    for seed in range(6):
+        sc = make_scene(seed, adults=1, children=1, sitting=0)
+        two = sc.track_id <= 2  # the adult and the child, without the scene's raised and feetless people
+        g = estimate_ground(sc.keypoints[two], sc.track_id[two], sc.frame_index[two], sc.image_size, sc.focal)
+        assert g.ok, g.reason
+        assert abs(g.camera_height / sc.camera_height - 1) < 0.10, (sc.camera_height, g.camera_height)
+        ratio = (g.heights[2] / g.heights[1]) / (sc.stature[2] / sc.stature[1])
+        assert abs(ratio - 1) < 0.10, ratio
+
+
 def _finite(g: Ground) -> bool:
     values = [v for v in dataclasses.astuple(g) if isinstance(v, float)] + list(g.normal)
     return bool(np.all(np.isfinite(values)))

@@ -256,7 +256,11 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
     cam_h = np.nan
     if used.any():  # the median, then the mean of the tracks near it: adults, without children or odd tracks
         log_rel = np.log(rel[used])
-        cam_h = stature_m / float(np.exp(log_rel[np.abs(log_rel - np.median(log_rel)) < np.log(1.15)].mean()))
+        near = np.abs(log_rel - np.median(log_rel)) < np.log(1.15)
+        if not near.any():  # an even count split in two (an adult and a child): the median lies between them;
+            # the taller side is the adults' (children, sitting and crouching people read short, a raised one rarely)
+            near = log_rel > log_rel.max() - np.log(1.15)
+        cam_h = stature_m / float(np.exp(log_rel[near].mean()))
     why = []
     if not np.all(np.isfinite(x)) or not np.isfinite(cam_h):
         why.append("the fit did not converge")
