@@ -108,6 +108,7 @@ class Scene:
     camera_height: float | None  # metres above the floor; None: no floor known (no contact term)
     contact: torch.Tensor  # bool[B] rows with a foot on the floor
     ankle: torch.Tensor  # int64[B] that foot's COCO-17 index
+    upright: torch.Tensor  # bool[B] rows held upright: standing on a foot, or legs not seen (fit_scene.scene)
 
 
 def ground_contact(w: float, kp3: torch.Tensor, scene: Scene, ankle_height: torch.Tensor, tol: float) -> torch.Tensor:
@@ -132,14 +133,15 @@ def ground_costs(kp3: torch.Tensor, scene: Scene, ankle_height: torch.Tensor, to
 
 
 def upright(w: float, kp3: torch.Tensor, scene: Scene, free_rad: float) -> torch.Tensor:
-    """People standing on a foot stand upright: the ankle-centre to shoulder-centre direction of the contact
-    rows within free_rad of the up vector; log(1 + (excess / free_rad)^2) beyond it, mean over those rows.
-    A single view leaves a standing body free to lean toward or away from the camera at almost no
-    reprojection cost (the issue measured -28 to +46 degrees among people on one floor); saturating, so a
-    person the 2D says is bent over is not pulled off its keypoints."""
-    if not w or not bool(scene.contact.any()):
+    """People standing on a foot, and people whose legs are not seen, stand upright: the ankle-centre to
+    shoulder-centre direction of the scene's upright rows within free_rad of the up vector; log(1 +
+    (excess / free_rad)^2) beyond it, mean over those rows. A single view leaves a standing body free to
+    lean toward or away from the camera at almost no reprojection cost (the issue measured -28 to +46
+    degrees among people on one floor); saturating, so a person the 2D says is bent over is not pulled off
+    its keypoints."""
+    if not w or not bool(scene.upright.any()):
         return kp3.new_zeros(())
-    rows = torch.nonzero(scene.contact).squeeze(1)
+    rows = torch.nonzero(scene.upright).squeeze(1)
     axis = kp3[rows][:, [5, 6]].mean(1) - kp3[rows][:, [15, 16]].mean(1)
     cos = (axis @ scene.normal) / (axis.norm(dim=-1) + 1e-9)
     angle = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
