@@ -126,7 +126,7 @@ def fit_ground_truth(name: str, anns: list[dict], size: tuple[int, int], config,
     rows = TrackedRows(name, np.array([a["frame_index"] for a in anns], np.int64),
                        np.array([a["frame_index"] / 25.0 for a in anns]),
                        np.array([a["track_id"] for a in anns], np.int64), labelled_keypoints(anns).astype(np.float32))
-    stream = BodyStream(BodyFitter(model, config.mesh.fit), config.mesh.chunk_frames)
+    stream = BodyStream(BodyFitter(model, config.mesh.fit), config.mesh.chunk_frames, config.mesh.floor_wait_frames)
     stream.open(name)
     first = stream.push(rows, size)
     last, tracks, _, _ = stream.finish(rows.take(np.zeros(len(rows), bool)), size)

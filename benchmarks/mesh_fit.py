@@ -60,7 +60,7 @@ def main() -> None:
           f"iters {config.mesh.fit.iters_root}+{config.mesh.fit.iters_full}")
     for name in args.sets.split(","):
         frames, size = tracked(EVAL / name)
-        stream = BodyStream(BodyFitter(model, config.mesh.fit), config.mesh.chunk_frames)
+        stream = BodyStream(BodyFitter(model, config.mesh.fit), config.mesh.chunk_frames, config.mesh.floor_wait_frames)
         stream.open(name)
         t0, c0 = time.perf_counter(), time.process_time()
         tables = [stream.push(rows, size) for rows in frames[:-1]]

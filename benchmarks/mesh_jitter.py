@@ -63,7 +63,7 @@ def main() -> None:
             ("streaming, temporal (default)", config.mesh.fit, False),
             ("whole tracks (mocap)", config.mesh.fit, True)]
     for name, params, whole in ways:
-        stream = BodyStream(BodyFitter(model, params), config.mesh.chunk_frames)
+        stream = BodyStream(BodyFitter(model, params), config.mesh.chunk_frames, config.mesh.floor_wait_frames)
         t0 = time.perf_counter()
         if whole:
             table = stream.fit_whole(rows, size)[0]

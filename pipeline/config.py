@@ -99,6 +99,7 @@ class MeshConfig:
     body_model: Literal["anny", "smpl"] = "anny"
     body_model_path: str = ""  # smpl: the folder holding the user's SMPL_NEUTRAL.npz (never shipped)
     chunk_frames: int = 32  # frames of a video fitted together (one batched optimisation)
+    floor_wait_frames: int = 128  # complete chunks wait this long for the video's floor (stages/body/stream.py)
     threads: int = 1  # intra-op threads per mesh actor on CPU
     fit: FitParams = field(default_factory=FitParams)
 

@@ -245,7 +245,8 @@ class MeshWorker(_Busy):
         device = "cuda" if torch.cuda.is_available() and config.mesh.resources.num_gpus > 0 else "cpu"
         torch.set_num_threads(config.mesh.threads)
         model = load_body_model(config.mesh.body_model, config.mesh.body_model_path, device)
-        self.stream = BodyStream(BodyFitter(model, config.mesh.fit), config.mesh.chunk_frames)
+        self.stream = BodyStream(BodyFitter(model, config.mesh.fit), config.mesh.chunk_frames,
+                             config.mesh.floor_wait_frames)
 
     def open(self, video_id: str) -> None:
         self.stream.open(video_id)

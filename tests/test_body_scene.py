@@ -136,3 +136,29 @@ def test_a_person_whose_legs_are_hidden_is_held_upright(anny):
         hidden = bodies["track_id"].to_numpy() == 0
         assert np.median(lean[hidden]) < 12.0, (seed, np.median(lean[hidden]), np.median(lean[~hidden]))
 
+
+
+def test_chunks_wait_for_the_floor_so_the_first_people_stand_on_it_too(anny):
+    """The first 16-frame chunk shows one person standing still (no floor from it); the others walk in
+    from frame 16. The first chunk waits for the floor found with the second, so its bodies stand on it
+    (foot_height_m measured on that floor); fitted at once (wait_frames 0), they had no floor."""
+    sc = make_scene(anny, np.random.default_rng(1), adults=4, children=0, frames=48)
+    early = sc.frame_index < 16
+    keep = ~early | (sc.track_id == 0)
+    still = sc.keypoints[(sc.track_id == 0) & (sc.frame_index == 0)][0]
+    kp = sc.keypoints.copy()
+    kp[early & (sc.track_id == 0)] = still  # standing still: one depth, no horizon
+    order = np.lexsort((sc.track_id, sc.frame_index))
+    order = order[keep[order]]
+    rows = TrackedRows("v", sc.frame_index[order], sc.frame_index[order] / 25.0, sc.track_id[order], kp[order])
+    for wait, on_floor in ((128, True), (0, False)):
+        stream = BodyStream(BodyFitter(anny), chunk_frames=16, wait_frames=wait)
+        stream.open("v")
+        tables = [stream.push(rows.take(rows.frame_index == f), sc.image_size) for f in range(48)]
+        last, _, _, scene = stream.finish(rows.take(np.zeros(len(rows), bool)), sc.image_size)
+        assert scene["ground_ok"], scene["ground_reason"]
+        bodies = pa.concat_tables([t for t in [*tables, last] if t is not None])
+        first = bodies.filter(pc.less(bodies["frame_index"], 16))
+        assert first.num_rows == 16
+        assert bool(np.isfinite(first["foot_height_m"].to_numpy(zero_copy_only=False)).all()) == on_floor, wait
+        assert bodies.num_rows == len(rows)  # every row fitted once, none lost while waiting

@@ -6,7 +6,12 @@ A video's rows arrive in frame order (the sink's tracker releases them so). They
 chunk of `chunk_frames` frames is complete, then every person-frame of the chunk is fitted in one
 batched optimisation: a one-batch fit of 8 frames is dominated by per-iteration overhead, a
 32-frame chunk amortises it (benchmarks/mesh_fit.py). A track continues from its last fit in the
-next chunk (warm start, frozen shape). Memory per video: one chunk of keypoints.
+next chunk (warm start, frozen shape).
+The video's floor is estimated from its first chunks (ground.py). Until it is found, complete chunks
+wait, up to `wait_frames` frames of them: fitted before the floor, a track's first bodies had no floor
+to stand on and kept that start (vtest: a walker of its first 90 frames 22 degrees off the floor's
+normal, 88 cm above it; crowd_synth p10's first 32 of 50 frames). A video whose floor is not found by
+then is fitted without one. Memory per video: wait_frames frames of keypoints and one chunk.
 """
 from __future__ import annotations
 
@@ -30,10 +35,12 @@ if TYPE_CHECKING:  # torch is imported by fit.py: the sink actor, which uses thi
 class BodyStream:
     """Holds each video's unfitted rows and fits them chunk by chunk with one BodyFitter."""
 
-    def __init__(self, fitter: BodyFitter, chunk_frames: int = 32):
+    def __init__(self, fitter: BodyFitter, chunk_frames: int = 32, wait_frames: int = 128):
         self.fitter = fitter
         self.chunk_frames = chunk_frames
+        self.wait_frames = wait_frames
         self.pending: dict[str, TrackedRows] = {}
+        self.waiting: dict[str, list[TrackedRows]] = {}  # complete chunks held until the floor is found
         self.skipped: dict[str, Counter] = {}
         self.frames: dict[str, Counter] = {}  # video -> track -> fitted person-frames
         self.open_videos: set[str] = set()
@@ -65,8 +72,12 @@ class BodyStream:
         now = held.frame_index <= cut
         self.pending[vid] = held.take(~now)
         chunk = held.take(now)
-        self._ground(chunk, image_size)
-        return self._fit(chunk, image_size)
+        waiting = self.waiting.pop(vid, []) + [chunk]
+        if not self._ground(chunk, image_size).ok and \
+                sum(len(np.unique(c.frame_index)) for c in waiting) < self.wait_frames:
+            self.waiting[vid] = waiting
+            return None
+        return self._fit_chunks(waiting, image_size)
 
     def finish(self, rows: TrackedRows, image_size: tuple[int, int]) -> tuple[pa.Table | None, pa.Table, dict, dict]:
         """The video's last rows: (bodies rows or None, one body_tracks row per fitted track, skip reasons,
@@ -76,7 +87,7 @@ class BodyStream:
         self.open_videos.discard(vid)
         held = TrackedRows.concat(vid, [self.pending.pop(vid), rows]) if vid in self.pending else rows
         ground = self._ground(held, image_size)
-        table = self._fit(held, image_size) if len(held) else None
+        table = self._fit_chunks(self.waiting.pop(vid, []) + [held], image_size)
         tracks = body_tracks_table(vid, self.fitter.model.name, list(self.fitter.model.shape_names),
                                    self.fitter.shapes(vid), dict(self.frames.pop(vid, Counter())),
                                    self.fitter.statures(vid), self.foot.pop(vid, {}))
@@ -125,6 +136,7 @@ class BodyStream:
     def drop(self, video_id: str) -> None:
         """Forget a video that failed."""
         self.pending.pop(video_id, None)
+        self.waiting.pop(video_id, None)
         self.skipped.pop(video_id, None)
         self.frames.pop(video_id, None)
         self.open_videos.discard(video_id)
@@ -152,6 +164,12 @@ class BodyStream:
         if ground.ok:
             self.seen.pop(vid)
         return ground
+
+    def _fit_chunks(self, chunks: list[TrackedRows], image_size: tuple[int, int]) -> pa.Table | None:
+        """The bodies rows of chunks fitted one after another (in frame order, each its own optimisation)."""
+        tables = [self._fit(c, image_size) for c in chunks if len(c)]
+        tables = [t for t in tables if t is not None]
+        return pa.concat_tables(tables) if tables else None
 
     def _fit(self, rows: TrackedRows, image_size: tuple[int, int]) -> pa.Table | None:
         """Fit rows on the video's floor as estimated so far (_ground, called first)."""
