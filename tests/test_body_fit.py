@@ -97,14 +97,14 @@ def test_too_few_confident_joints_are_skipped_and_counted(anny):
     rng = np.random.default_rng(5)
     track = sample_track(anny, anny.shape_default.numpy(), 6, rng)
     kps = track.keypoints.copy()
-    kps[2:4, 2:, 2] = 0.0  # two frames keep only the nose and an eye: too few even for a tracked person
-    kps[2:4, 2:, :2] = np.nan
-    kps[2:4, :2, 2] = 0.9
+    face = track.keypoints[2, :3].copy()  # frame 2's nose and eyes, all seen
+    face[:, 2] = 0.9
+    kps[2:4] = np.array([np.nan, np.nan, 0.0], np.float32)
+    kps[2:4, :2] = face[:2]  # two frames keep only the nose and an eye: too few even for a tracked person
     result = BodyFitter(anny).fit("v", kps, np.zeros(6, np.int64), np.arange(6, dtype=np.int64), (1280, 720))
     assert list(result.rows) == [0, 1, 4, 5]
     assert result.skipped == {"few_confident_joints": 2}
-    kps[2:4, 1:3, 2] = 0.9  # the nose and both eyes: enough for a person with a body, but this track has none
-    kps[2:4, 1:3, :2] = track.keypoints[2:4, 1:3, :2]
+    kps[2:4, :3] = face  # the nose and both eyes: enough for a person with a body, but this track has none
     nothing = BodyFitter(anny).fit("v", kps[2:4], np.zeros(2, np.int64), np.arange(2, dtype=np.int64), (1280, 720))
     assert len(nothing.rows) == 0 and nothing.skipped == {"few_confident_joints": 2}
 
