@@ -9,9 +9,9 @@ batched optimisation: a one-batch fit of 8 frames is dominated by per-iteration 
 next chunk (warm start, frozen shape).
 The video's floor is estimated from its first chunks (ground.py). Until it is found, complete chunks
 wait, up to `wait_frames` frames of them: fitted before the floor, a track's first bodies had no floor
-to stand on and kept that start (vtest: a walker of its first 90 frames 22 degrees off the floor's
-normal, 88 cm above it; crowd_synth p10's first 32 of 50 frames). A video whose floor is not found by
-then is fitted without one. Memory per video: wait_frames frames of keypoints and one chunk.
+to stand on and kept that start (vtest: a walker of its first 90 frames stood upright to the level
+camera, 22 degrees off the floor's normal; 10 after). A video whose floor is not found by then is fitted
+without one. Memory per video: wait_frames frames of keypoints and one chunk.
 """
 from __future__ import annotations
 
