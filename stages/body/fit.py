@@ -318,7 +318,7 @@ class BodyFitter:
                         focal=torch.full((b,), focal, dtype=kp.dtype, device=kp.device),
                         center=t_([[size[0] / 2, size[1] / 2]]).expand(b, 2), shape0=shape0, fixed=fixed,
                         motion=losses.Motion(triples, anchor, anchors),
-                        scene=fit_scene.scene(data.kp, data.track_id, data.frames, ground, kp),
+                        scene=fit_scene.scene(data.kp, data.good, data.track_id, data.frames, ground, kp),
                         **fit_scene.expected_statures(tracks, ground, self.p, kp))
 
     def _unknowns(self, pb: _Problem, data: _Rows, size, focal, ground: Ground | None,

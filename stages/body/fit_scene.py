@@ -13,25 +13,24 @@ from stages.body import losses
 from stages.body.contact import foot_contact
 from stages.body.ground import ANKLE_AT, HEIGHT_SD, STATURE_M, STATURE_SD_M, Ground
 from stages.body.params import FitParams
-from stages.scores import HOUSE_THRESHOLD
 
 LEGS = (13, 14, 15, 16)  # COCO-17 knees and ankles
 
 
-def scene(keypoints: np.ndarray, track_id: np.ndarray, frames: np.ndarray, ground: Ground | None,
-          like: torch.Tensor) -> losses.Scene:
-    """keypoints float[B, 17, 3], track_id, frames int[B] -> the floor (or the level camera's up), the rows
+def scene(keypoints: np.ndarray, good: np.ndarray, track_id: np.ndarray, frames: np.ndarray,
+          ground: Ground | None, like: torch.Tensor) -> losses.Scene:
+    """keypoints float[B, 17, 3], good bool[B, 17] (the fit's confident keypoints, fit_rows.choose_rows),
+    track_id, frames int[B] -> the floor (or the level camera's up), the rows
     standing on a foot (contact.foot_contact) and the rows held upright, as tensors of like's dtype and
     device. Upright: the standing rows, and the rows with no knee or ankle seen (behind someone, below the
     frame's edge): nothing measures their lean, and the body at rest leaned as the shoulders pulled it
     (track_a: a person seen from the waist up fitted 36-40 degrees off the floor's normal)."""
     contact, ankle = foot_contact(keypoints, track_id, frames)
-    legs = np.nan_to_num(keypoints[:, LEGS, 2]) * np.isfinite(keypoints[:, LEGS, :2]).all(-1) >= HOUSE_THRESHOLD
     up = ground.normal if ground is not None else [0.0, -1.0, 0.0]
     as_t = lambda a: torch.as_tensor(a, device=like.device)  # noqa: E731
     return losses.Scene(torch.as_tensor(up, dtype=like.dtype, device=like.device),
                         ground.camera_height if ground is not None else None,
-                        as_t(contact), as_t(ankle), as_t(contact | ~legs.any(1)))
+                        as_t(contact), as_t(ankle), as_t(contact | ~good[:, LEGS].any(1)))
 
 
 def expected_statures(tracks: np.ndarray, ground: Ground | None, p: FitParams, like: torch.Tensor
