@@ -26,6 +26,14 @@ _SEATED[13:15] = [[0.27, 0.07, 0.25], [0.27, -0.07, 0.25]]
 _SEATED[15:17] = [[0.039, 0.07, 0.28], [0.039, -0.07, 0.28]]
 
 
+def _lean(tilt: float, forward: float, side: float) -> np.ndarray:
+    """float64[3, 3] turning a body's (height, sideways, forward) fractions by `tilt` radians about its feet,
+    toward the unit direction (forward, side) on the floor."""
+    axis = np.array([0.0, -forward, side])  # horizontal, at right angles to the direction of the lean
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(tilt) * k + (1 - np.cos(tilt)) * k @ k
+
+
 @dataclass
 class Scene:
     keypoints: np.ndarray  # float32[P, 17, 3]
@@ -49,8 +57,12 @@ def rotation(pitch_deg: float, roll_deg: float) -> np.ndarray:
 
 
 def make_scene(seed: int, adults: int = 12, children: int = 3, sitting: int = 2, frames: int = 30,
-               fps: float = 10.0, noise_px: float = 1.5, size: tuple[int, int] = (1280, 720)) -> Scene:
+               fps: float = 10.0, noise_px: float = 1.5, size: tuple[int, int] = (1280, 720),
+               lean_deg: float = 0.0) -> Scene:
+    """lean_deg > 0: each person holds a lean of up to that many degrees about their feet, in a direction of
+    their own (a walker's stoop, a hip out), the same in every frame; 0: everyone upright."""
     rng = np.random.default_rng(seed)
+    lean_rng = np.random.default_rng([seed, 1])  # its own stream: lean_deg=0 scenes stay as they were
     w, h = size
     pitch, roll = rng.uniform(0.0, 30.0), rng.uniform(-3.0, 3.0)
     while True:  # a camera that sees whole people within 15 m (a steep, narrow one sees only their tops)
@@ -95,11 +107,14 @@ def make_scene(seed: int, adults: int = 12, children: int = 3, sitting: int = 2,
             body[5:7, 0] -= 0.02
         if k == "sitting":
             body[15:17, 0] += rng.uniform(0.05, 0.2)  # feet dangling off a high bench
+        tilt, way = np.radians(lean_rng.uniform(0.0, lean_deg)), lean_rng.uniform(0, 2 * np.pi)
+        lean = _lean(tilt, np.cos(way), np.sin(way))
         for f in range(frames):
             dist = speed * f / fps
             phase = np.sin(2 * np.pi * dist / 1.4)
             b = body.copy()
             b[:, 2] += _SWING * phase * (speed > 0)
+            b = b @ lean.T
             p = start + dist * fwd + s * (b[:, :1] * [0, 1, 0] + b[:, 1:2] * left + b[:, 2:3] * fwd)
             uv = project(p) + rng.normal(0, noise_px, (17, 2))
             score = np.where(rng.random(17) < 0.1, 0.1, 0.9)

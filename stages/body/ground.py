@@ -8,10 +8,11 @@ Camera frame as in the fit: x right, y down, z forward, principal point at the i
     ankle midpoint pixel -> ray q:  X_ankle = q (a_ankle S - h) / (n.q)
     residuals: project(X_ankle + (a_j - a_ankle) S n) - pixel, for the shoulder midpoint (x, y) and nose (y)
 
-With h = 1 the unknowns are p, r, the focal (when not given) and log(S_k / h) per track, constant over time:
-a track walking in depth pins the horizon, its change of size with depth the tilt, and the lean of people's
-verticals away from the image centre the focal; a weak prior ties the tracks' log(S_k / h) together, so people
-standing at different depths also do. soft_l1 (scipy least_squares) with views and whole tracks that do not
+With h = 1 the unknowns are p, r, the focal (when not given), and per track, constant over time, log(S_k / h)
+and a lean of its own (a person's posture; its prior is upright): a track walking in depth pins the horizon, its
+change of size with depth the tilt, and the lean of people's verticals away from the image centre, shared by
+all, the focal; a weak prior ties the tracks' log(S_k / h) together, so people standing at different depths
+also do. soft_l1 (scipy least_squares) with views and whole tracks that do not
 fit trimmed between solves keeps mis-detections and off-floor people out. The images cannot give the metric
 scale: h = STATURE_M / the typical S_k / h (median, then mean of the tracks near it, so children do not count).
 """
@@ -43,6 +44,9 @@ DEFAULT_CAMERA_HEIGHT_M = 1.6  # eye level: what the fit assumed before there wa
 # scenes); a track whose views fit it worse (a bent or leaning pose, a child's proportions) is measured too,
 # less surely: its sd grows with its typical view error (Ground.height_sd).
 HEIGHT_SD = 0.04
+# A track's own lean (its ankle-to-head line off the floor's normal, constant along it): people standing or
+# walking lean a few degrees (a walker's trunk ~3-5 degrees forward; sway, a hip out), rarely more than 15.
+LEAN_SD_DEG, MAX_LEAN_DEG = 5.0, 30.0
 TRACK_OFF = 2.0  # noise scales a track's typical view may be off and still hold the floor (_FloorFit.kept)
 
 
@@ -118,9 +122,16 @@ class Ground:
 
 
 class _FloorFit:
-    """The least-squares problem over x = [pitch, roll, log f, m, log(S_k/h) for each of K tracks] (h = 1),
-    every residual in noise units: shoulder-midpoint x, y and nose y of each view (N), then the prior that
-    ties log(S_k/h) to its mean m (K), a weak pull of the focal toward its start and of the roll toward 0."""
+    """The least-squares problem over x = [pitch, roll, log f, m, log(S_k/h) for each of K tracks, then each
+    track's lean toward the camera and to its right (2K, radians)] (h = 1), every residual in noise units:
+    shoulder-midpoint x, y and nose y of each view (N), then the prior that ties log(S_k/h) to its mean m (K),
+    the leans' prior (2K), a weak pull of the focal toward its start and of the roll toward 0.
+
+    A person holds a posture along a track (a walker's forward lean, a hip out, a head bent): held upright,
+    every view of a leaning track is off the same way, and the one camera bends to take it up (synthetic
+    scenes: each leaning track pulled the pitch a few degrees the same way, 6 degrees on seed 19, and the camera
+    height 41% with it). A lean per track, its prior centred on upright, takes a track's own posture; what
+    all tracks share stays the camera's."""
 
     def __init__(self, obs: UprightViews, size: tuple[int, int], f0: float, free_focal: bool, prior_sd: float):
         self.obs, self.f0, self.free, self.prior_sd = obs, f0, free_focal, prior_sd
@@ -130,25 +141,32 @@ class _FloorFit:
         self.sigma = 1.0 + 0.03 * np.hypot(*(obs.ankle - obs.shoulder).T)
         n = self.n
         self.view_rows = np.concatenate([np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), np.arange(2 * n, 3 * n)])
-        self.lo = np.concatenate([np.radians([-60.0, -45.0]), [np.log(f0 / 5), -8.0], np.full(self.k, -8.0)])
-        self.hi = np.concatenate([np.radians([85.0, 45.0]), [np.log(f0 * 5), 3.0], np.full(self.k, 3.0)])
+        lean = np.full(2 * self.k, np.radians(MAX_LEAN_DEG))
+        self.lo = np.concatenate([np.radians([-60.0, -45.0]), [np.log(f0 / 5), -8.0], np.full(self.k, -8.0), -lean])
+        self.hi = np.concatenate([np.radians([85.0, 45.0]), [np.log(f0 * 5), 3.0], np.full(self.k, 3.0), lean])
 
     def residuals(self, x: np.ndarray, free: bool, keep: np.ndarray) -> np.ndarray:
-        """float[3N + K + 2]; keep float[N] weighs each view (0: left out)."""
-        o, n, c = self.obs, self.n, self.c
-        f, s = (np.exp(x[2]) if free else self.f0), np.exp(x[4:])[o.track]
+        """float[3N + 3K + 2]; keep float[N] weighs each view (0: left out)."""
+        o, n, k, c = self.obs, self.n, self.k, self.c
+        f, s = (np.exp(x[2]) if free else self.f0), np.exp(x[4: 4 + k])[o.track]
         nrm = up_normal(x[0], x[1])
         q = np.concatenate([(o.ankle - c) / f, np.ones((n, 1))], 1)
         nq = np.minimum(q @ nrm, -1e-4)  # feet on or above the horizon: as far away as the model allows
         xa = q * ((ANKLE_AT * s - 1.0) / nq)[:, None]
+        toward = np.array([0.0, 0.0, -1.0]) + nrm[2] * nrm  # on the floor, toward the camera
+        toward /= np.linalg.norm(toward)
+        lean = np.tan(x[4 + k:].reshape(2, k)[:, o.track])  # [2, N]
+        axis = nrm + lean[0, :, None] * toward + lean[1, :, None] * np.cross(toward, nrm)
+        axis /= np.linalg.norm(axis, axis=1, keepdims=True)  # float[N, 3] each view's ankle-to-head direction
 
         def pixel(at: float) -> np.ndarray:  # float[N, 2] where the joint at fraction `at` of stature projects
-            xj = xa + ((at - ANKLE_AT) * s)[:, None] * nrm
+            xj = xa + ((at - ANKLE_AT) * s)[:, None] * axis
             return f * xj[:, :2] / np.maximum(xj[:, 2:3], 1e-4) + c
 
         w = keep / self.sigma
         return np.concatenate([((pixel(SHOULDER_AT) - o.shoulder) * w[:, None]).ravel(),
-                               (pixel(NOSE_AT)[:, 1] - o.nose[:, 1]) * w * o.nose_ok, (x[4:] - x[3]) / self.prior_sd,
+                               (pixel(NOSE_AT)[:, 1] - o.nose[:, 1]) * w * o.nose_ok,
+                               (x[4: 4 + k] - x[3]) / self.prior_sd, x[4 + k:] / np.radians(LEAN_SD_DEG),
                                [(x[2] - np.log(self.f0)) / 0.5, x[1] / np.radians(10)]])
 
     def _lsq(self, fun, x: np.ndarray, sp: sparse.lil_matrix, lo: np.ndarray, hi: np.ndarray) -> OptimizeResult:
@@ -156,25 +174,28 @@ class _FloorFit:
             return least_squares(fun, np.clip(x, lo + 1e-9, hi - 1e-9), jac_sparsity=sp, bounds=(lo, hi),
                                  loss="soft_l1", f_scale=1.0, x_scale="jac", max_nfev=300)
 
+    def _track_sparsity(self, cols: int) -> sparse.lil_matrix:
+        """The residuals' sparsity in the per-track unknowns (statures, leans), placed after `cols` others."""
+        n, k = self.n, self.k
+        sp = sparse.lil_matrix((3 * n + 3 * k + 2, cols + 3 * k), dtype=int)
+        for j in range(3):  # a view's rows depend on its own track's stature and leans
+            sp[self.view_rows, cols + j * k + np.tile(self.obs.track, 3)] = 1
+        sp[3 * n + np.arange(3 * k), cols + np.arange(3 * k)] = 1
+        return sp
+
     def solve(self, x: np.ndarray, keep: np.ndarray, free: bool) -> OptimizeResult:
         n, k = self.n, self.k
-        sp = sparse.lil_matrix((3 * n + k + 2, 4 + k), dtype=int)
+        sp = self._track_sparsity(4)
         sp[: 3 * n, : 3 if free else 2] = 1
-        sp[self.view_rows, 4 + np.tile(self.obs.track, 3)] = 1
-        sp[3 * n + np.arange(k), 4 + np.arange(k)] = 1
         sp[3 * n: 3 * n + k, 3] = 1
         sp[-2, 2] = sp[-1, 1] = 1
         return self._lsq(lambda z: self.residuals(z, free, keep), x, sp, self.lo, self.hi)
 
     def statures(self, x: np.ndarray, free: bool) -> np.ndarray:
-        """x with every track's log(S/h) refitted to all its views, the camera held: a track left out under
-        an earlier, rougher camera gets its stature back before it is judged again."""
-        n, k = self.n, self.k
-        sp = sparse.lil_matrix((3 * n + k + 2, k), dtype=int)
-        sp[self.view_rows, np.tile(self.obs.track, 3)] = 1
-        sp[3 * n + np.arange(k), np.arange(k)] = 1
-        z = self._lsq(lambda z: self.residuals(np.concatenate([x[:4], z]), free, np.ones(n)), x[4:], sp,
-                      self.lo[4:], self.hi[4:]).x
+        """x with every track's log(S/h) and leans refitted to all its views, the camera held: a track left
+        out under an earlier, rougher camera gets its stature back before it is judged again."""
+        z = self._lsq(lambda z: self.residuals(np.concatenate([x[:4], z]), free, np.ones(self.n)), x[4:],
+                      self._track_sparsity(0), self.lo[4:], self.hi[4:]).x
         return np.concatenate([x[:4], z])
 
     def view_errors(self, x: np.ndarray, free: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +220,7 @@ class _FloorFit:
         from the feet rests on it, and a free focal and the pitch trade off along it when people's verticals
         do not converge, so it, not the pitch, is what must be known."""
         jac = sol.jac.toarray() if sparse.issparse(sol.jac) else np.asarray(sol.jac)
-        cols = [0, 1] + ([2] if self.free else []) + list(range(3, 4 + self.k))
+        cols = [0, 1] + ([2] if self.free else []) + list(range(3, 4 + 3 * self.k))
         dof = max(len(sol.fun) - len(cols), 1)
         cov = np.linalg.pinv(jac[:, cols].T @ jac[:, cols]) * max(1.0, 2 * float(sol.cost) / dof)
         p, r, f = sol.x[0], sol.x[1], (np.exp(sol.x[2]) if self.free else self.f0)
@@ -238,7 +259,7 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
     fit = _FloorFit(obs, (w, h), f0, focal is None, prior_sd)
     row0, ratio = initial_horizon(obs, h / 2, f0)
     ell0 = np.log(ratio / (SHOULDER_AT - ANKLE_AT + ANKLE_AT * ratio))  # the level-camera S/h of that ratio
-    x0 = np.concatenate([[np.arctan2(h / 2 - row0, f0), 0.0, np.log(f0), np.median(ell0)], ell0])
+    x0 = np.concatenate([[np.arctan2(h / 2 - row0, f0), 0.0, np.log(f0), np.median(ell0)], ell0, np.zeros(2 * k)])
     # the focal held first: a free focal is the weakest direction, the one outliers push along most cheaply
     sol = fit.solve(x0, np.ones(n), False)
     for i in range(2):
@@ -252,7 +273,7 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
     reach = float(np.median(obs.ankle[:, 1] - (h / 2 - f * np.tan(x[0]) / np.cos(x[1]))))  # feet below horizon
     counts = np.bincount(obs.track[inlier], minlength=k)
     used = counts >= min(3, int(counts.max())) if counts.any() else counts > 0
-    rel = np.exp(x[4:])  # S_k / h
+    rel = np.exp(x[4: 4 + k])  # S_k / h
     cam_h = np.nan
     if used.any():  # the median, then the mean of the tracks near it: adults, without children or odd tracks
         log_rel = np.log(rel[used])
