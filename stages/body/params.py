@@ -30,7 +30,7 @@ class FitParams:
     # units of ground_tol metres); each track's stature near the population's (stages/body/ground.py:
     # STATURE_M, STATURE_SD_M), saturating so that evidence wins; an adult's age unless the body is small;
     # every fitted joint within its range (the body model's joint_limits).
-    w_ground: float = 0.1
+    w_ground: float = 0.02
     ground_tol: float = 0.2  # a floor 1.5 degrees off is 0.25 m off at 10 m: a tight tolerance bends legs
     w_stature: float = 0.003  # a stature the floor measured
     w_stature_unmeasured: float = 0.03  # the population's, where nothing measured the person
