@@ -23,6 +23,13 @@ import numpy as np
 HOUSE_THRESHOLD = 0.3  # a joint scoring at least this is confident, for every model
 
 
+def confident(keypoints: np.ndarray, threshold: float = HOUSE_THRESHOLD) -> np.ndarray:
+    """keypoints float[..., 3] (x, y, score) -> bool[...]: the joint scores at least `threshold` and has a
+    finite position (a missing joint is NaN there, whatever its score)."""
+    kp = np.asarray(keypoints)
+    return (kp[..., 2] >= threshold) & np.isfinite(kp[..., :2]).all(-1)
+
+
 def to_house_scale(scores: np.ndarray, raw_threshold: float) -> np.ndarray:
     """float[...] raw scores of a model whose confident threshold is raw_threshold -> float32[...]
     on the house scale (raw_threshold -> HOUSE_THRESHOLD, monotone, [0, 1] -> [0, 1])."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages.body.fit_init import person_scale, rows_before
-from stages.scores import HOUSE_THRESHOLD
+from stages.scores import HOUSE_THRESHOLD, confident
 
 ANKLES, HIPS, SHOULDERS = (15, 16), (11, 12), (5, 6)  # COCO-17
 
@@ -22,7 +22,7 @@ def foot_contact(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.nd
     int64[B]: the COCO-17 index of the foot on the floor, 15 or 16, where contact). A row whose track has
     no row at the previous frame counts as still: a track's first frame is usually a standing one."""
     kp = np.asarray(keypoints, np.float64)
-    ok = (kp[..., 2] >= threshold) & np.isfinite(kp[..., :2]).all(-1)
+    ok = confident(kp, threshold)
     ank_y = np.where(ok[:, ANKLES], kp[:, ANKLES, 1], -np.inf)
     lower = np.where(ank_y[:, 1] > ank_y[:, 0], ANKLES[1], ANKLES[0])
     rows = np.arange(len(kp))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stages.body.params import FitParams
-from stages.scores import HOUSE_THRESHOLD
+from stages.scores import confident
 
 TORSO = (5, 6, 11, 12)  # COCO-17 shoulders and hips: what stage 1 fits the root to
 
@@ -53,7 +53,7 @@ def choose_rows(keypoints: np.ndarray, track_id: np.ndarray, bodied: set[int], p
     """keypoints float[N, 17, 3] (x, y, score; NaN/0 where missing); track_id int64[N]; bodied: tracks fitted
     in an earlier chunk. A track whose rows pose a body in this chunk counts as bodied too."""
     conf = np.nan_to_num(keypoints[..., 2]) * np.isfinite(keypoints[..., :2]).all(-1)
-    good = conf >= HOUSE_THRESHOLD  # the unsure weigh low_conf_weight x their score; flagged in 3D
+    good = confident(keypoints)  # the unsure weigh low_conf_weight x their score; flagged in 3D
     count = good.sum(1)
     alone = (count >= p.min_joints) & (good[:, TORSO].sum(1) >= 2)
     has_body = np.isin(track_id, np.array(sorted(bodied | set(track_id[alone].tolist())), np.int64))

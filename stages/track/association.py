@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages.coco17 import FLIP_PAIRS, box_iou, oks
-from stages.scores import HOUSE_THRESHOLD
+from stages.scores import confident
 
 
 def detections(kp: np.ndarray, bbox: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -17,7 +17,7 @@ def detections(kp: np.ndarray, bbox: np.ndarray) -> tuple[np.ndarray, np.ndarray
     A row without a usable box gets its confident joints' extent instead (inf if it has none)."""
     box = bbox.astype(np.float64)
     xy = kp[:, :, :2].astype(np.float64)
-    ok = np.isfinite(xy).all(-1) & (kp[:, :, 2] >= HOUSE_THRESHOLD)  # the unsure steer nothing
+    ok = confident(kp)  # the unsure steer nothing
     bad = ~np.isfinite(box).all(1) | (box[:, 2] < box[:, 0]) | (box[:, 3] < box[:, 1])
     if bad.any():
         m = ok[bad][..., None]
