@@ -141,3 +141,21 @@ def test_warm_start_continues_a_track_with_its_frozen_shape(anny):
     assert np.median(err) < PA_MPJPE_BOUND_M
     fitter.close("v")
     assert fitter.shapes("v") == {}
+
+
+def test_a_new_tracks_shape_waits_at_its_probed_start_while_the_pose_settles(anny):
+    """For its first shape_after iterations a new track keeps the start the probe chose, and only then
+    fits its shape: freed at once, the shape took up the error of a pose still at rest."""
+    rng = np.random.default_rng(5)
+    track = sample_track(anny, np.array([0.5, 0.6, 0.5, 0.5, 0.5, 0.5]), 8, rng)
+    ids, frames = np.zeros(8, np.int64), np.arange(8, dtype=np.int64)
+
+    def fitted_shape(params: FitParams) -> tuple[np.ndarray, np.ndarray]:
+        fitter = BodyFitter(anny, params)
+        fitter.fit("v", track.keypoints, ids, frames, (1280, 720))
+        return fitter.shapes("v")[0], np.stack([s.cpu().numpy() for s in fitter._starts])
+
+    held, starts = fitted_shape(FitParams(iters_full=FitParams().shape_after))  # the shape is never freed
+    assert np.abs(starts - held).max(axis=1).min() < 1e-5, (held, starts)
+    free, _ = fitted_shape(FitParams())
+    assert np.abs(starts - free).max(axis=1).min() > 1e-3, (free, starts)

@@ -239,6 +239,10 @@ class BodyFitter:
         pb = self._problem(video_id, data, size, focal, start, shape_free, ground)
         x = self._unknowns(pb, data, size, focal, ground, near)
         held = None if bool((~pb.fixed).any()) else self._held_rig(pb, x)
+        # a new track's shape waits at its probed start while the pose settles (params.py: shape_after)
+        wait = p.shape_after if held is None else 0
+        if wait:
+            held, x.shape_logit.requires_grad = self._held_rig(pb, x), False
         if any(s is None for s in pb.known) and p.iters_root:
             # stage 1 moves the root and translation only: the rig and the bones are constants there, so
             # neither is differentiated (a quarter of a cold chunk's iterations, each ~2x cheaper)
@@ -253,7 +257,10 @@ class BodyFitter:
             x.bones.requires_grad_(True)
         opt = self._adam(x, pose=True)
         for it in range(iters):
-            if it == p.shape_iters and held is None:
+            if wait and it == wait:
+                held = None
+                x.shape_logit.requires_grad_(True)
+            if it == wait + p.shape_iters and held is None:
                 held = self._held_rig(pb, x)  # the shape has settled; the rest only refines the pose (a third cheaper)
                 # ...and the shape stays exactly that one: left in Adam, momentum and the priors would move
                 # the stored shape away from the one the poses were fitted with

@@ -13,7 +13,10 @@ class FitParams:
     iters_root: int = 25
     iters_full: int = 100
     iters_warm: int = 40  # stage 2 of a chunk whose tracks all continue from the previous chunk
-    shape_iters: int = 40  # stage-2 iterations with the shape free (new tracks); after that it is held
+    # Stage-2 iterations a new track's shape is held at its probed start: freed from the first step, it took
+    # up the error of a pose still at rest (crowd_synth p10: an adult fitted as a 1.07 m child, 74 cm up).
+    shape_after: int = 20
+    shape_iters: int = 40  # stage-2 iterations with the shape free after those; then it is held again
     probe_frames: int = 6  # frames of a new track fitted from each starting shape
     probe_iters: int = 60  # stage-2 iterations of those fits: which start wins is settled before the poses are
     lr: float = 0.04
