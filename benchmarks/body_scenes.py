@@ -1,7 +1,7 @@
 """Synthetic scenes with a known camera and floor (tests/scene_synth.py): how well the body fit recovers
 people's statures, tells children from adults, and poses them, with and without the video's floor.
 
-    python benchmarks/body_scenes.py [--seeds 0-9] [--no-ground] [--frames 48]
+    python benchmarks/body_scenes.py [--seeds 0-9] [--no-ground] [--known-height] [--frames 48]
 
 Per seed: the floor estimate (camera height, pitch) against the truth, the median PA-MPJPE, reprojection
 error and fit speed; per person the true and fitted stature and age. At the end: |stature error| median,
@@ -10,7 +10,8 @@ adults (a shorter fit scoring as the child). One view gives the scene's metric s
 population's mean stature (stages/body/ground.py: STATURE_M), so a scene whose adults average off it has every
 stature off with it: each seed also prints its adults' mean against STATURE_M and the fitted adults' mean
 against the true one, and the end the share within 5% once each scene's scale is the true one (what a known
-camera height would give).
+camera height would give). --known-height gives the floor estimate the true camera height, as
+`[mesh.fit] camera_height_m` does for a mounted camera.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0-9")
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--no-ground", action="store_true")
+    ap.add_argument("--known-height", action="store_true", help="the floor estimate told the camera's height")
     args = ap.parse_args()
     lo, _, hi = args.seeds.partition("-")
     seeds = range(int(lo), int(hi or lo) + 1)
@@ -50,7 +52,8 @@ def main() -> None:
     errs, kids, fitted, cam_errs, mpjpe, scaled = [], [], [], [], [], []
     for seed in seeds:
         sc = make_scene(model, np.random.default_rng(seed), frames=args.frames)
-        ground = estimate_ground(sc.keypoints, sc.track_id, sc.frame_index, sc.image_size, sc.focal)
+        ground = estimate_ground(sc.keypoints, sc.track_id, sc.frame_index, sc.image_size, sc.focal,
+                                 camera_height=sc.camera_height if args.known_height else None)
         fitter = BodyFitter(model)
         t0 = time.perf_counter()
         r = fitter.fit("v", sc.keypoints, sc.track_id, sc.frame_index, sc.image_size,

@@ -207,6 +207,9 @@ def _check_config(config: Config, source: str) -> Config:
                           "must be 0 (one pass) or a side in px")
     if not 0 <= config.dense.grow_cm <= 5:  # a shrunken body, or a balloon: a typo, not clothing
         raise ConfigError(f"{source}: dense.grow_cm = {config.dense.grow_cm}: must be 0 (the bare body) to 5 cm")
+    height = config.mesh.fit.camera_height_m
+    if not (height == 0 or 0.2 <= height <= 100):  # what estimate_ground calls plausible for a camera it measures
+        raise ConfigError(f"{source}: mesh.fit.camera_height_m = {height}: must be 0 (unknown) or 0.2-100 metres")
     return config
 
 

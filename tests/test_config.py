@@ -129,6 +129,17 @@ def test_dense_growth_is_a_few_centimetres(tmp_path):
             load_config(cfg)
 
 
+def test_a_known_camera_height_is_a_height_a_camera_can_have(tmp_path):
+    assert load_config().mesh.fit.camera_height_m == 0  # unknown
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[mesh.fit]\ncamera_height_m = 3\n")
+    assert load_config(cfg).mesh.fit.camera_height_m == 3
+    for bad in ("-2.5", "0.1", "nan"):
+        cfg.write_text(f"[mesh.fit]\ncamera_height_m = {bad}\n")
+        with pytest.raises(ConfigError, match="mesh.fit.camera_height_m = .*: must be 0 \\(unknown\\) or 0.2-100"):
+            load_config(cfg)
+
+
 def test_grouping_on_the_device_needs_the_torch_network(tmp_path):
     from pipeline.models import choose_bottomup_model, groups_on_device
 

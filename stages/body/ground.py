@@ -237,12 +237,14 @@ def _fallback(size: tuple[int, int], focal: float, reason: str, n_obs: int = 0, 
 def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np.ndarray, image_size: tuple[int, int],
                     focal: float | None = None, *, threshold: float = HOUSE_THRESHOLD, focal_factor: float = 1.0,
                     stature_m: float = STATURE_M, per_track: int = 60, min_obs: int = 8,
-                    prior_sd: float = 0.15, max_horizon_sd: float = 0.1) -> Ground:
+                    prior_sd: float = 0.15, max_horizon_sd: float = 0.1, camera_height: float | None = None) -> Ground:
     """One ground for a video from all its people rows: keypoints float[P, 17, 3] (x, y, score; COCO-17),
     track_id and frame_index int[P], image_size (width, height). focal (pixels) when known, else estimated
     from focal_factor x the image diagonal on. prior_sd: spread (log stature) of the prior that ties people's
     statures together. max_horizon_sd: the most the horizon's row may be unsure of, as a share of the feet's
-    typical distance below it (depth from the feet is as unsure as that). Never raises on empty or odd input:
+    typical distance below it (depth from the feet is as unsure as that). camera_height (metres above the floor)
+    when known, a mounted camera's: it sets the scene's scale, otherwise the adults' mean stature is stature_m,
+    which a scene of a few people misses by their own mean's offset. Never raises on empty or odd input:
     the fallback is ok=False with the reason, a level camera at DEFAULT_CAMERA_HEIGHT_M, the given or default
     focal and no heights."""
     w, h = int(image_size[0]), int(image_size[1])
@@ -275,7 +277,9 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
     used = counts >= min(3, int(counts.max())) if counts.any() else counts > 0
     rel = np.exp(x[4: 4 + k])  # S_k / h
     cam_h = np.nan
-    if used.any():  # the median, then the mean of the tracks near it: adults, without children or odd tracks
+    if used.any() and camera_height:
+        cam_h = float(camera_height)
+    elif used.any():  # the median, then the mean of the tracks near it: adults, without children or odd tracks
         log_rel = np.log(rel[used])
         near = np.abs(log_rel - np.median(log_rel)) < np.log(1.15)
         if not near.any():  # an even count split in two (an adult and a child): the median lies between them;

@@ -44,5 +44,9 @@ class FitParams:
     # converging toward a vanishing point tell it: on a level or composited view it drifts (crowd_synth p10:
     # 5507 px for a 1101 px diagonal), so by default the focal stays focal_factor x the diagonal.
     estimate_focal: bool = False
+    # The scene's metric scale: one view gives it only through the population's mean stature, so every stature
+    # of a scene whose adults average 4% short comes out ~4% tall (benchmarks/body_scenes.py). A camera at a
+    # known height (mounted: CCTV, a tripod) sets it instead; 0 = unknown.
+    camera_height_m: float = 0.0
     w_upright: float = 0.04  # standing people (a foot on the floor) upright within upright_free_deg of up
     upright_free_deg: float = 10.0

@@ -159,7 +159,7 @@ class BodyStream:
         p = self.fitter.p
         focal = None if p.estimate_focal else p.focal_factor * float(np.hypot(*image_size))
         ground = estimate_ground(seen.keypoints, seen.track_id, seen.frame_index, image_size, focal,
-                                 focal_factor=p.focal_factor)
+                                 focal_factor=p.focal_factor, camera_height=p.camera_height_m or None)
         self.grounds[vid] = ground
         if ground.ok:
             self.seen.pop(vid)
