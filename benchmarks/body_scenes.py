@@ -9,7 +9,7 @@ p90 and the share within 5%, and the AUC of the fitted stature separating childr
 adults (a shorter fit scoring as the child). One view gives the scene's metric scale only through the
 population's mean stature (stages/body/ground.py: STATURE_M), so a scene whose adults average off it has every
 stature off with it: each seed also prints its adults' mean against STATURE_M and the fitted adults' mean
-against the true one, and the end the share within 5% once each scene's scale is the true one (what a known
+against the true one, and at the end the share within 5% once each scene's scale is the true one (what a known
 camera height would give). --known-height gives the floor estimate the true camera height, as
 `[mesh.fit] camera_height_m` does for a mounted camera.
 """
