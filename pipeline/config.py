@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stages.body.params import FitParams
+from stages.body.params import CAMERA_HEIGHT_RANGE_M, FitParams
 from stages.pose.mode_table import MODES
 from stages.pose.params import AutoParams, BottomUpParams, DetectorParams, HybridParams, TopDownParams
 from stages.track.track import TrackParams
@@ -207,9 +207,10 @@ def _check_config(config: Config, source: str) -> Config:
                           "must be 0 (one pass) or a side in px")
     if not 0 <= config.dense.grow_cm <= 5:  # a shrunken body, or a balloon: a typo, not clothing
         raise ConfigError(f"{source}: dense.grow_cm = {config.dense.grow_cm}: must be 0 (the bare body) to 5 cm")
-    height = config.mesh.fit.camera_height_m
-    if not (height == 0 or 0.2 <= height <= 100):  # what estimate_ground calls plausible for a camera it measures
-        raise ConfigError(f"{source}: mesh.fit.camera_height_m = {height}: must be 0 (unknown) or 0.2-100 metres")
+    height, (low, high) = config.mesh.fit.camera_height_m, CAMERA_HEIGHT_RANGE_M
+    if not (height == 0 or low <= height <= high):
+        raise ConfigError(f"{source}: mesh.fit.camera_height_m = {height}: "
+                          f"must be 0 (unknown) or {low:g}-{high:g} metres")
     return config
 
 

@@ -26,6 +26,7 @@ from scipy import sparse
 from scipy.optimize import OptimizeResult, least_squares
 
 from stages.body.ground_views import UprightViews, initial_horizon, upright_views
+from stages.body.params import CAMERA_HEIGHT_RANGE_M
 from stages.scores import HOUSE_THRESHOLD
 
 # Joint heights as fractions of stature: Winter, Biomechanics and Motor Control of Human Movement (4th ed.,
@@ -289,7 +290,7 @@ def estimate_ground(keypoints: np.ndarray, track_id: np.ndarray, frame_index: np
     why = []
     if not np.all(np.isfinite(x)) or not np.isfinite(cam_h):
         why.append("the fit did not converge")
-    elif not 0.2 <= cam_h <= 100.0:
+    elif not CAMERA_HEIGHT_RANGE_M[0] <= cam_h <= CAMERA_HEIGHT_RANGE_M[1]:
         why.append(f"camera height {cam_h:.2f} m is implausible")
     if inlier.mean() < 0.5:
         why.append(f"only {inlier.mean():.0%} of the views fit one floor")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Metres a camera may stand above the floor: what the floor estimate accepts of a height it measured, and what
+# the config accepts of a known one (camera_height_m).
+CAMERA_HEIGHT_RANGE_M = (0.2, 100.0)
+
 
 @dataclass(frozen=True)
 class FitParams:
