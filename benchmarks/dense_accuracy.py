@@ -9,7 +9,9 @@ under --cache, git-ignored, and reused when finished), photos through the same t
 body fit per photo as pipeline/evaluate_body.py does; `gt` = the same fit fed the ground truth's keypoints
 (every labelled one, score 1; clips through the mesh stage's BodyStream), which tells 2D error apart from
 what a naked body cannot cover (hair, clothes).
-Each frame's bodies are rendered together (stages/dense, one depth test); stages/eval/dense_score.py says
+Each frame's bodies are rendered together (stages/dense, one depth test) and, as the dense stage does with
+`[dense] silhouettes`, cut to the people's silhouettes in the frame (--silhouettes on,off scores both);
+stages/eval/dense_score.py says
 how people are matched and counted (unmatched ground truth = IoU 0). Baselines need no body: the detection
 box filled, the convex hull of the confident keypoints. Occlusion: where two people's whole extents
 overlap (rebuilt from each crowd_synth track's visible masks: the people are rigid cut-outs), the share
@@ -18,8 +20,8 @@ cover (the depth order alone) and for pairs whose feet are >= CLEAR_GAP of a bod
 a body point seen in consecutive frames, its (U, V) and its place on the rest mesh (cm) in both.
 Bodies are scored grown along their normals as the dense stage draws them (`[dense] grow_cm`, 1 cm: clothes and
 hair); --inflate-cm 0,1,2 scores each of those growths instead.
-Writes benchmarks/results/dense_accuracy.csv (one row per set, fit and growth; the committed one is
-`--inflate-cm 0,1`, all sets and fits) and per-person and per-pair CSVs in --cache.
+Writes benchmarks/results/dense_accuracy.csv (one row per set, fit, silhouettes and growth; the committed one
+is `--silhouettes on,off`, all sets and fits) and per-person and per-pair CSVs in --cache.
 """
 from __future__ import annotations
 
@@ -49,8 +51,11 @@ from stages.body.stream import BodyStream
 from stages.body.table import track_shapes
 from stages.dense.parts import surface_labels
 from stages.dense.raster import make_raster
+from stages.dense.segment import SEGMENT_FILE, PersonSegmenter
 from stages.eval.dense_score import Bodies, DenseScorer, Scene, labelled_keypoints, whole_references
+from stages.io.frame_source import FrameSource
 from stages.io.output import fixed_column
+from stages.weights import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval"))
@@ -154,6 +159,7 @@ def clip_scenes(name: str, fits: str, config, model, cache: Path, frames: int) -
         seconds = time.perf_counter() - t0
         found = {f: (labelled_keypoints(fa), xyxy(fa), np.array([a["track_id"] for a in fa], np.int64),
                      [(g, g) for g in range(len(fa))]) for f, fa in per_frame.items()}
+    images = FrameSource(str(seq / "video.mp4")).images(range(frames))  # for the silhouettes
     none = Bodies(np.zeros(0, np.int64), *(np.zeros((0, 1)),) * 4, 1.0, np.zeros(0, bool))
     nobody = (np.zeros((0, 17, 3)), np.zeros((0, 4)), np.zeros(0, np.int64), [])
     scenes = []
@@ -167,7 +173,7 @@ def clip_scenes(name: str, fits: str, config, model, cache: Path, frames: int) -
                             np.array([a["visible_fraction"] for a in fa], np.float64),
                             np.array([a["track_id"] for a in fa], np.int64),
                             np.array([a["bbox_full"] for a in fa], np.float64).reshape(-1, 4),
-                            kp, box, track, bodies.get(f, none), pairs))
+                            kp, box, track, bodies.get(f, none), pairs, images[f][0] if f in images else None))
     return scenes, whole_references(anns), seconds
 
 
@@ -188,9 +194,9 @@ def photo_scenes(name: str, fits: str, config, model) -> tuple[list[Scene], dict
         size = (int(info["width"]), int(info["height"]))
         anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id))
                 if a.get("num_keypoints", 0) > 0 and (name, int(a["id"])) not in BAD_MASKS]
+        bgr = cv2.imread(str(path.parent / info["file_name"]))
         t0 = time.perf_counter()
         if fits == "detected":
-            bgr = cv2.imread(str(path.parent / info["file_name"]))
             batch = FrameBatch(video_id=name, frame_index=np.array([image_id], np.int64), time_s=np.zeros(1),
                                images=np.ascontiguousarray(bgr[None, :, :, ::-1]))
             people = grouping(models(batch, config.run.mode))
@@ -216,7 +222,7 @@ def photo_scenes(name: str, fits: str, config, model) -> tuple[list[Scene], dict
                             np.array([a["area"] for a in anns], np.float64),
                             np.array([a["bbox"][3] for a in anns], np.float64), np.full(g, np.nan),
                             np.full(g, -1, np.int64), np.full((g, 4), np.nan), kp, box,
-                            np.arange(len(kp), dtype=np.int64), bodies, pairs))
+                            np.arange(len(kp), dtype=np.int64), bodies, pairs, np.ascontiguousarray(bgr[:, :, ::-1])))
     return scenes, {}, seconds
 
 
@@ -283,6 +289,9 @@ def main() -> None:
     ap.add_argument("--inflate-cm", type=lambda v: [float(x) for x in v.split(",")], default=None,
                     help="score bodies grown by these cm along their normals, e.g. 0,1,2,3 (default: the dense "
                          "stage's own [dense] grow_cm)")
+    ap.add_argument("--silhouettes", type=lambda v: [x == "on" for x in v.split(",")], default=None,
+                    help="on, off or on,off: renders cut to the people's silhouettes or the bodies alone (default: "
+                         "the dense stage's own [dense] silhouettes)")
     args = ap.parse_args()
     sets, fits_list = args.sets.split(","), args.fits.split(",")
     unknown = [x for x in sets if x not in CLIPS and x not in PHOTOS] + [x for x in fits_list if x not in FITS]
@@ -291,6 +300,8 @@ def main() -> None:
     torch.set_num_threads(1)  # bodies.py: posing is small work, and spinning threads slow the GL raster
     config = load_config(mode_file("topdown"))
     args.inflate_cm = args.inflate_cm or [config.dense.grow_cm]
+    args.silhouettes = args.silhouettes or [config.dense.silhouettes]
+    segmenter = PersonSegmenter(resolve(SEGMENT_FILE)) if any(args.silhouettes) else None
     model = load_body_model(config.mesh.body_model, config.mesh.body_model_path)
     labels, raster = surface_labels(model), make_raster()
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -303,17 +314,18 @@ def main() -> None:
             else:
                 scenes, whole, fit_s = photo_scenes(name, fits, config, model)
             t1 = time.perf_counter()
-            for cm in args.inflate_cm:
+            for sil, cm in [(sil, cm) for sil in args.silhouettes for cm in args.inflate_cm]:
                 t2 = time.perf_counter()
-                scorer = DenseScorer(model, labels, raster, whole, inflate_m=cm / 100)
+                scorer = DenseScorer(model, labels, raster, whole, inflate_m=cm / 100,
+                                     segmenter=segmenter if sil else None)
                 for s in scenes:
                     scorer.add(s)
-                row = {"set": name, "fits": fits, "inflate_cm": cm, "frames": len(scenes),
+                row = {"set": name, "fits": fits, "silhouettes": sil, "inflate_cm": cm, "frames": len(scenes),
                        **summary(scorer.tally, {"fit_s": round(fit_s, 1), "load_s": round(t1 - t0 - fit_s, 1),
                                                "score_s": round(time.perf_counter() - t2, 1)})}
                 rows.append(row)
                 for what, records in (("people", scorer.tally.people), ("pairs", scorer.tally.pairs)):
-                    write_csv(args.cache / f"{what}_{name}_{fits}_{cm:g}cm.csv", records)
+                    write_csv(args.cache / f"{what}_{name}_{fits}_{cm:g}cm{'_sil' if sil else ''}.csv", records)
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
                 print(f"  IoU dense/box/hull by height: {by_height(scorer.tally.people)}", flush=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Dense-stage speed: person-frames/s of posing + dense render (stages/dense) at 960x540.
 
     python benchmarks/dense_speed.py [--people 1,5,10] [--frames 30] [--backend gl,rays] [--threads 1]
+                                     [--silhouettes on|off]
 
 Crowd_synth-like frames: P anny bodies (random shapes, kept per track as the stage would) standing on a
 floor 1.5 m under a level camera, each 150-300 px tall, anywhere across the view, in a random pose
@@ -9,7 +10,9 @@ places. Per people count and backend it prints, per frame: wall ms of posing (bo
 a warm RestBodies) and of render_dense (with its raster kept), the process's CPU ms (all threads: the
 llvmpipe and embree workers count), person-frames/s (wall) and the mean visible pixels per person; then
 the CPU ms per person of encoding the crops as the dense table's PNG row (stages/io/dense_table.py), its
-KB per person, and person-frames/s of the whole stage (pose + render + encode, CPU time). The
+KB per person, the wall ms of cutting the frame to its people's silhouettes (stages/dense/silhouette.py: the
+segmentation model on each person's crop of a real crowd_synth frame, then the cut; --silhouettes off: none) and
+person-frames/s of the whole stage (pose + render + silhouettes + encode, CPU time). The
 first frame of each run (cache fill, GL start) is left out. The machine's load average is printed
 too: on a shared machine wall times follow it, CPU times much less.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,9 +35,14 @@ from stages.body.anny_body import AnnyBody
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster
-from stages.dense.render import render_dense
+from stages.dense.render import projected_boxes, render_dense
+from stages.dense.segment import SEGMENT_FILE, PersonSegmenter
+from stages.dense.silhouette import refine
 from stages.io.dense_table import IMAGES, dense_table
+from stages.io.frame_source import FrameSource
+from stages.weights import resolve
 
+CLIP = Path(__file__).resolve().parents[2] / "shared" / "eval" / "crowd_synth" / "p10" / "video.mp4"  # 960x540
 SIZE = (960, 540)
 FOCAL = 1000.0  # the pinhole of a ~51 degree horizontal field of view, as the fit guesses for 960 px
 CAMERA_HEIGHT = 1.5  # metres above the floor
@@ -55,11 +64,12 @@ def random_frame(model, rng: np.random.Generator, people: int) -> tuple[np.ndarr
     return bones, root, np.c_[x, y, z]
 
 
-def run(model, labels, raster, people: int, frames: int, seed: int = 0) -> dict:
+def run(model, labels, raster, people: int, frames: int, seed: int = 0, segmenter: PersonSegmenter | None = None,
+        image: np.ndarray | None = None) -> dict:
     rng = np.random.default_rng(seed)
     shapes = rng.uniform(0.2, 0.8, (people, len(model.shape_names)))  # one per track, fixed
     rest = RestBodies(model)
-    pose_s, render_s, cpu_s, pixels, encode_s, kb = [], [], [], [], [], []
+    pose_s, render_s, cpu_s, pixels, encode_s, kb, sil_s, sil_cpu = [], [], [], [], [], [], [], []
     for f in range(frames + 1):
         bones, root, trans = random_frame(model, rng, people)
         c0, t0 = time.process_time(), time.perf_counter()
@@ -67,11 +77,16 @@ def run(model, labels, raster, people: int, frames: int, seed: int = 0) -> dict:
         t1 = time.perf_counter()
         frame = render_dense(verts, model.faces, FOCAL, SIZE, labels=labels, raster=raster)
         t2, c1 = time.perf_counter(), time.process_time()
+        if segmenter is not None:
+            frame = refine(frame, segmenter(image, projected_boxes(verts, FOCAL, SIZE)))
+        t3, c3 = time.perf_counter(), time.process_time()
         rows = dense_table("bench", np.full(people, f), np.zeros(people), np.arange(people), frame.people)
         c2 = time.process_time()
         if f == 0:
             continue
-        encode_s.append((c2 - c1) / people)
+        sil_s.append(t3 - t2)
+        sil_cpu.append(c3 - c1)
+        encode_s.append((c2 - c3) / people)
         kb.append(sum(len(v) for name in IMAGES for v in rows[name].to_pylist() if v) / 1024 / people)
         pose_s.append(t1 - t0)
         render_s.append(t2 - t1)
@@ -81,8 +96,8 @@ def run(model, labels, raster, people: int, frames: int, seed: int = 0) -> dict:
     return {"pose_ms": 1e3 * np.mean(pose_s), "render_ms": 1e3 * np.mean(render_s), "frame_ms": 1e3 * total.mean(),
             "cpu_ms": 1e3 * np.mean(cpu_s), "pf_s": people * len(total) / total.sum(),
             "pf_s_cpu": people * len(cpu_s) / np.sum(cpu_s), "pixels": float(np.mean(pixels)),
-            "encode_ms": 1e3 * np.mean(encode_s), "kb": float(np.mean(kb)),
-            "stage_pf_s_cpu": people * len(cpu_s) / (np.sum(cpu_s) + people * np.sum(encode_s))}
+            "encode_ms": 1e3 * np.mean(encode_s), "kb": float(np.mean(kb)), "sil_ms": 1e3 * np.mean(sil_s),
+            "stage_pf_s_cpu": people * len(cpu_s) / (np.sum(cpu_s) + np.sum(sil_cpu) + people * np.sum(encode_s))}
 
 
 def main() -> None:
@@ -91,22 +106,28 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--backend", default="gl,rays", help="comma list of gl (OpenGL/EGL) and rays (trimesh+embree)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (posing; module docstring)")
+    ap.add_argument("--silhouettes", choices=["on", "off"], default="on",
+                    help="cut each frame to its people's silhouettes ([dense] silhouettes), on a crowd_synth frame")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = AnnyBody()
     labels = surface_labels(model)
+    segmenter, image = None, None
+    if args.silhouettes == "on":
+        segmenter = PersonSegmenter(resolve(SEGMENT_FILE))
+        image = FrameSource(str(CLIP)).images([0])[0][0]  # real pixels; the bodies are not where its people are
     backends = {"gl": GlRaster, "rays": RayRaster}
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {SIZE[0]}x{SIZE[1]}, focal {FOCAL:.0f} px")
     print(f"{'backend':8s} {'people':>6s} {'pose ms':>8s} {'render ms':>9s} {'frame ms':>8s} {'cpu ms':>7s} "
           f"{'pf/s':>6s} {'pf/s cpu':>8s} {'px/person':>9s} {'encode ms':>9s} {'KB/person':>9s} "
-          f"{'stage pf/s cpu':>14s}")
+          f"{'silh ms':>7s} {'stage pf/s cpu':>14s}")
     for name in args.backend.split(","):
         raster = backends[name]()
         for p in (int(x) for x in args.people.split(",")):
-            r = run(model, labels, raster, p, args.frames)
+            r = run(model, labels, raster, p, args.frames, segmenter=segmenter, image=image)
             print(f"{name:8s} {p:6d} {r['pose_ms']:8.1f} {r['render_ms']:9.1f} {r['frame_ms']:8.1f} {r['cpu_ms']:7.1f} "
                   f"{r['pf_s']:6.1f} {r['pf_s_cpu']:8.1f} {r['pixels']:9.0f} {r['encode_ms']:9.1f} {r['kb']:9.1f} "
-                  f"{r['stage_pf_s_cpu']:14.1f}", flush=True)
+                  f"{r['sil_ms']:7.1f} {r['stage_pf_s_cpu']:14.1f}", flush=True)
         raster.release()
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 

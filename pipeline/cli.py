@@ -112,23 +112,26 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline.say import to_stderr
+    from pipeline.models import segment_model
     from stages.dense.video import DenseRenderer, dense_plan, dense_video
     from stages.io.lock import OutputLock
 
     config = _config(args)
-    plan = dense_plan(args.out, args.video, args.redo)  # nothing to render: one line, before anny loads
+    # nothing to render, or a video gone: one line, before anny loads
+    plan = dense_plan(args.out, args.video, args.redo, need_video=config.dense.silhouettes)
     torch.set_num_threads(1)  # posing is small tensor work beside the raster's threads (stages/dense/bodies.py)
     with OutputLock(args.out) as lock:
         if plan.todo:
             to_stderr("loading the body model")  # seconds before the first bar (pipeline/say.py)
-        renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100) if plan.todo else None
+        renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment_model(config)) \
+            if plan.todo else None
         try:
             for vid, person_frames in plan.todo.items():
                 with tqdm(total=person_frames, desc=vid[:32], unit="person-frame", disable=args.no_progress) as bar:
                     def step(rows: int, bar=bar) -> None:
                         bar.update(rows)
                         lock.refresh()  # the heartbeat that tells a job on another host this one is alive
-                    row = dense_video(args.out, vid, renderer, step)
+                    row = dense_video(args.out, vid, renderer, step, config.decode.max_side)
                 print(f"dense     {vid}  dense_rows={row['dense_rows']}")
         finally:
             if renderer is not None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import ray
 
 from pipeline.config import Config, ConfigError, StageResources
+from pipeline.models import segment_model
 from pipeline.say import Say, actors_line, quiet
 from pipeline.sizing import required_resources, sized, stage_resources
 from pipeline.workers import DecodeWorker, DenseWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker, TrackWorker
@@ -52,11 +53,15 @@ class _ModelStore:
     line on every run, since it might be gone at a restart (an actor handle argument counts too); this
     actor is not restarted, so its argument is fine, and pose actors are given its name."""
 
-    def __init__(self, blobs: dict[str, tuple[str, bytes]]):
-        self.blobs = blobs
+    def __init__(self, blobs: dict[str, tuple[str, bytes]], segment: bytes | None = None):
+        self.blobs, self.segment_bytes = blobs, segment
 
     def get(self) -> dict[str, tuple[str, bytes]]:
         return self.blobs
+
+    def segment(self) -> bytes | None:
+        """The dense stage's segmentation model (None without silhouettes)."""
+        return self.segment_bytes
 
 
 class _PoseActor(PoseWorker):
@@ -64,6 +69,13 @@ class _PoseActor(PoseWorker):
 
     def __init__(self, config: Config, store_name: str):
         super().__init__(config, ray.get(ray.get_actor(store_name).get.remote()))
+
+
+class _DenseActor(DenseWorker):
+    """DenseWorker that fetches its segmentation model from the named _ModelStore, as _PoseActor does."""
+
+    def __init__(self, config: Config, store_name: str):
+        super().__init__(config, ray.get(ray.get_actor(store_name).segment.remote()))
 
 
 class _RoundRobin:
@@ -90,27 +102,29 @@ class Graph:
     def _pinned(actors: list, video_id: str):
         return actors[sum(video_id.encode()) % len(actors)]
 
-    def submit_batch(self, frames_ref, video_id: str, mode: str, model: str, image_size: tuple[int, int]):
-        """Chain one batch through pose -> group -> track (-> mesh) -> sink; returns a ref to the
+    def submit_batch(self, frames_ref, video_id: str, mode: str, model: str, image_size: tuple[int, int],
+                     path: str = ""):
+        """Chain one batch through pose -> group -> track (-> mesh (-> dense)) -> sink; returns a ref to the
         tracker's (frames, people, per frame), ready when every row of the batch is written.
-        mode: the branch mode to run; model: the label its rows carry."""
+        mode: the branch mode to run; model: the label its rows carry; path: the input video (the dense
+        stage reads its frames again for the silhouettes)."""
         pose_ref = self.pose.next().process.remote(frames_ref, mode, model)
         people_ref = self.group.next().process.remote(pose_ref)
         info_ref, pieces_ref = self._pinned(self.tracks, video_id).push.options(num_returns=2).remote(people_ref)
         mesh = self._pinned(self.meshes, video_id) if self.meshes else None
         bodies_ref = mesh.fit.remote(video_id, pieces_ref, image_size) if mesh else None
         # shapes() runs after fit() on the same actor (one caller's calls run in order): the fitted tracks' shapes.
-        dense_ref = self.dense.next().render.remote(bodies_ref, mesh.shapes.remote(video_id), image_size) \
+        dense_ref = self.dense.next().render.remote(bodies_ref, mesh.shapes.remote(video_id), image_size, path) \
             if self.dense else None
         return self._pinned(self.sinks, video_id).write.remote(video_id, pieces_ref, info_ref, bodies_ref, dense_ref)
 
-    def finish_video(self, video_id: str, row: dict, image_size: tuple[int, int]):
+    def finish_video(self, video_id: str, row: dict, image_size: tuple[int, int], path: str = ""):
         """Ref to the sink's final videos row: the held rows flushed (and fitted, with --mesh, and rendered,
         with --dense), files published."""
         pieces_ref, tracking_ref = self._pinned(self.tracks, video_id).finish.options(num_returns=2).remote(video_id)
         end_ref = self._pinned(self.meshes, video_id).finish.remote(video_id, pieces_ref, image_size) \
             if self.meshes else None
-        dense_ref = self.dense.next().finish.remote(end_ref, image_size) if self.dense else None
+        dense_ref = self.dense.next().finish.remote(end_ref, image_size, path) if self.dense else None
         return self._pinned(self.sinks, video_id).finish.remote(video_id, row, pieces_ref, tracking_ref, end_ref,
                                                                 dense_ref)
 
@@ -181,14 +195,15 @@ def _wait_ready(actors: list, timeout_s: float) -> None:
 def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]],
                 sink_cls: type[SinkWorker] = SinkWorker, say: Say = quiet) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), held by one store actor
-    and fetched from it by every pose actor. sink_cls: the sink's actor class (injected by tests).
+    and fetched from it by every pose actor (and the dense actors' segmentation model, with --dense). sink_cls: the sink's actor class (injected by tests).
     say: told how many actors start (their model loads are most of a run's start-up)."""
     have = ray.cluster_resources()
     config = sized(config, have.get("CPU", 0.0), have.get("GPU", 0.0))
     _check_fits(required_resources(config), have)
     say(actors_line(sum(r.actors for r in stage_resources(config))))
     store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
-    store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs)
+    segment = segment_model(config) if config.dense.enabled else None  # resolved here, as the pose models
+    store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs, segment)
     d, p, g, t, s = (config.decode.resources, config.pose.resources, config.group.resources,
                      config.track.resources, config.sink.resources)
     # Pose actors first. On a cluster they are placed before the rest are created: Ray places actors
@@ -207,7 +222,8 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     m = config.mesh.resources
     meshes = [_remote(MeshWorker, m).remote(config) for _ in range(m.actors)] if config.mesh.enabled else []
     n = config.dense.resources
-    dense = [_remote(DenseWorker, n).remote(config) for _ in range(n.actors)] if config.dense.enabled else []
+    dense = [_remote(_DenseActor, n).remote(config, store_name) for _ in range(n.actors)] if config.dense.enabled \
+        else []
     _wait_ready([*pose, *group, *tracks, *sinks, *decoders, *meshes, *dense], config.run.start_timeout_s)
     return Graph(decoders=_RoundRobin(decoders), pose=_RoundRobin(pose), group=_RoundRobin(group), tracks=tracks,
                  sinks=sinks, model_store=store, meshes=meshes, dense=_RoundRobin(dense) if dense else None)

@@ -15,6 +15,7 @@ import numpy as np
 from pipeline.config import Config, ConfigError
 from stages.track.appearance import appearance, thumbnails
 from stages.batches import FrameBatch, MapBatch, PoseBatch, PoseOutput
+from stages.dense.segment import SEGMENT_FILE
 from stages.pose.bottomup import BottomUpGrouper, BottomUpNet, TorchForward
 from stages.pose.mode_table import MODES, branch_mode
 from stages.pose.modes import merge_hybrid
@@ -85,6 +86,11 @@ def choose_models(config: Config) -> dict[str, ModelChoice]:
 def model_blobs(models: dict[str, ModelChoice]) -> dict[str, tuple[str, bytes]]:
     """role -> (backend, file bytes): what pose actors are built from (`build_pose_models`)."""
     return {role: (m.backend, m.path.read_bytes()) for role, m in models.items()}
+
+
+def segment_model(config: Config) -> bytes | None:
+    """The dense stage's segmentation model (stages/dense/segment.py) as bytes, None without silhouettes."""
+    return resolve(SEGMENT_FILE).read_bytes() if config.dense.silhouettes else None
 
 
 def model_label(models: dict[str, ModelChoice], mode: str) -> str:

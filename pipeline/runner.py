@@ -28,7 +28,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.graph import Graph, build_graph
 from pipeline.inputs import absolute, config_hash, done_ids, fingerprint
 from pipeline.jobfile import JobFile
-from pipeline.models import ModelChoice, choose_models, model_blobs, model_label
+from pipeline.models import ModelChoice, choose_models, model_blobs, model_label, segment_model
 from pipeline.say import Say, quiet
 from pipeline.workers import SinkWorker
 from stages.body.load import check_body_model
@@ -97,6 +97,8 @@ def prepare(config: Config, out: str | Path) -> Prepared:
     if config.dense.enabled and config.mesh.body_model != "anny":
         raise ConfigError(f"--dense needs anny's texture coordinates; the {config.mesh.body_model} model has none")
     models = choose_models(config)
+    if config.dense.enabled:
+        segment_model(config)  # the silhouettes' model file: missing, the run fails here, in one line
     if config.mesh.enabled:
         check_body_model(config.mesh.body_model, config.mesh.body_model_path)
     return Prepared(config, absolute(out), models)
@@ -176,7 +178,7 @@ class Runner:
             if info["frames"]:
                 mode = v.switch.mode if v.switch else self.config.run.mode
                 v.sink_q.append(self.graph.submit_batch(
-                    frames_ref, v.video_id, mode, model_label(self.models, mode), _size(v.meta)))
+                    frames_ref, v.video_id, mode, model_label(self.models, mode), _size(v.meta), v.path))
             if info["done"]:
                 v.eof_seen = True
                 v.truncated = v.truncated or info["truncated"]
@@ -209,7 +211,7 @@ class Runner:
         try:
             if v.error:
                 return ray.get(self.graph.fail_video(v.video_id, row))
-            done = ray.get(self.graph.finish_video(v.video_id, row, _size(v.meta)))
+            done = ray.get(self.graph.finish_video(v.video_id, row, _size(v.meta), v.path))
             v.bar.set_postfix(people=done["people_rows"], refresh=False)  # the rows held back, now written
             return done
         except ray.exceptions.RayError as exc:  # a last stage failed (or the sink died): nothing is final

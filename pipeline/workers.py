@@ -23,6 +23,7 @@ from stages.body.table import body_summary, track_shapes
 from stages.track.confirm import TrackOutput
 from stages.io.decode import DecodeError, VideoReader
 from stages.io.dense_table import DENSE_SCHEMA, flag_plausibility
+from stages.io.frame_source import FrameSource, FrameSources
 from stages.io.sink import ParquetSink, people_per_frame
 from stages.track.track import Tracker, TrackParams
 
@@ -278,29 +279,38 @@ class MeshWorker(_Busy):
 
 class DenseWorker(_Busy):
     """Bodies rows -> dense rows (stages/dense/video.py), with one raster and one rest-shape cache for the
-    actor's life. Nothing is kept per video, so the graph hands each chunk to the next dense actor in turn
-    (the sink, which waits on them, keeps the order) and a restarted one just takes the next call."""
+    actor's life. Nothing a video needs is kept but where its frames were read up to (FrameSources: the
+    silhouettes read the input video again, forward), so the graph hands each chunk to the next dense actor
+    in turn (the sink, which waits on them, keeps the order) and a restarted one just takes the next call."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, segment_model: bytes | None = None):
         super().__init__()
         import torch
 
         from stages.dense.video import DenseRenderer
 
         torch.set_num_threads(1)  # stages/dense/bodies.py: two spinning OpenMP threads starve the raster's
-        self.renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100)
+        self.renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment_model)
+        self.frames = FrameSources(config.decode.max_side)
+
+    def _source(self, path: str, bodies: pa.Table) -> FrameSource | None:
+        """The input video's frames for the silhouettes (None without a segmenter or a path)."""
+        return self.frames.get(path, bodies["video_id"][0].as_py()) if path and self.renderer.segmenter else None
 
     def render(self, bodies: pa.Table | None, shapes: dict[int, np.ndarray],
-               image_size: tuple[int, int]) -> pa.Table | None:
-        """A chunk's bodies rows (None while the mesh stage fills one) and its tracks' shapes -> dense rows."""
+               image_size: tuple[int, int], path: str = "") -> pa.Table | None:
+        """A chunk's bodies rows (None while the mesh stage fills one) and its tracks' shapes -> dense rows;
+        path: the input video, for the silhouettes ("": the bodies alone)."""
         if bodies is None:
             return None
         with self.timed():
-            return self.renderer.rows(bodies, shapes, image_size)
+            return self.renderer.rows(bodies, shapes, image_size, self._source(path, bodies))
 
-    def finish(self, bodies_end: tuple, image_size: tuple[int, int]) -> pa.Table:
+    def finish(self, bodies_end: tuple, image_size: tuple[int, int], path: str = "") -> pa.Table:
         """The mesh stage's finish() -> the dense rows of its last bodies rows (an empty table when none)."""
         last, tracks = bodies_end[:2]
         with self.timed():
-            return DENSE_SCHEMA.empty_table() if last is None else \
-                self.renderer.rows(last, track_shapes(tracks), image_size)
+            out = DENSE_SCHEMA.empty_table() if last is None else \
+                self.renderer.rows(last, track_shapes(tracks), image_size, self._source(path, last))
+        self.frames.close(path)
+        return out

@@ -70,6 +70,12 @@ MODEL_FILES: dict[str, ModelFile] = {
             "Apache-2.0",
         ),
         ModelFile(
+            "blazepose_lite_tfjs_fp32.onnx",  # from Google's TFJS BlazePose GHUM lite (MediaPipe): silhouettes
+            "eea5bc9559ccd11e36db908c9d04323549fa293be74bd8799028f383f1aaea15",
+            "",
+            "Apache-2.0",
+        ),
+        ModelFile(
             "pp_tinypose_256x192_ov_fp32.onnx",  # from PaddleDetection's PP-TinyPose via OpenVINO IR
             "0dcaa0b072954b27e27ce47331a3929a32bf530d921f0b6340ff75116c5824d4",
             "",

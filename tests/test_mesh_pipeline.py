@@ -162,9 +162,12 @@ def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path, capsys
 
 def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
     """The graph's dense stage wrote one row per bodies row, flagged with its track's plausibility, and each is
-    what `posepipe dense`'s renderer makes of the same bodies (frames from two different mesh chunks)."""
+    what `posepipe dense`'s renderer makes of the same bodies and frames (two different mesh chunks): the cut to
+    the silhouettes included, which read the input video again in both."""
     from pipeline.config import load_config
+    from pipeline.models import segment_model
     from stages.body.table import track_shapes
+    from stages.io.frame_source import FrameSource
     from stages.dense.video import DenseRenderer
     from stages.io.dense_table import flag_plausibility
     from stages.io.output import read_video_table, video_row
@@ -188,12 +191,15 @@ def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
     tracks = read_video_table(str(out), "body_tracks", vid)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    renderer = DenseRenderer.load(grow_m=load_config().dense.grow_cm / 100)  # the run's default config
+    config = load_config()  # the run's default: silhouettes from the input video read again
+    renderer = DenseRenderer.load(grow_m=config.dense.grow_cm / 100, segment_model=segment_model(config))
+    source = FrameSource(row["path"], config.decode.max_side)
     try:
         offline = renderer.rows(pick(read_video_table(str(out), "bodies", vid)), track_shapes(tracks),
-                                (row["width"], row["height"]))
+                                (row["width"], row["height"]), source)
     finally:
         renderer.release()
+        source.close()
         torch.set_num_threads(threads)
     assert len(frames) == 2 and offline.num_rows >= 3
     assert flag_plausibility(offline, tracks).equals(pick(table))

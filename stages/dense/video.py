@@ -13,8 +13,10 @@ Run it with torch on one thread (bodies.py says why); the caller sets that, it i
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +27,12 @@ from stages.body.table import track_shapes
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster, raster_named
-from stages.dense.render import grown, render_dense
+from stages.dense.render import grown, projected_boxes, render_dense
+from stages.dense.segment import PersonSegmenter
+from stages.dense.silhouette import refine
 from stages.io.dense_table import DENSE_SCHEMA, dense_table, flag_plausibility
 from stages.io.errors import OutputError
+from stages.io.frame_source import FrameSource
 from stages.io.output import fixed_column, read_video_table, video_row, video_table
 from stages.io.sink import DONE_STATUSES, put_video_row, read_video_rows, resolve_output
 from stages.io.sink_fs import delete_dir, ensure_dir, join, move, rmdir_if_empty
@@ -38,26 +43,34 @@ BLOCK_FRAMES = 32  # frames per row group of `posepipe dense`, as the graph's me
 class DenseRenderer:
     """Bodies rows -> dense rows with one model, raster and shape cache (module docstring)."""
 
-    def __init__(self, model: BodyModel, raster: GlRaster | RayRaster, grow_m: float = 0.0):
-        """grow_m: every body drawn that much larger along its normals (render.grown; `[dense] grow_cm`)."""
-        self.model, self.grow_m = model, grow_m
+    def __init__(self, model: BodyModel, raster: GlRaster | RayRaster, grow_m: float = 0.0,
+                 segmenter: PersonSegmenter | None = None):
+        """grow_m: every body drawn that much larger along its normals (render.grown; `[dense] grow_cm`);
+        segmenter: each frame's render cut to its people's silhouettes (silhouette.py) where rows() is given
+        the frames, None: the bodies alone."""
+        self.model, self.grow_m, self.segmenter = model, grow_m, segmenter
         self.labels = surface_labels(model)  # ValueError for a model without UVs (SMPL)
         self.faces = np.asarray(model.faces, np.int64)
         self.raster = raster
         self.rest = RestBodies(model)
 
     @classmethod
-    def load(cls, raster: str = "auto", grow_m: float = 0.0) -> DenseRenderer:
-        """Anny (the one body model with texture coordinates here) and the `[dense] raster` backend."""
+    def load(cls, raster: str = "auto", grow_m: float = 0.0, segment_model: str | Path | bytes | None = None
+             ) -> DenseRenderer:
+        """Anny (the one body model with texture coordinates here), the `[dense] raster` backend and, given
+        its file or bytes (segment.SEGMENT_FILE, resolved by the caller), the segmentation model."""
         from stages.body.load import load_body_model
 
-        return cls(load_body_model("anny", "", "cpu"), raster_named(raster), grow_m)
+        segmenter = PersonSegmenter(segment_model) if segment_model is not None else None
+        return cls(load_body_model("anny", "", "cpu"), raster_named(raster), grow_m, segmenter)
 
-    def rows(self, bodies: pa.Table, shapes: dict[int, np.ndarray], image_size: tuple[int, int]) -> pa.Table:
+    def rows(self, bodies: pa.Table, shapes: dict[int, np.ndarray], image_size: tuple[int, int],
+             frames: FrameSource | None = None) -> pa.Table:
         """Dense rows of bodies rows (any frames, in any order; out by frame, then track), plausibility null.
 
         shapes: track id -> float[S] (body_tracks' shape, or the mesh stage's frozen one); image_size: the
-        video's upright (width, height). Memory: one frame's crops, then their PNGs.
+        video's upright (width, height); frames: the video's, for the silhouettes (None, or a renderer
+        without a segmenter: the bodies alone). Memory: one frame's crops, then their PNGs.
         """
         if bodies.num_rows == 0:
             return DENSE_SCHEMA.empty_table()
@@ -74,14 +87,19 @@ class DenseRenderer:
         root, trans = fixed_column(b, "root_rotvec", 3, np.float32), fixed_column(b, "translation", 3, np.float32)
         focal, time_s, vid = b["focal_px"].to_numpy(), b["time_s"].to_numpy(), b["video_id"][0].as_py()
         cuts = np.flatnonzero(np.diff(frame)) + 1
+        cut = frames is not None and self.segmenter is not None
         tables = []
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
             shape = np.stack([shapes[int(t)] for t in track[lo:hi]])
             verts = grown(frame_vertices(self.model, shape, bones[lo:hi], root[lo:hi], trans[lo:hi], rest=self.rest),
                           self.faces, self.grow_m)
-            crops = render_dense(verts, self.faces, float(focal[lo]), image_size, labels=self.labels,
-                                 raster=self.raster).people
-            tables.append(dense_table(vid, frame[lo:hi], time_s[lo:hi], track[lo:hi], crops))
+            f = float(focal[lo])
+            dense = render_dense(verts, self.faces, f, image_size, labels=self.labels, raster=self.raster)
+            got = frames.images([frame[lo]]).get(int(frame[lo])) if cut else None
+            if got is not None:  # (None: a frame past the file's end, drawn from the bodies alone)
+                image, scale = got
+                dense = refine(dense, self.segmenter(image, projected_boxes(verts, f, image_size), scale))
+            tables.append(dense_table(vid, frame[lo:hi], time_s[lo:hi], track[lo:hi], dense.people))
         return pa.concat_tables(tables)
 
     def release(self) -> None:
@@ -98,10 +116,10 @@ class DensePlan:
     bare: list[str]
 
 
-def dense_plan(out: str, video_id: str | None = None, redo: bool = False) -> DensePlan:
+def dense_plan(out: str, video_id: str | None = None, redo: bool = False, need_video: bool = False) -> DensePlan:
     """Which finished videos of OUT to render (one, when named). OutputError when there is nothing to
     render at all: no finished video, none (or not the one named) with bodies, or bodies of a model
-    without texture coordinates (SMPL)."""
+    without texture coordinates (SMPL); with need_video (silhouettes), when a video to render is gone."""
     rows = [r for r in read_video_rows(out) if r["status"] in DONE_STATUSES]
     if video_id is not None:
         named = [r for r in rows if r["video_id"] == video_id]
@@ -122,14 +140,19 @@ def dense_plan(out: str, video_id: str | None = None, redo: bool = False) -> Den
             raise OutputError(f"{out}: video {r['video_id']!r} has {'/'.join(sorted(names))} bodies; dense needs "
                               "anny's texture coordinates (run or mocap with --body-model anny)")
     done = [r["video_id"] for r in fitted if r.get("dense_rows") is not None and not redo]
+    for r in fitted:
+        if need_video and r["video_id"] not in done and not os.path.isfile(r.get("path") or ""):
+            raise OutputError(f"{out}: input video of {r['video_id']!r} is missing: {r.get('path')} (the silhouettes "
+                              "need its frames; [dense] silhouettes = false draws the bodies alone)")
     return DensePlan(todo={r["video_id"]: int(r["body_rows"]) for r in fitted if r["video_id"] not in done}, done=done,
                      bare=[r["video_id"] for r in rows if not r.get("body_rows")])
 
 
 def dense_video(out: str, video_id: str, renderer: DenseRenderer,
-                progress: Callable[[int], None] = lambda rows: None) -> dict:
+                progress: Callable[[int], None] = lambda rows: None, max_side: int = 0) -> dict:
     """Render a finished video's bodies into its dense table, replacing any; returns its videos row, with
-    dense_rows. progress(rows) after each block of frames (rows: the block's person-frames)."""
+    dense_rows. progress(rows) after each block of frames (rows: the block's person-frames). A renderer with
+    a segmenter reads the input video's frames again (max_side: as the run's `[decode] max_side`)."""
     row = video_row(out, video_id)
     bodies = video_table(out, "bodies", video_id).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
     tracks = video_table(out, "body_tracks", video_id)
@@ -142,13 +165,18 @@ def dense_video(out: str, video_id: str, renderer: DenseRenderer,
     frame = bodies["frame_index"].to_numpy()
     starts = np.r_[0, np.flatnonzero(np.diff(frame)) + 1, len(frame)]  # each frame's first row, then the end
     rows = 0
-    with pq.ParquetWriter(tmp, DENSE_SCHEMA, filesystem=fs) as writer:
-        for k in range(0, len(starts) - 1, BLOCK_FRAMES):
-            lo, hi = starts[k], starts[min(k + BLOCK_FRAMES, len(starts) - 1)]
-            table = flag_plausibility(renderer.rows(bodies.slice(lo, hi - lo), shapes, size), tracks)
-            writer.write_table(table)
-            rows += table.num_rows
-            progress(int(hi - lo))
+    frames = FrameSource(row["path"], max_side, video_id) if renderer.segmenter is not None else None
+    try:
+        with pq.ParquetWriter(tmp, DENSE_SCHEMA, filesystem=fs) as writer:
+            for k in range(0, len(starts) - 1, BLOCK_FRAMES):
+                lo, hi = starts[k], starts[min(k + BLOCK_FRAMES, len(starts) - 1)]
+                table = flag_plausibility(renderer.rows(bodies.slice(lo, hi - lo), shapes, size, frames), tracks)
+                writer.write_table(table)
+                rows += table.num_rows
+                progress(int(hi - lo))
+    finally:
+        if frames is not None:
+            frames.close()
     final = join(root, "dense", f"video_id={video_id}")
     delete_dir(fs, final)
     ensure_dir(fs, final)

@@ -19,7 +19,9 @@ from stages.body.rig import BodyModel
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import SurfaceLabels
 from stages.dense.raster import GlRaster, RayRaster
-from stages.dense.render import DenseCrop, grown, render_dense
+from stages.dense.render import DenseCrop, grown, projected_boxes, render_dense
+from stages.dense.segment import PersonSegmenter
+from stages.dense.silhouette import refine
 from stages.eval.dense_masks import (best_pairs, box_mask, encode, front_wins, hull_mask, iou_matrix, moved_mask,
                                      moved_pixels, overlaps, owner_map, surface_points)
 from stages.eval.metrics import match_people
@@ -51,7 +53,8 @@ class Scene:
     gt_whole_box float[G, 4] x, y, w, h of the whole body (crowd_synth's bbox_full; NaN on photos).
     People found, P: kp float[P, 17, 3] (x, y, score), box float[P, 4] x0, y0, x1, y1 (the detection),
     track int64[P] (the body's track; -1: none). pairs: (person, GT) pairs when known (a fit to the ground
-    truth's own keypoints), None: matched by OKS.
+    truth's own keypoints), None: matched by OKS. image: the frame, RGB uint8[H, W, 3] at `size`, for the
+    silhouettes (None: the bodies alone).
     """
 
     frame: int
@@ -68,6 +71,7 @@ class Scene:
     track: np.ndarray
     bodies: Bodies
     pairs: list[tuple[int, int]] | None = None
+    image: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,14 @@ class DenseScorer:
     the overlapping pairs; empty on photos (no pairs). Scenes of a video come in frame order for the drift.
     labels None: no UVs (the drift's UV distances are then 0, its centimetres stand). inflate_m: every body
     rendered that much larger, each vertex moved out along its normal (0: the fitted body as it is).
+    segmenter: each scene's render cut to its people's silhouettes (stages/dense/silhouette.py), as the dense
+    stage does, where the scene has its image; None: the bodies alone.
     """
 
     def __init__(self, model: BodyModel, labels: SurfaceLabels | None, raster: GlRaster | RayRaster,
                  whole: dict[int, tuple[np.ndarray, np.ndarray]] | None = None, min_overlap: int = 20,
-                 drift_stride: int = 3, inflate_m: float = 0.0):
-        self.model, self.labels, self.raster = model, labels, raster
+                 drift_stride: int = 3, inflate_m: float = 0.0, segmenter: PersonSegmenter | None = None):
+        self.model, self.labels, self.raster, self.segmenter = model, labels, raster, segmenter
         self.faces = np.asarray(model.faces, np.int64)
         self.whole = whole or {}
         self.min_overlap, self.stride, self.inflate_m = min_overlap, drift_stride, inflate_m
@@ -128,7 +134,7 @@ class DenseScorer:
 
     def add(self, s: Scene) -> None:
         """Render the scene's bodies and score them: people, overlapping pairs, drift from the scene before."""
-        posed, rest, crops, owner = self._render(s.bodies, s.size)
+        posed, rest, crops, owner = self._render(s.bodies, s.size, s.image)
         gt = [mask_utils.decode(r).astype(bool) for r in s.gt_rles]
         pairs = s.pairs if s.pairs is not None else match_people(s.kp[:, :, :2], s.kp[:, :, 2] > 0, s.gt_kp,
                                                                  s.gt_area, min_oks=0.5)
@@ -140,14 +146,18 @@ class DenseScorer:
         self._occlusion(s, gt, body, posed, owner)
         self._drift(s, gt, body, posed, rest, crops, owner)
 
-    def _render(self, b: Bodies, size: tuple[int, int]) -> tuple[np.ndarray, list, list[DenseCrop], np.ndarray]:
-        """(posed float[B, V, 3], rest vertices per body, crops, owner map int[H, W]) of one scene's bodies."""
+    def _render(self, b: Bodies, size: tuple[int, int], image: np.ndarray | None = None
+                ) -> tuple[np.ndarray, list, list[DenseCrop], np.ndarray]:
+        """(posed float[B, V, 3], rest vertices per body, crops, owner map int[H, W]) of one scene's bodies, cut
+        to their silhouettes in image when there is one and a segmenter."""
         if not len(b.track):
             return np.zeros((0, 0, 3)), [], [], np.full(size[::-1], -1, np.int32)
         posed = grown(frame_vertices(self.model, b.shape, b.bone_rotvec, b.root_rotvec, b.translation, rest=self.rest),
                       self.faces, self.inflate_m)  # as the dense stage draws them with [dense] grow_cm
         rest = [r.vertices.cpu().numpy() for r in self.rest.get(b.shape)]
         frame = render_dense(posed, self.faces, b.focal, size, labels=self.labels, raster=self.raster)
+        if self.segmenter is not None and image is not None:
+            frame = refine(frame, self.segmenter(image, projected_boxes(posed, b.focal, size)))
         return posed, rest, frame.people, owner_map(frame)
 
     def _people(self, s: Scene, gt: list[np.ndarray], person: list[int], body: list[int], owner: np.ndarray) -> None:
