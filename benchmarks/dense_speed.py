@@ -1,7 +1,7 @@
 """Dense-stage speed: person-frames/s of posing + dense render (stages/dense) at 960x540.
 
     python benchmarks/dense_speed.py [--people 1,5,10] [--frames 30] [--backend gl,rays] [--threads 1]
-                                     [--silhouettes on|off]
+                                     [--silhouettes on|off] [--seg-threads 1]
 
 Crowd_synth-like frames: P anny bodies (random shapes, kept per track as the stage would) standing on a
 floor 1.5 m under a level camera, each 150-300 px tall, anywhere across the view, in a random pose
@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--backend", default="gl,rays", help="comma list of gl (OpenGL/EGL) and rays (trimesh+embree)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (posing; module docstring)")
+    ap.add_argument("--seg-threads", type=int, default=1, help="the segmentation model's threads ([dense] threads)")
     ap.add_argument("--silhouettes", choices=["on", "off"], default="on",
                     help="cut each frame to its people's silhouettes ([dense] silhouettes), on a crowd_synth frame")
     args = ap.parse_args()
@@ -114,7 +115,7 @@ def main() -> None:
     labels = surface_labels(model)
     segmenter, image = None, None
     if args.silhouettes == "on":
-        segmenter = PersonSegmenter(resolve(SEGMENT_FILE))
+        segmenter = PersonSegmenter(resolve(SEGMENT_FILE), args.seg_threads)
         image = FrameSource(str(CLIP)).images([0])[0][0]  # real pixels; the bodies are not where its people are
     backends = {"gl": GlRaster, "rays": RayRaster}
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {SIZE[0]}x{SIZE[1]}, focal {FOCAL:.0f} px")

@@ -123,8 +123,8 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     with OutputLock(args.out) as lock:
         if plan.todo:
             to_stderr("loading the body model")  # seconds before the first bar (pipeline/say.py)
-        renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment_model(config)) \
-            if plan.todo else None
+        renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment_model(config),
+                                      config.dense.threads) if plan.todo else None
         try:
             for vid, person_frames in plan.todo.items():
                 with tqdm(total=person_frames, desc=vid[:32], unit="person-frame", disable=args.no_progress) as bar:

@@ -122,6 +122,7 @@ class DenseConfig:
     # per person, the input video decoded again): their clothes and hair in, the bodies' spill out.
     # crowd_synth p10 mask IoU 0.58 -> 0.70 (benchmarks/dense_accuracy.py); false: the bodies alone.
     silhouettes: bool = True
+    threads: int = 1  # intra-op threads of the segmentation model per dense actor (the GL raster has its own)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,9 @@ def _check_config(config: Config, source: str) -> Config:
                           "must be 0 (one pass) or a side in px")
     if not 0 <= config.dense.grow_cm <= 5:  # a shrunken body, or a balloon: a typo, not clothing
         raise ConfigError(f"{source}: dense.grow_cm = {config.dense.grow_cm}: must be 0 (the bare body) to 5 cm")
+    for name in ("pose", "mesh", "dense"):
+        if getattr(config, name).threads < 1:
+            raise ConfigError(f"{source}: {name}.threads = {getattr(config, name).threads}: must be >= 1")
     height, (low, high) = config.mesh.fit.camera_height_m, CAMERA_HEIGHT_RANGE_M
     if not (height == 0 or low <= height <= high):
         raise ConfigError(f"{source}: mesh.fit.camera_height_m = {height}: "

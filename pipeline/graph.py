@@ -195,8 +195,9 @@ def _wait_ready(actors: list, timeout_s: float) -> None:
 def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]],
                 sink_cls: type[SinkWorker] = SinkWorker, say: Say = quiet) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), held by one store actor
-    and fetched from it by every pose actor (and the dense actors' segmentation model, with --dense). sink_cls: the sink's actor class (injected by tests).
-    say: told how many actors start (their model loads are most of a run's start-up)."""
+    and fetched from it by every pose actor (and the dense actors' segmentation model, with --dense).
+    sink_cls: the sink's actor class (injected by tests). say: told how many actors start (their model
+    loads are most of a run's start-up)."""
     have = ray.cluster_resources()
     config = sized(config, have.get("CPU", 0.0), have.get("GPU", 0.0))
     _check_fits(required_resources(config), have)

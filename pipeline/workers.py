@@ -290,7 +290,8 @@ class DenseWorker(_Busy):
         from stages.dense.video import DenseRenderer
 
         torch.set_num_threads(1)  # stages/dense/bodies.py: two spinning OpenMP threads starve the raster's
-        self.renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment_model)
+        self.renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment_model,
+                                           config.dense.threads)
         self.frames = FrameSources(config.decode.max_side)
 
     def _source(self, path: str, bodies: pa.Table) -> FrameSource | None:

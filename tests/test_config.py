@@ -129,6 +129,18 @@ def test_dense_growth_is_a_few_centimetres(tmp_path):
             load_config(cfg)
 
 
+def test_threads_are_at_least_one(tmp_path):
+    config = load_config()
+    assert (config.pose.threads, config.mesh.threads, config.dense.threads, config.dense.silhouettes) == (1, 1, 1, True)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[dense]\nthreads = 2\nsilhouettes = false\n")
+    assert (load_config(cfg).dense.threads, load_config(cfg).dense.silhouettes) == (2, False)
+    for section in ("pose", "mesh", "dense"):
+        cfg.write_text(f"[{section}]\nthreads = 0\n")
+        with pytest.raises(ConfigError, match=f"{section}.threads = 0: must be >= 1"):
+            load_config(cfg)
+
+
 def test_a_known_camera_height_is_a_height_a_camera_can_have(tmp_path):
     assert load_config().mesh.fit.camera_height_m == 0  # unknown
     cfg = tmp_path / "c.toml"

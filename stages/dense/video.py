@@ -55,13 +55,14 @@ class DenseRenderer:
         self.rest = RestBodies(model)
 
     @classmethod
-    def load(cls, raster: str = "auto", grow_m: float = 0.0, segment_model: str | Path | bytes | None = None
-             ) -> DenseRenderer:
+    def load(cls, raster: str = "auto", grow_m: float = 0.0, segment_model: str | Path | bytes | None = None,
+             threads: int = 1) -> DenseRenderer:
         """Anny (the one body model with texture coordinates here), the `[dense] raster` backend and, given
-        its file or bytes (segment.SEGMENT_FILE, resolved by the caller), the segmentation model."""
+        its file or bytes (segment.SEGMENT_FILE, resolved by the caller), the segmentation model on `threads`
+        onnxruntime threads."""
         from stages.body.load import load_body_model
 
-        segmenter = PersonSegmenter(segment_model) if segment_model is not None else None
+        segmenter = PersonSegmenter(segment_model, threads) if segment_model is not None else None
         return cls(load_body_model("anny", "", "cpu"), raster_named(raster), grow_m, segmenter)
 
     def rows(self, bodies: pa.Table, shapes: dict[int, np.ndarray], image_size: tuple[int, int],
