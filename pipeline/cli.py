@@ -115,11 +115,16 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     from pipeline.models import segment_model
     from stages.dense.video import DenseRenderer, dense_plan, dense_video
     from stages.io.lock import OutputLock
+    from stages.io.sink_fs import read_json
+    from stages.io.summary import JOB_FILE
 
     config = _config(args)
     # nothing to render, or a video gone: one line, before anny loads
     plan = dense_plan(args.out, args.video, args.redo, need_video=config.dense.silhouettes)
     torch.set_num_threads(1)  # posing is small tensor work beside the raster's threads (stages/dense/bodies.py)
+    # The silhouettes read the frames at the run's decode size, as the graph's dense stage did (job.json).
+    run_decode = ((read_json(args.out, JOB_FILE) or {}).get("config") or {}).get("decode") or {}
+    max_side = run_decode.get("max_side", config.decode.max_side)
     with OutputLock(args.out) as lock:
         if plan.todo:
             to_stderr("loading the body model")  # seconds before the first bar (pipeline/say.py)
@@ -131,7 +136,7 @@ def _cmd_dense(args: argparse.Namespace) -> int:
                     def step(rows: int, bar=bar) -> None:
                         bar.update(rows)
                         lock.refresh()  # the heartbeat that tells a job on another host this one is alive
-                    row = dense_video(args.out, vid, renderer, step, config.decode.max_side)
+                    row = dense_video(args.out, vid, renderer, step, max_side)
                 print(f"dense     {vid}  dense_rows={row['dense_rows']}")
         finally:
             if renderer is not None:

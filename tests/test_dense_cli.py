@@ -191,6 +191,30 @@ def test_an_input_video_gone_is_one_line(dense_out, tmp_path, capsys):
     assert read_video_table(str(copy), "dense", vid).equals(before)
 
 
+def test_frames_are_read_at_the_runs_decode_size(dense_out, tmp_path, monkeypatch):
+    """`posepipe dense` reads the frames for the silhouettes at the size the run decoded them (job.json's
+    [decode] max_side), not at the size of the config it is given now."""
+    import json
+
+    import stages.dense.video as video
+
+    _, out, vid = dense_out
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    sizes = []
+
+    class Recorded(video.FrameSource):
+        def __init__(self, path, max_side=0, video_id=None):
+            sizes.append(max_side)
+            super().__init__(path, max_side, video_id)
+
+    monkeypatch.setattr(video, "FrameSource", Recorded)
+    assert _dense(str(copy), "--video", vid, "--redo") == 0  # this output was written without a job.json
+    (copy / "job.json").write_text(json.dumps({"config": {"decode": {"max_side": 640}}}))  # as pipeline/jobfile.py
+    assert _dense(str(copy), "--video", vid, "--redo") == 0
+    assert sizes == [1280, 640]  # the config's default, then the run's
+
+
 def test_paint_blends_the_crop_over_the_image():
     img = np.full((6, 8, 3), 100, np.uint8)
     mask = np.array([[1, 1, 0], [0, 1, 1]], bool)
