@@ -25,10 +25,11 @@ from stages.dense.raster import Box, GlRaster, RayRaster, make_raster
 @dataclass(frozen=True)
 class DenseCrop:
     """One person inside `box` (x0, y0, x1, y1 image pixels, x1 and y1 exclusive), arrays [y1-y0, x1-x0]:
-    mask bool (the person is the nearest surface there); face int32 the mesh triangle seen (-1 off the
-    mask: what a consumer needs to look up anything else per triangle); part uint8 (1..24 on the mask);
-    u, v float32 texture coordinates in [0, 1]; depth float32 metres (z, camera frame); normal
-    float32[..., 3] unit, camera frame (x right, y down, z forward). All but face zero off the mask."""
+    mask bool (the person is the nearest surface there; cut to its silhouette, silhouette.refine: where the
+    person is seen, its clothes too, which take the labels of their nearest body pixel); face int32 the mesh
+    triangle seen (-1 off the mask: what a consumer needs to look up anything else per triangle); part uint8
+    (1..24 on the mask); u, v float32 texture coordinates in [0, 1]; depth float32 metres (z, camera frame);
+    normal float32[..., 3] unit, camera frame (x right, y down, z forward). All but face zero off the mask."""
 
     box: Box
     mask: np.ndarray

@@ -9,7 +9,7 @@ outside the frame). Only the quantisation to PNG's integers loses anything, chos
 is accurate to (its depth is exact to float32 for the mesh; the mesh itself is a fit):
 
     column  PNG                  value                                                   max error
-    mask    8-bit grey           255 where the person is the nearest surface, else 0    exact
+    mask    8-bit grey           255 where the person is seen (silhouette.py), else 0    exact
     part    8-bit grey           DensePose part 1..24 (stages/dense/parts.py), 0 off it exact
     u, v    16-bit grey          round(65535 u), anny's texture coordinates in [0, 1]    0.5 / 65535 = 7.7e-6
     depth   16-bit grey          round(1000 z), camera z in millimetres, >= 1 on the     0.5 mm up to 65.535 m
