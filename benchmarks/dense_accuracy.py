@@ -159,7 +159,11 @@ def clip_scenes(name: str, fits: str, config, model, cache: Path, frames: int) -
         seconds = time.perf_counter() - t0
         found = {f: (labelled_keypoints(fa), xyxy(fa), np.array([a["track_id"] for a in fa], np.int64),
                      [(g, g) for g in range(len(fa))]) for f, fa in per_frame.items()}
-    images = FrameSource(str(seq / "video.mp4")).images(range(frames))  # for the silhouettes
+    source = FrameSource(str(seq / "video.mp4"))
+    try:
+        images = source.images(range(frames))  # for the silhouettes
+    finally:
+        source.close()
     none = Bodies(np.zeros(0, np.int64), *(np.zeros((0, 1)),) * 4, 1.0, np.zeros(0, bool))
     nobody = (np.zeros((0, 17, 3)), np.zeros((0, 4)), np.zeros(0, np.int64), [])
     scenes = []

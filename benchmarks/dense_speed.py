@@ -35,9 +35,9 @@ from stages.body.anny_body import AnnyBody
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster
-from stages.dense.render import projected_boxes, render_dense
+from stages.dense.render import render_dense
 from stages.dense.segment import SEGMENT_FILE, PersonSegmenter
-from stages.dense.silhouette import refine
+from stages.dense.silhouette import cut_to_silhouettes
 from stages.io.dense_table import IMAGES, dense_table
 from stages.io.frame_source import FrameSource
 from stages.weights import resolve
@@ -78,7 +78,7 @@ def run(model, labels, raster, people: int, frames: int, seed: int = 0, segmente
         frame = render_dense(verts, model.faces, FOCAL, SIZE, labels=labels, raster=raster)
         t2, c1 = time.perf_counter(), time.process_time()
         if segmenter is not None:
-            frame = refine(frame, segmenter(image, projected_boxes(verts, FOCAL, SIZE)))
+            frame = cut_to_silhouettes(frame, segmenter, image)
         t3, c3 = time.perf_counter(), time.process_time()
         rows = dense_table("bench", np.full(people, f), np.zeros(people), np.arange(people), frame.people)
         c2 = time.process_time()

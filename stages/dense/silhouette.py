@@ -24,13 +24,22 @@ from scipy import ndimage
 
 from stages.dense.raster import Box
 from stages.dense.render import DenseCrop, DenseFrame
-from stages.dense.segment import Silhouette
+from stages.dense.segment import PersonSegmenter, Silhouette
 
 # How far clothes and hair reach out of the body, as a share of the person's projected height: a coat or
 # a skirt stands ~10 cm off a 1.7 m body. Silhouette pixels further out belong to someone or something else.
 REACH = 0.1
 # A silhouette holding less than this share of its person's rendered pixels is someone else's (docstring).
 MIN_AGREEMENT = 0.5
+
+
+def cut_to_silhouettes(frame: DenseFrame, segmenter: PersonSegmenter, image_rgb: np.ndarray, scale: float = 1.0,
+                       reach: float = REACH) -> DenseFrame:
+    """The frame refined (below) by the silhouettes segmenter finds in image_rgb (the frame's pixels, `scale`
+    video pixels per image pixel: segment.PersonSegmenter) around each person's crop box, which render_dense
+    made the person's projected extent."""
+    boxes = np.array([c.box for c in frame.people], np.float64).reshape(-1, 4)
+    return refine(frame, segmenter(image_rgb, boxes, scale), reach)
 
 
 def _paste(crop: DenseCrop, window: Box) -> tuple[np.ndarray, tuple[slice, slice], tuple[slice, slice]]:

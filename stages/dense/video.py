@@ -27,9 +27,9 @@ from stages.body.table import track_shapes
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster, raster_named
-from stages.dense.render import grown, projected_boxes, render_dense
+from stages.dense.render import grown, render_dense
 from stages.dense.segment import PersonSegmenter
-from stages.dense.silhouette import refine
+from stages.dense.silhouette import cut_to_silhouettes
 from stages.io.dense_table import DENSE_SCHEMA, dense_table, flag_plausibility
 from stages.io.errors import OutputError
 from stages.io.frame_source import FrameSource
@@ -94,12 +94,12 @@ class DenseRenderer:
             shape = np.stack([shapes[int(t)] for t in track[lo:hi]])
             verts = grown(frame_vertices(self.model, shape, bones[lo:hi], root[lo:hi], trans[lo:hi], rest=self.rest),
                           self.faces, self.grow_m)
-            f = float(focal[lo])
-            dense = render_dense(verts, self.faces, f, image_size, labels=self.labels, raster=self.raster)
+            dense = render_dense(verts, self.faces, float(focal[lo]), image_size, labels=self.labels,
+                                 raster=self.raster)
             got = frames.images([frame[lo]]).get(int(frame[lo])) if cut else None
             if got is not None:  # (None: a frame past the file's end, drawn from the bodies alone)
                 image, scale = got
-                dense = refine(dense, self.segmenter(image, projected_boxes(verts, f, image_size), scale))
+                dense = cut_to_silhouettes(dense, self.segmenter, image, scale)
             tables.append(dense_table(vid, frame[lo:hi], time_s[lo:hi], track[lo:hi], dense.people))
         return pa.concat_tables(tables)
 

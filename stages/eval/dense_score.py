@@ -19,9 +19,9 @@ from stages.body.rig import BodyModel
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import SurfaceLabels
 from stages.dense.raster import GlRaster, RayRaster
-from stages.dense.render import DenseCrop, grown, projected_boxes, render_dense
+from stages.dense.render import DenseCrop, grown, render_dense
 from stages.dense.segment import PersonSegmenter
-from stages.dense.silhouette import refine
+from stages.dense.silhouette import cut_to_silhouettes
 from stages.eval.dense_masks import (best_pairs, box_mask, encode, front_wins, hull_mask, iou_matrix, moved_mask,
                                      moved_pixels, overlaps, owner_map, surface_points)
 from stages.eval.metrics import match_people
@@ -157,7 +157,7 @@ class DenseScorer:
         rest = [r.vertices.cpu().numpy() for r in self.rest.get(b.shape)]
         frame = render_dense(posed, self.faces, b.focal, size, labels=self.labels, raster=self.raster)
         if self.segmenter is not None and image is not None:
-            frame = refine(frame, self.segmenter(image, projected_boxes(posed, b.focal, size)))
+            frame = cut_to_silhouettes(frame, self.segmenter, image)
         return posed, rest, frame.people, owner_map(frame)
 
     def _people(self, s: Scene, gt: list[np.ndarray], person: list[int], body: list[int], owner: np.ndarray) -> None:
