@@ -43,7 +43,7 @@ from pycocotools.coco import COCO
 
 import posepipe
 from pipeline.config import load_config, mode_file
-from pipeline.models import Grouping, build_pose_models, choose_models, model_blobs
+from pipeline.models import Grouping, build_pose_models, choose_models, choose_segment_model, model_blobs
 from stages.batches import FrameBatch, TrackedRows
 from stages.body.fit import BodyFitter
 from stages.body.load import load_body_model
@@ -295,7 +295,7 @@ def main() -> None:
                          "stage's own [dense] grow_cm)")
     ap.add_argument("--silhouettes", type=lambda v: [x == "on" for x in v.split(",")], default=None,
                     help="on, off or on,off: renders cut to the people's silhouettes or the bodies alone (default: "
-                         "the dense stage's own [dense] silhouettes)")
+                         "as the dense stage: on where the model is installed)")
     args = ap.parse_args()
     sets, fits_list = args.sets.split(","), args.fits.split(",")
     unknown = [x for x in sets if x not in CLIPS and x not in PHOTOS] + [x for x in fits_list if x not in FITS]
@@ -304,7 +304,7 @@ def main() -> None:
     torch.set_num_threads(1)  # bodies.py: posing is small work, and spinning threads slow the GL raster
     config = load_config(mode_file("topdown"))
     args.inflate_cm = args.inflate_cm or [config.dense.grow_cm]
-    args.silhouettes = args.silhouettes or [config.dense.silhouettes]
+    args.silhouettes = args.silhouettes or [choose_segment_model(config) is not None]
     segmenter = PersonSegmenter(resolve(SEGMENT_FILE)) if any(args.silhouettes) else None
     model = load_body_model(config.mesh.body_model, config.mesh.body_model_path)
     labels, raster = surface_labels(model), make_raster()

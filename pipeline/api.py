@@ -49,11 +49,14 @@ def run_job(config: Config, videos: list[str], out: str, *, address: str | None 
             progress: bool = True, verbose: bool = False, say: Say = quiet) -> tuple[list[dict], str]:
     """Process the videos into OUT; returns (one videos row per input, in input order; OUT as written).
     say: told each start-up step once the checks have passed (pipeline/say.py)."""
+    from pipeline.models import segment_note
     from pipeline.runner import Runner, prepare
 
     paths = expand_inputs(videos)
     check_output(out)  # creates nothing: a refused job leaves no empty OUT behind
     prepared = prepare(config, out)  # weights resolved, body model checked
+    if config.dense.enabled and (note := segment_note(config, prepared.segment)):
+        say(note)
     with OutputLock(out) as lock:  # OUT is made here, once everything above has passed
         runner = Runner(prepared, progress=progress, heartbeat=lock.refresh, say=say,
                         before_graph=lambda: start_ray(config, address, num_cpus, verbose, say))

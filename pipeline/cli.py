@@ -112,23 +112,26 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline.say import to_stderr
-    from pipeline.models import segment_model
+    from pipeline.models import choose_segment_model, segment_note
     from stages.dense.video import DenseRenderer, dense_plan, dense_video
     from stages.io.lock import OutputLock
     from stages.io.sink_fs import read_json
     from stages.io.summary import JOB_FILE
 
     config = _config(args)
+    segment = choose_segment_model(config)  # "on" and not installed: one line
     # nothing to render, or a video gone: one line, before anny loads
-    plan = dense_plan(args.out, args.video, args.redo, need_video=config.dense.silhouettes)
+    plan = dense_plan(args.out, args.video, args.redo, need_video=segment is not None)
     torch.set_num_threads(1)  # posing is small tensor work beside the raster's threads (stages/dense/bodies.py)
     # The silhouettes read the frames at the run's decode size, as the graph's dense stage did (job.json).
     run_decode = ((read_json(args.out, JOB_FILE) or {}).get("config") or {}).get("decode") or {}
     max_side = run_decode.get("max_side", config.decode.max_side)
     with OutputLock(args.out) as lock:
         if plan.todo:
+            if note := segment_note(config, segment):
+                to_stderr(note)
             to_stderr("loading the body model")  # seconds before the first bar (pipeline/say.py)
-        renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment_model(config),
+        renderer = DenseRenderer.load(config.dense.raster, config.dense.grow_cm / 100, segment,
                                       config.dense.threads) if plan.todo else None
         try:
             for vid, person_frames in plan.todo.items():
@@ -137,7 +140,7 @@ def _cmd_dense(args: argparse.Namespace) -> int:
                         bar.update(rows)
                         lock.refresh()  # the heartbeat that tells a job on another host this one is alive
                     row = dense_video(args.out, vid, renderer, step, max_side)
-                print(f"dense     {vid}  dense_rows={row['dense_rows']}")
+                print(f"dense     {vid}  dense_rows={row['dense_rows']}  masks={row['dense_masks']}")
         finally:
             if renderer is not None:
                 renderer.release()

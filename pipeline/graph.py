@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import ray
 
 from pipeline.config import Config, ConfigError, StageResources
-from pipeline.models import segment_model
 from pipeline.say import Say, actors_line, quiet
 from pipeline.sizing import required_resources, sized, stage_resources
 from pipeline.workers import DecodeWorker, DenseWorker, GroupWorker, MeshWorker, PoseWorker, SinkWorker, TrackWorker
@@ -193,9 +192,10 @@ def _wait_ready(actors: list, timeout_s: float) -> None:
 
 
 def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]],
-                sink_cls: type[SinkWorker] = SinkWorker, say: Say = quiet) -> Graph:
+                sink_cls: type[SinkWorker] = SinkWorker, say: Say = quiet, segment: bytes | None = None) -> Graph:
     """Start every actor of the graph. blobs: role -> (backend, model bytes), held by one store actor
-    and fetched from it by every pose actor (and the dense actors' segmentation model, with --dense).
+    and fetched from it by every pose actor; segment: the dense actors' segmentation model, held there too
+    (None: the bodies alone; pipeline/models.py choose_segment_model).
     sink_cls: the sink's actor class (injected by tests). say: told how many actors start (their model
     loads are most of a run's start-up)."""
     have = ray.cluster_resources()
@@ -203,7 +203,6 @@ def build_graph(config: Config, out_dir: str, blobs: dict[str, tuple[str, bytes]
     _check_fits(required_resources(config), have)
     say(actors_line(sum(r.actors for r in stage_resources(config))))
     store_name = f"posepipe-models-{uuid.uuid4().hex[:12]}"
-    segment = segment_model(config) if config.dense.enabled else None  # resolved here, as the pose models
     store = ray.remote(num_cpus=0, max_restarts=0)(_ModelStore).options(name=store_name).remote(blobs, segment)
     d, p, g, t, s = (config.decode.resources, config.pose.resources, config.group.resources,
                      config.track.resources, config.sink.resources)

@@ -23,7 +23,7 @@ from stages.pose.topdown import TopDownKeypoints
 from stages.pose.rtmdet import RTMDET_FILE
 from stages.pose.zoo import DETECTOR_FILES, KEYPOINT_MODELS, Detector, build_detector, build_keypoint_model, \
     needs_fine_detector
-from stages.weights import WeightsError, resolve
+from stages.weights import WeightsError, WeightsMissing, resolve
 
 if TYPE_CHECKING:  # torch: imported by the pose actors that group on their device only
     from stages.pose.bottomup_torch import DeviceBottomUp
@@ -88,9 +88,29 @@ def model_blobs(models: dict[str, ModelChoice]) -> dict[str, tuple[str, bytes]]:
     return {role: (m.backend, m.path.read_bytes()) for role, m in models.items()}
 
 
-def segment_model(config: Config) -> bytes | None:
-    """The dense stage's segmentation model (stages/dense/segment.py) as bytes, None without silhouettes."""
-    return resolve(SEGMENT_FILE).read_bytes() if config.dense.silhouettes else None
+def choose_segment_model(config: Config) -> Path | None:
+    """The dense stage's segmentation model (stages/dense/segment.py), resolved; None for the bodies alone.
+
+    `[dense] silhouettes`: off -> None; on -> the file, a missing one a WeightsError; auto -> the file where
+    it is installed, else None (it has no upstream download: docs/bodies.md says where it comes from). A
+    corrupt file fails under auto too: only its absence means "not installed".
+    """
+    if config.dense.silhouettes == "off":
+        return None
+    try:
+        return resolve(SEGMENT_FILE)
+    except WeightsMissing:
+        if config.dense.silhouettes == "on":
+            raise
+        return None
+
+
+def segment_note(config: Config, segment: Path | None) -> str | None:
+    """The line a run with --dense (or `posepipe dense`) says when "auto" found no segmentation model."""
+    if segment is None and config.dense.silhouettes == "auto":
+        return (f"dense masks from the bodies alone: {SEGMENT_FILE} is not installed "
+                "([dense] silhouettes; docs/bodies.md)")
+    return None
 
 
 def model_label(models: dict[str, ModelChoice], mode: str) -> str:

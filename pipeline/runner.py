@@ -28,11 +28,12 @@ from pipeline.config import Config, ConfigError
 from pipeline.graph import Graph, build_graph
 from pipeline.inputs import absolute, config_hash, done_ids, fingerprint
 from pipeline.jobfile import JobFile
-from pipeline.models import ModelChoice, choose_models, model_blobs, model_label, segment_model
+from pipeline.models import ModelChoice, choose_models, choose_segment_model, model_blobs, model_label
 from pipeline.say import Say, quiet
 from pipeline.workers import SinkWorker
 from stages.body.load import check_body_model
 from stages.io.decode import video_id_for
+from stages.io.dense_table import dense_masks
 from stages.pose.modes import AutoSwitch
 from stages.io.sink import DONE_STATUSES, read_video_rows, remove_unfinished
 
@@ -86,6 +87,7 @@ class Prepared:
     config: Config
     out: str  # absolute folder, or a URI as given
     models: dict[str, ModelChoice]  # role -> resolved, sha256-checked file
+    segment: Path | None = None  # the dense stage's segmentation model (None: the bodies alone, or no --dense)
 
 
 def prepare(config: Config, out: str | Path) -> Prepared:
@@ -97,11 +99,10 @@ def prepare(config: Config, out: str | Path) -> Prepared:
     if config.dense.enabled and config.mesh.body_model != "anny":
         raise ConfigError(f"--dense needs anny's texture coordinates; the {config.mesh.body_model} model has none")
     models = choose_models(config)
-    if config.dense.enabled:
-        segment_model(config)  # the silhouettes' model file: missing, the run fails here, in one line
+    segment = choose_segment_model(config) if config.dense.enabled else None
     if config.mesh.enabled:
         check_body_model(config.mesh.body_model, config.mesh.body_model_path)
-    return Prepared(config, absolute(out), models)
+    return Prepared(config, absolute(out), models, segment)
 
 
 def _nothing() -> None:
@@ -123,6 +124,7 @@ class Runner:
         self.config = prepared.config
         self.out = prepared.out
         self.models = prepared.models
+        self.segment = prepared.segment
         self.progress = progress
         self.sink_cls = sink_cls
         self.heartbeat = heartbeat
@@ -211,6 +213,8 @@ class Runner:
         try:
             if v.error:
                 return ray.get(self.graph.fail_video(v.video_id, row))
+            if self.config.dense.enabled:  # the sink adds dense_rows beside it
+                row["dense_masks"] = dense_masks(self.segment is not None)
             done = ray.get(self.graph.finish_video(v.video_id, row, _size(v.meta), v.path))
             v.bar.set_postfix(people=done["people_rows"], refresh=False)  # the rows held back, now written
             return done
@@ -255,7 +259,7 @@ class Runner:
                 # Start-up timeline in job.json (wall clock, like started_at): benchmarks/startup.py reports it.
                 self.job.save(force=True, ray_ready_at=time.time())
                 self.graph = build_graph(self.config, self.out, model_blobs(self.models), self.sink_cls,
-                                         say=self.say)
+                                         say=self.say, segment=self.segment.read_bytes() if self.segment else None)
                 self.job.save(force=True, graph_ready_at=time.time())
                 self._loop(deque(todo), rows)
                 self.stage_stats = self.graph.stage_stats()

@@ -103,6 +103,11 @@ class WeightsError(RuntimeError):
     """A model file could not be found, downloaded or verified."""
 
 
+class WeightsMissing(WeightsError):
+    """A model file is in neither folder and has no upstream download: not installed, as opposed to
+    corrupt or unreachable (an optional model's user falls back on this one only)."""
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "posepipe"
@@ -156,7 +161,7 @@ def resolve(filename: str, timeout_s: float = 60.0) -> Path:
         return _verified(cached, model)
     where = f"POSEPIPE_WEIGHTS={folder} (no such file there), " if folder else "POSEPIPE_WEIGHTS unset, "
     if not model.url:
-        raise WeightsError(
+        raise WeightsMissing(
             f"{filename}: not found ({where}not in {cache_dir()}) and it has no upstream download; "
             "set POSEPIPE_WEIGHTS to a folder that holds it"
         )

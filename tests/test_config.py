@@ -131,10 +131,14 @@ def test_dense_growth_is_a_few_centimetres(tmp_path):
 
 def test_threads_are_at_least_one(tmp_path):
     config = load_config()
-    assert (config.pose.threads, config.mesh.threads, config.dense.threads, config.dense.silhouettes) == (1, 1, 1, True)
+    threads = (config.pose.threads, config.mesh.threads, config.dense.threads)
+    assert threads == (1, 1, 1) and config.dense.silhouettes == "auto"
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[dense]\nthreads = 2\nsilhouettes = false\n")
-    assert (load_config(cfg).dense.threads, load_config(cfg).dense.silhouettes) == (2, False)
+    cfg.write_text("[dense]\nthreads = 2\nsilhouettes = \"off\"\n")
+    assert (load_config(cfg).dense.threads, load_config(cfg).dense.silhouettes) == (2, "off")
+    cfg.write_text("[dense]\nsilhouettes = true\n")  # auto, on or off: a bool is refused, not read as one
+    with pytest.raises(ConfigError, match=r"dense.silhouettes = True: must be one of \('auto', 'on', 'off'\)"):
+        load_config(cfg)
     for section in ("pose", "mesh", "dense"):
         cfg.write_text(f"[{section}]\nthreads = 0\n")
         with pytest.raises(ConfigError, match=f"{section}.threads = 0: must be >= 1"):

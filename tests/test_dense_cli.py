@@ -17,6 +17,10 @@ import posepipe
 from outputs import FITTED
 
 from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.models import choose_segment_model, segment_note
+from segment_double import installed_stand_in
+from stages.dense.segment import SEGMENT_FILE
 from stages.dense.video import dense_plan
 from stages.io.publish_bodies import replace_bodies
 from stages.io.render import sheet_layout
@@ -37,10 +41,38 @@ def _dense(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def dense_out(real_out, tmp_path_factory):
+    """`posepipe dense` as the weights folder has it: cut to the silhouettes where the model is installed (it is
+    not in every folder, CI's included), the bodies alone where not; tests that need the cut install a stand-in."""
     src, vid = real_out
     out = str(tmp_path_factory.mktemp("dense") / "out")
     shutil.copytree(src, out)
     return _dense(out, "--video", vid), out, vid
+
+
+def _masks() -> str:
+    """The dense_masks `posepipe dense` writes with this weights folder and the default config."""
+    return "bodies" if choose_segment_model(load_config()) is None else "silhouettes"
+
+
+def _started(masks: str) -> list[str]:
+    """What `posepipe dense --no-progress` says on stderr before it renders (pipeline/say.py)."""
+    note = [f"posepipe: {segment_note(load_config(), None)}..."] if masks == "bodies" else []
+    return [*note, "posepipe: loading the body model..."]
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    """The silhouettes' stand-in model installed (tests/segment_double.py), for tests of what is around it."""
+    with installed_stand_in(tmp_path / "weights"):
+        yield
+
+
+@pytest.fixture
+def not_installed(tmp_path, monkeypatch):
+    """A weights folder and cache without the silhouettes' model."""
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("POSEPIPE_WEIGHTS", str(tmp_path / "empty"))
+    monkeypatch.setattr("stages.weights.cache_dir", lambda: tmp_path / "cache")
 
 
 def _row(out: str, vid: str) -> dict:
@@ -56,7 +88,7 @@ def test_every_body_gets_a_row_on_its_person(dense_out):
                "FROM read_parquet('OUT/bodies/*/*.parquet') b JOIN read_parquet('OUT/body_tracks/*/*.parquet') t "
                "USING (track_id)")
     assert dense == bodies and len(dense) >= 14  # two people over 8 frames, as the fixture fitted them
-    assert _row(out, vid)["dense_rows"] == len(dense)
+    assert _row(out, vid)["dense_rows"] == len(dense) and _row(out, vid)["dense_masks"] == _masks()
     (row,) = [r for r in summary(out) if r["video_id"] == vid]  # and `posepipe summary` says so
     assert row["dense_rows"] == len(dense) and f"{len(dense)} dense rows" in "\n".join(
         line for line, _ in summary_lines([row], width=80))
@@ -116,7 +148,7 @@ def test_refit_bodies_drop_the_dense_table_and_a_rerun_renders_it_again(dense_ou
     assert read_video_table(out, "dense", vid) is None and _row(out, vid)["dense_rows"] is None
     capsys.readouterr()
     assert _dense(out) == 0
-    assert capsys.readouterr().err == "posepipe: loading the body model...\n"  # --no-progress: no bar
+    assert capsys.readouterr().err.splitlines() == _started(_masks())  # --no-progress: no bar
     after = read_video_table(out, "dense", vid).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
     assert after.equals(before) and _row(out, vid)["dense_rows"] == before.num_rows
 
@@ -175,7 +207,7 @@ def test_render_dense_video_and_refusals(dense_out, real_out, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mp4"]
 
 
-def test_an_input_video_gone_is_one_line(dense_out, tmp_path, capsys):
+def test_an_input_video_gone_is_one_line(dense_out, stand_in, tmp_path, capsys):
     """The silhouettes read the input video again: gone, `posepipe dense` says so in one line, exit 2, before
     the body model loads, and the dense table there is left as it was."""
     _, out, vid = dense_out
@@ -191,7 +223,7 @@ def test_an_input_video_gone_is_one_line(dense_out, tmp_path, capsys):
     assert read_video_table(str(copy), "dense", vid).equals(before)
 
 
-def test_frames_are_read_at_the_runs_decode_size(dense_out, tmp_path, monkeypatch):
+def test_frames_are_read_at_the_runs_decode_size(dense_out, stand_in, tmp_path, monkeypatch):
     """`posepipe dense` reads the frames for the silhouettes at the size the run decoded them (job.json's
     [decode] max_side), not at the size of the config it is given now."""
     import json
@@ -213,6 +245,34 @@ def test_frames_are_read_at_the_runs_decode_size(dense_out, tmp_path, monkeypatc
     (copy / "job.json").write_text(json.dumps({"config": {"decode": {"max_side": 640}}}))  # as pipeline/jobfile.py
     assert _dense(str(copy), "--video", vid, "--redo") == 0
     assert sizes == [1280, 640]  # the config's default, then the run's
+
+
+def test_without_the_model_auto_draws_the_bodies_alone_and_says_so(dense_out, not_installed, tmp_path, capsys):
+    """`[dense] silhouettes = "auto"` (the default) where the model is not installed: the bodies alone, the rows
+    "off" draws, one line saying so, and the videos row and the summary say what the masks are; "on": one line,
+    exit 2, before the body model loads, the table left as it was."""
+    _, out, vid = dense_out
+    auto, off = tmp_path / "auto", tmp_path / "off"
+    shutil.copytree(out, auto)
+    shutil.copytree(out, off)
+    (tmp_path / "off.toml").write_text('[dense]\nsilhouettes = "off"\n')
+    (tmp_path / "on.toml").write_text('[dense]\nsilhouettes = "on"\n')
+    capsys.readouterr()
+    assert _dense(str(auto), "--video", vid, "--redo") == 0
+    said = capsys.readouterr()
+    assert said.err.splitlines() == _started("bodies") and "masks=bodies" in said.out, said
+    assert _dense(str(off), "--video", vid, "--redo", "--config", str(tmp_path / "off.toml")) == 0
+    assert capsys.readouterr().err.splitlines() == ["posepipe: loading the body model..."]  # asked for: no note
+    table = read_video_table(str(auto), "dense", vid)
+    assert table.num_rows >= 14 and table.equals(read_video_table(str(off), "dense", vid))
+    assert _row(str(auto), vid)["dense_masks"] == "bodies"
+    (row,) = summary(str(auto))
+    assert f"{table.num_rows} dense rows (masks: the bodies alone)" in "\n".join(
+        line for line, _ in summary_lines([row], width=120))
+    assert _dense(str(auto), "--video", vid, "--redo", "--config", str(tmp_path / "on.toml")) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"posepipe: {SEGMENT_FILE}: not found"), err
+    assert read_video_table(str(auto), "dense", vid).equals(table)
 
 
 def test_paint_blends_the_crop_over_the_image():

@@ -2,6 +2,7 @@
 the dense rows the graph wrote beside the bodies."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ import pyarrow.dataset as ds
 import pytest
 import ray
 import torch
-from conftest import EVAL, REPO
+from conftest import EVAL, REPO, WEIGHTS
 from gltf_check import check_strict_rules, khronos_report
+from segment_double import installed_stand_in
 
 from pipeline.cli import main
 from stages.body.anny_body import AnnyBody
@@ -28,11 +30,13 @@ CAM_TO_EXPORT = np.diag([1.0, -1.0, -1.0])  # stages/body/export.py: 180 degrees
 
 @pytest.fixture(scope="module")
 def mesh_run(tmp_path_factory):
+    """The run, with the silhouettes' stand-in model installed (tests/segment_double.py) for the module."""
     # 4 logical CPUs: decode, grouping, tracking and the sink take 1, mesh and dense 1 each, one pose actor the last.
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     out = tmp_path_factory.mktemp("mesh") / "out"
-    status = main(["run", str(CLIP), "--out", str(out), "--mesh", "--dense", "--no-progress"])
-    yield status, out
+    with installed_stand_in(tmp_path_factory.mktemp("weights")):
+        status = main(["run", str(CLIP), "--out", str(out), "--mesh", "--dense", "--no-progress"])
+        yield status, out
     ray.shutdown()
 
 
@@ -101,7 +105,7 @@ def test_rerun_with_mesh_skips_the_finished_video(mesh_run, capsys):
 def _posepipe(*args: str) -> tuple[str, str]:
     """(stdout, stderr) of `python -m pipeline.cli ARGS` in its own process, which must succeed."""
     run = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=600, check=False)
+                         timeout=600, check=False, env={**os.environ, "POSEPIPE_WEIGHTS": str(WEIGHTS)})
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout, run.stderr
 
@@ -147,7 +151,7 @@ def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path, capsys
     assert [r for r in after if r[0] == 1] != [r for r in before if r[0] == 1]  # track 1 refitted
     # The dense rows were drawn from the old bodies: gone, for `posepipe dense` to redo (tests/test_dense_cli.py).
     assert not (copy / "dense" / f"video_id={vid}").exists()
-    assert q("SELECT dense_rows FROM read_parquet('OUT/videos/*.parquet')") == [(None,)]
+    assert q("SELECT dense_rows, dense_masks FROM read_parquet('OUT/videos/*.parquet')") == [(None, None)]
     capsys.readouterr()
     assert main(["mocap", str(copy)]) == 0
     (row,) = q("SELECT body_rows, body_tracks FROM read_parquet('OUT/videos/*.parquet')")
@@ -163,9 +167,9 @@ def test_mocap_refits_whole_tracks_and_keeps_the_rest(mesh_run, tmp_path, capsys
 def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
     """The graph's dense stage wrote one row per bodies row, flagged with its track's plausibility, and each is
     what `posepipe dense`'s renderer makes of the same bodies and frames (two different mesh chunks): the cut to
-    the silhouettes included, which read the input video again in both."""
+    the silhouettes included (the stand-in model's), which read the input video again in both."""
     from pipeline.config import load_config
-    from pipeline.models import segment_model
+    from pipeline.models import choose_segment_model
     from stages.body.table import track_shapes
     from stages.io.frame_source import FrameSource
     from stages.dense.video import DenseRenderer
@@ -181,7 +185,7 @@ def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
                "USING (track_id)")
     assert dense == bodies and len(dense) > 60
     row = video_row(str(out), vid)
-    assert row["dense_rows"] == len(dense)
+    assert row["dense_rows"] == len(dense) and row["dense_masks"] == "silhouettes"
 
     table = read_video_table(str(out), "dense", vid)
     assert table["frame_index"].to_pylist() == sorted(table["frame_index"].to_pylist())  # in frame order
@@ -192,14 +196,17 @@ def test_dense_rows_are_the_offline_renders_of_the_bodies(mesh_run):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     config = load_config()  # the run's default: silhouettes from the input video read again
-    renderer = DenseRenderer.load(grow_m=config.dense.grow_cm / 100, segment_model=segment_model(config))
+    renderer = DenseRenderer.load(grow_m=config.dense.grow_cm / 100, segment_model=choose_segment_model(config))
     source = FrameSource(row["path"], config.decode.max_side)
+    bodies_rows = pick(read_video_table(str(out), "bodies", vid))
     try:
-        offline = renderer.rows(pick(read_video_table(str(out), "bodies", vid)), track_shapes(tracks),
-                                (row["width"], row["height"]), source)
+        offline = renderer.rows(bodies_rows, track_shapes(tracks), (row["width"], row["height"]), source)
+        renderer.segmenter = None  # and the bodies alone, which the cut changed
+        alone = renderer.rows(bodies_rows, track_shapes(tracks), (row["width"], row["height"]))
     finally:
         renderer.release()
         source.close()
         torch.set_num_threads(threads)
     assert len(frames) == 2 and offline.num_rows >= 3
     assert flag_plausibility(offline, tracks).equals(pick(table))
+    assert offline["pixels"].to_pylist() != alone["pixels"].to_pylist()

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+from segment_double import stand_in_model
 
 from stages.dense.render import DenseCrop, DenseFrame
 from stages.dense.segment import SEGMENT_FILE, PersonSegmenter, Silhouette
@@ -98,7 +99,36 @@ def test_a_silhouette_of_someone_else_leaves_the_body_as_rendered():
 
 @pytest.fixture(scope="module")
 def segmenter(weights_dir):
+    """The real model, where the weights folder holds it: it has no upstream download (docs/bodies.md) and
+    is not in every folder (CI's has none); what is around it is tested on a stand-in below, everywhere."""
+    if not (weights_dir / SEGMENT_FILE).is_file():
+        pytest.skip(f"{SEGMENT_FILE} is not in {weights_dir}: the model's own accuracy needs the real file")
     return PersonSegmenter(weights_dir / SEGMENT_FILE)
+
+
+def test_silhouettes_come_back_where_their_crops_were():
+    """The crop around each box and the way back into video pixels, on the stand-in model (a disc of radius
+    0.45 crop sides, where the pixel is not dark): each silhouette is that disc around its box's centre (the
+    crop is 1.25 x the box's longer side), clipped to the frame, at full and at half decode size."""
+    stand_in = PersonSegmenter(stand_in_model())
+    rgb = np.full((300, 400, 3), 200, np.uint8)
+    rgb[:, 300:] = 0  # dark: out of every silhouette
+    boxes = np.array([[100, 50, 160, 250], [330, 200, 390, 330]], float)  # the second runs off the bottom
+    half = cv2.resize(rgb, (200, 150), interpolation=cv2.INTER_AREA)
+    for sils, tol in ((stand_in(rgb, boxes), 0.01), (stand_in(half, boxes, scale=2.0), 0.03)):
+        for s, (x0, y0, x1, y1) in zip(sils, boxes):
+            radius = 0.45 * 1.25 * max(x1 - x0, y1 - y0)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            yy, xx = np.mgrid[:300, :400] + 0.5
+            want = ((xx - cx) ** 2 + (yy - cy) ** 2 < radius ** 2) & (xx < 300)
+            got = np.zeros((300, 400), bool)
+            bx0, by0, bx1, by1 = s.box
+            assert 0 <= bx0 < bx1 <= 400 and 0 <= by0 < by1 <= 300 and s.mask.shape == (by1 - by0, bx1 - bx0)
+            got[by0:by1, bx0:bx1] = s.mask
+            assert (got ^ want).sum() <= tol * max(want.sum(), 1), ((got ^ want).sum(), want.sum())
+    with pytest.raises(ValueError, match="RGB uint8"):
+        stand_in(np.zeros((10, 10), np.uint8), boxes)
+    assert stand_in(rgb, np.zeros((0, 4))) == []
 
 
 def test_segments_the_person_of_each_box_on_coco_photos(segmenter, eval_dir):
@@ -130,6 +160,3 @@ def test_segments_the_person_of_each_box_on_coco_photos(segmenter, eval_dir):
     assert ious.mean() > 0.7 and np.mean(ious[:, 0] >= 0.7) >= 0.7, ious
     # A frame decoded at half size (scale 2): the same silhouettes, less sharp (measured: within 0.13).
     assert np.abs(ious[:, 0] - ious[:, 1]).max() < 0.2, ious
-    with pytest.raises(ValueError, match="RGB uint8"):
-        segmenter(np.zeros((10, 10), np.uint8), boxes)
-    assert segmenter(rgb, np.zeros((0, 4))) == []

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from stages import weights
-from stages.weights import WeightsError, resolve
+from stages.weights import WeightsError, WeightsMissing, resolve
 
 PB = "tfpose_mobilenet_v2_small_graph_opt.pb"
 
@@ -64,3 +64,23 @@ def test_wrong_file_in_folder_is_refused(empty_places, monkeypatch):
 def test_unknown_name():
     with pytest.raises(WeightsError, match="unknown model file"):
         resolve("resnet.pth")
+
+
+def test_an_optional_model_falls_back_only_when_it_is_not_installed(empty_places):
+    """The silhouettes' model (no upstream download): "auto" draws the bodies alone without it, "on" refuses,
+    "off" never looks; a corrupt file is refused under "auto" too, not taken for an absent one."""
+    from pipeline.config import load_config
+    from pipeline.models import choose_segment_model
+    from stages.dense.segment import SEGMENT_FILE
+
+    config = load_config()
+    choice = lambda v: choose_segment_model(  # noqa: E731
+        dataclasses.replace(config, dense=dataclasses.replace(config.dense, silhouettes=v)))
+    assert choice("auto") is None and choice("off") is None
+    with pytest.raises(WeightsMissing, match=f"{SEGMENT_FILE}: not found"):
+        choice("on")
+    (empty_places / "none").mkdir()
+    (empty_places / "none" / SEGMENT_FILE).write_bytes(b"not the model")
+    with pytest.raises(WeightsError, match="does not match the expected"):
+        choice("auto")
+    assert choice("off") is None

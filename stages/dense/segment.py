@@ -1,7 +1,7 @@
 """Person silhouettes: MediaPipe BlazePose's segmentation of the person a square crop is centred on.
 
     blazepose_lite_tfjs_fp32.onnx  float32[N, 256, 256, 3] RGB in [0, 1] -> [N, 256, 256, 1] in [0, 1]
-    (Apache-2.0; its conversion and checks: ../shared/weights/MANIFEST.toml [blazepose_lite_seg_onnx])
+    (Apache-2.0; where it comes from, its conversion and checks: docs/bodies.md, "The silhouettes' model file")
 
 A body model is a naked body: its render misses the clothes and hair around it and spills where the fit is
 off (crowd_synth p10: visible-mask IoU 0.68 per person). The segmentation sees the person's own pixels

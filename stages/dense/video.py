@@ -30,7 +30,7 @@ from stages.dense.raster import GlRaster, RayRaster, raster_named
 from stages.dense.render import grown, render_dense
 from stages.dense.segment import PersonSegmenter
 from stages.dense.silhouette import cut_to_silhouettes
-from stages.io.dense_table import DENSE_SCHEMA, dense_table, flag_plausibility
+from stages.io.dense_table import DENSE_SCHEMA, dense_masks, dense_table, flag_plausibility
 from stages.io.errors import OutputError
 from stages.io.frame_source import FrameSource
 from stages.io.output import fixed_column, read_video_table, video_row, video_table
@@ -144,7 +144,7 @@ def dense_plan(out: str, video_id: str | None = None, redo: bool = False, need_v
     for r in fitted:
         if need_video and r["video_id"] not in done and not os.path.isfile(r.get("path") or ""):
             raise OutputError(f"{out}: input video of {r['video_id']!r} is missing: {r.get('path')} (the silhouettes "
-                              "need its frames; [dense] silhouettes = false draws the bodies alone)")
+                              "need its frames; [dense] silhouettes = \"off\" draws the bodies alone)")
     return DensePlan(todo={r["video_id"]: int(r["body_rows"]) for r in fitted if r["video_id"] not in done}, done=done,
                      bare=[r["video_id"] for r in rows if not r.get("body_rows")])
 
@@ -152,8 +152,8 @@ def dense_plan(out: str, video_id: str | None = None, redo: bool = False, need_v
 def dense_video(out: str, video_id: str, renderer: DenseRenderer,
                 progress: Callable[[int], None] = lambda rows: None, max_side: int = 0) -> dict:
     """Render a finished video's bodies into its dense table, replacing any; returns its videos row, with
-    dense_rows. progress(rows) after each block of frames (rows: the block's person-frames). A renderer with
-    a segmenter reads the input video's frames again (max_side: as the run's `[decode] max_side`)."""
+    dense_rows and dense_masks. progress(rows) after each block of frames (rows: the block's person-frames). A
+    renderer with a segmenter reads the input video's frames again (max_side: as the run's `[decode] max_side`)."""
     row = video_row(out, video_id)
     bodies = video_table(out, "bodies", video_id).sort_by([("frame_index", "ascending"), ("track_id", "ascending")])
     tracks = video_table(out, "body_tracks", video_id)
@@ -184,6 +184,6 @@ def dense_video(out: str, video_id: str, renderer: DenseRenderer,
     move(fs, tmp, join(final, "part-0.parquet"))
     delete_dir(fs, staging)
     rmdir_if_empty(fs, join(root, "_staging"))
-    row = {**row, "dense_rows": rows}
+    row = {**row, "dense_rows": rows, "dense_masks": dense_masks(renderer.segmenter is not None)}
     put_video_row(fs, root, row)
     return row

@@ -57,6 +57,13 @@ DENSE_SCHEMA = pa.schema([
     *((name, pa.binary()) for name in IMAGES),  # PNG bytes (module docstring)
 ])
 
+
+
+def dense_masks(silhouettes: bool) -> str:
+    """The videos row's dense_masks (stages/io/sink.py): what a table's masks are, cut to the silhouettes or not."""
+    return "silhouettes" if silhouettes else "bodies"
+
+
 UV_SCALE = 65535.0
 DEPTH_SCALE = 1000.0  # depth PNG units per metre
 NORMAL_SCALE = 127.5

@@ -52,6 +52,7 @@ def replace_bodies(out: str, video_id: str, bodies: pa.Table | None, tracks: pa.
     delete_dir(fs, join(root, "dense", f"video_id={video_id}"))
     row = {r["video_id"]: r for r in read_video_rows(out)}[video_id]
     empty = pa.table({"frames": pa.array([], pa.int64())})
-    row.update(body_summary(tracks if tracks is not None else empty, skipped), **scene, dense_rows=None)
+    row.update(body_summary(tracks if tracks is not None else empty, skipped), **scene,
+               dense_rows=None, dense_masks=None)
     put_video_row(fs, root, row)
     return row

@@ -114,6 +114,9 @@ VIDEOS_SCHEMA = pa.schema([
     ("focal_px", pa.float64()),
     # Dense stage: its rows (person-frames rendered; null when it did not run, or since `mocap` refitted).
     ("dense_rows", pa.int64()),
+    # What its masks are: "silhouettes" (cut to the people's silhouettes in the frame, stages/dense/silhouette.py)
+    # or "bodies" (the fitted bodies alone: [dense] silhouettes off, or its model not installed); null as dense_rows.
+    ("dense_masks", pa.string()),
 ])
 
 

@@ -12,7 +12,8 @@ error (the reason of a failed video, the truncation reason of a truncated one), 
 per frame (min / median / max over the frames table, so frames with nobody count as 0), tracks,
 median track length (frames per track id in the people table), wall seconds, frames per wall second,
 and when the mesh stage ran body_rows, body_tracks, body_skipped (a count) and body_skipped_reasons;
-dense_rows once the dense stage (`--dense` or `posepipe dense`) has rendered them.
+dense_rows once the dense stage (`--dense` or `posepipe dense`) has rendered them, and dense_masks (whether
+they were cut to the people's silhouettes: "silhouettes", or are the bodies alone: "bodies").
 
 A failed video has a videos row but no people or frames files (the sink withdraws them), so its
 numbers are None: it shows its status and reason, the rest blank.
@@ -113,14 +114,14 @@ def summary(out: str) -> list[dict]:
                "frames": None, "fps": None, "people_min": None, "people_median": None, "people_max": None,
                "tracks": None, "track_len_median": None, "wall_s": None, "frames_per_s": None,
                "body_rows": None, "body_tracks": None, "body_skipped": None, "body_skipped_reasons": None,
-               "dense_rows": None, "stages": stages, "stages_note": note}
+               "dense_rows": None, "dense_masks": None, "stages": stages, "stages_note": note}
         if v["status"] in DONE_STATUSES:
             numbers = _people_numbers(out, v["video_id"])
             tracks_seen = numbers.pop("tracks_seen")
             wall = v["wall_s"]
             row.update(numbers, frames=v["frames"], fps=v["fps"], wall_s=wall,
                        **{k: v[k] for k in ("body_rows", "body_tracks", "body_skipped", "body_skipped_reasons",
-                                            "dense_rows")},
+                                            "dense_rows", "dense_masks")},
                        # The row's count is the tracker's; an output written without one still has ids.
                        tracks=v["tracks"] if v["tracks"] is not None else tracks_seen,
                        frames_per_s=v["frames"] / wall if wall and v["frames"] is not None else None)
@@ -186,7 +187,8 @@ def _numbers(r: dict) -> list[str]:
             why = f": {r['body_skipped_reasons']}" if r["body_skipped_reasons"] else ""
             items.append(f"{r['body_skipped']} person-frames without a body{why}")
     if r["dense_rows"] is not None:
-        items.append(f"{r['dense_rows']} dense rows")
+        alone = " (masks: the bodies alone)" if r["dense_masks"] == "bodies" else ""
+        items.append(f"{r['dense_rows']} dense rows{alone}")
     return items
 
 
