@@ -120,9 +120,9 @@ class DenseConfig:
     grow_cm: float = 1.0
     # Each frame's render cut to its people's silhouettes (stages/dense/silhouette.py: a segmentation model
     # per person, the input video decoded again): their clothes and hair in, the bodies' spill out.
-    # crowd_synth p10 mask IoU 0.58 -> 0.70 (benchmarks/dense_accuracy.py). Its model file has no upstream
-    # download (docs/bodies.md): auto uses it where installed, else draws the bodies alone and says so; on
-    # requires it; off: the bodies alone. The videos row's dense_masks records which.
+    # crowd_synth p10 mask IoU 0.58 -> 0.70 (benchmarks/dense_accuracy.py). auto: its model file where it is
+    # installed or can be downloaded (41 MB, once), else the bodies alone, said in one line; on requires it;
+    # off: the bodies alone. The videos row's dense_masks records which.
     silhouettes: Literal["auto", "on", "off"] = "auto"
     threads: int = 1  # intra-op threads of the segmentation model per dense actor (the GL raster has its own)
 

@@ -91,9 +91,9 @@ def model_blobs(models: dict[str, ModelChoice]) -> dict[str, tuple[str, bytes]]:
 def choose_segment_model(config: Config) -> Path | None:
     """The dense stage's segmentation model (stages/dense/segment.py), resolved; None for the bodies alone.
 
-    `[dense] silhouettes`: off -> None; on -> the file, a missing one a WeightsError; auto -> the file where
-    it is installed, else None (it has no upstream download: docs/bodies.md says where it comes from). A
-    corrupt file fails under auto too: only its absence means "not installed".
+    `[dense] silhouettes`: off -> None; on -> the file (downloaded once when missing), a missing one a
+    WeightsError; auto -> the file where it is installed or can be downloaded, else None (offline, or the
+    download failed). A corrupt file fails under auto too: only its absence means "not installed".
     """
     if config.dense.silhouettes == "off":
         return None
@@ -108,7 +108,7 @@ def choose_segment_model(config: Config) -> Path | None:
 def segment_note(config: Config, segment: Path | None) -> str | None:
     """The line a run with --dense (or `posepipe dense`) says when "auto" found no segmentation model."""
     if segment is None and config.dense.silhouettes == "auto":
-        return (f"dense masks from the bodies alone: {SEGMENT_FILE} is not installed "
+        return (f"dense masks from the bodies alone: {SEGMENT_FILE} is not installed and was not downloaded "
                 "([dense] silhouettes; docs/bodies.md)")
     return None
 

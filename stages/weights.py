@@ -1,7 +1,10 @@
 """Model file resolver: file name -> verified local path.
 
 Order: the folder in `POSEPIPE_WEIGHTS`, then the user cache (`~/.cache/posepipe`, or
-`$XDG_CACHE_HOME/posepipe`), then a download from the file's upstream URL into the cache.
+`$XDG_CACHE_HOME/posepipe`), then a download from the file's upstream URL into the cache (a file
+inside an upstream .tgz, such as an npm package, is taken out of it). `POSEPIPE_OFFLINE=1` never
+downloads: a machine without the network (a cluster node, the test suite) fails at once, not after a
+timeout.
 Every file is checked against its sha256 wherever it came from, so a corrupt or substituted file
 is refused instead of loaded. Resolution is an explicit step (the driver calls it once); model
 constructors take a path or bytes and never download.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,8 +25,9 @@ from pathlib import Path
 class ModelFile:
     filename: str
     sha256: str
-    url: str  # upstream file at a pinned commit
+    url: str  # upstream file at a pinned commit (or a pinned package's .tgz, with member)
     license: str
+    member: str = ""  # the file's path inside the .tgz at url ("": url is the file itself)
 
 
 _GH = "https://raw.githubusercontent.com"
@@ -70,10 +75,13 @@ MODEL_FILES: dict[str, ModelFile] = {
             "Apache-2.0",
         ),
         ModelFile(
-            "blazepose_lite_tfjs_fp32.onnx",  # from Google's TFJS BlazePose GHUM lite (MediaPipe): silhouettes
-            "eea5bc9559ccd11e36db908c9d04323549fa293be74bd8799028f383f1aaea15",
-            "",
+            # MediaPipe's BlazePose GHUM lite (the silhouettes, stages/dense/segment.py), as Google publishes
+            # it: in its npm package @mediapipe/pose (a 41 MB .tgz on the npm registry; the .tflite is 2.8 MB).
+            "pose_landmark_lite.tflite",
+            "f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61",
+            "https://registry.npmjs.org/@mediapipe/pose/-/pose-0.5.1675469404.tgz",
             "Apache-2.0",
+            "package/pose_landmark_lite.tflite",
         ),
         ModelFile(
             "pp_tinypose_256x192_ov_fp32.onnx",  # from PaddleDetection's PP-TinyPose via OpenVINO IR
@@ -104,8 +112,9 @@ class WeightsError(RuntimeError):
 
 
 class WeightsMissing(WeightsError):
-    """A model file is in neither folder and has no upstream download: not installed, as opposed to
-    corrupt or unreachable (an optional model's user falls back on this one only)."""
+    """A model file is in neither folder and could not be downloaded (none upstream, offline, or the
+    download failed): not installed, as opposed to corrupt (an optional model's user falls back on
+    this one only)."""
 
 
 def cache_dir() -> Path:
@@ -140,12 +149,27 @@ def _download(model: ModelFile, dest: Path, timeout_s: float) -> Path:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(model.url, timeout=timeout_s) as resp:
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
+        if model.member:
+            _take_member(Path(tmp), model.member)
         _verified(Path(tmp), model)
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
+
+
+def _take_member(path: Path, member: str) -> None:
+    """Replace the .tgz at path with its file `member` (tarfile reads it; nothing else is extracted)."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            data = archive.extractfile(member)
+            if data is None:
+                raise KeyError(member)
+            content = data.read()
+    except (KeyError, tarfile.TarError) as exc:
+        raise WeightsError(f"{path.name}: the download has no {member} ({type(exc).__name__})") from None
+    path.write_bytes(content)
 
 
 def resolve(filename: str, timeout_s: float = 60.0) -> Path:
@@ -165,10 +189,15 @@ def resolve(filename: str, timeout_s: float = 60.0) -> Path:
             f"{filename}: not found ({where}not in {cache_dir()}) and it has no upstream download; "
             "set POSEPIPE_WEIGHTS to a folder that holds it"
         )
+    if os.environ.get("POSEPIPE_OFFLINE", "") not in ("", "0"):
+        raise WeightsMissing(
+            f"{filename}: not found ({where}not in {cache_dir()}) and POSEPIPE_OFFLINE is set, so it is not "
+            f"downloaded from {model.url}; set POSEPIPE_WEIGHTS to a folder that holds it"
+        )
     try:
         return _download(model, cached, timeout_s)
     except (urllib.error.URLError, OSError) as exc:
-        raise WeightsError(
+        raise WeightsMissing(
             f"{filename}: not found ({where}not in {cache_dir()}) and the download from {model.url} "
             f"failed ({exc}); with no network, set POSEPIPE_WEIGHTS to a folder that holds the file "
             f"(e.g. export POSEPIPE_WEIGHTS=/path/to/weights)"

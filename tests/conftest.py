@@ -14,8 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = Path(os.environ.get("POSEPIPE_WEIGHTS", REPO.parent / "shared" / "weights")).resolve()
 EVAL = Path(os.environ.get("POSEPIPE_EVAL", REPO.parent / "shared" / "eval")).resolve()
 
-# Stages resolve model files through POSEPIPE_WEIGHTS; point it at the shared folder for tests.
+# Stages resolve model files through POSEPIPE_WEIGHTS; point it at the shared folder for tests. Tests never
+# download (subprocesses inherit this): a file that is not there is not installed, the same on every machine.
 os.environ["POSEPIPE_WEIGHTS"] = str(WEIGHTS)
+os.environ["POSEPIPE_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """A stand-in for the silhouettes' segmentation model, for tests of everything around it.
 
-The real file (blazepose_lite_tfjs_fp32.onnx, docs/bodies.md) has no upstream download and is not in every
-weights folder (CI's has none), so tests of the plumbing (the graph's dense actors reading the input video
-again, `posepipe dense` reading frames at the run's size, the cut, the videos row's dense_masks) run on this
-one; tests of the model's own quality (tests/test_silhouette.py) need the real file.
+The real file (pose_landmark_lite.tflite, docs/bodies.md) is downloaded from npm, and tests never download
+(tests/conftest.py), so it is not in every weights folder (CI's has none): tests of the plumbing (the graph's
+dense actors reading the input video again, `posepipe dense` reading frames at the run's size, the cut, the
+videos row's dense_masks) run on this one; tests of the model's own quality (tests/test_silhouette.py) need
+the real file, and its conversion is tested on a TFLite file made there.
 
-It has the real model's interface (float32[N, 256, 256, 3] RGB in [0, 1] -> "Identity_1:0" [N, 256, 256, 1])
+It has the interface of the converted model (an ONNX graph, which PersonSegmenter takes as it is:
+float32[N, 256, 256, 3] RGB in [0, 1] -> "segmentation" [N, 256, 256, 1])
 and a crude answer that depends on the pixels, so a wrong frame gives a different cut: the crop's centred disc
 (radius 0.45 of the side: the person a crop is centred on) where the pixel is not dark (mean RGB > 0.25).
 

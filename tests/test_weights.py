@@ -13,6 +13,7 @@ PB = "tfpose_mobilenet_v2_small_graph_opt.pb"
 def empty_places(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("POSEPIPE_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.delenv("POSEPIPE_OFFLINE")  # these tests download, from file:// URLs
     return tmp_path
 
 
@@ -66,21 +67,58 @@ def test_unknown_name():
         resolve("resnet.pth")
 
 
-def test_an_optional_model_falls_back_only_when_it_is_not_installed(empty_places):
-    """The silhouettes' model (no upstream download): "auto" draws the bodies alone without it, "on" refuses,
-    "off" never looks; a corrupt file is refused under "auto" too, not taken for an absent one."""
+def _segment_choice(value: str):
     from pipeline.config import load_config
     from pipeline.models import choose_segment_model
-    from stages.dense.segment import SEGMENT_FILE
 
     config = load_config()
-    choice = lambda v: choose_segment_model(  # noqa: E731
-        dataclasses.replace(config, dense=dataclasses.replace(config.dense, silhouettes=v)))
-    assert choice("auto") is None and choice("off") is None
-    with pytest.raises(WeightsMissing, match=f"{SEGMENT_FILE}: not found"):
-        choice("on")
+    return choose_segment_model(dataclasses.replace(config, dense=dataclasses.replace(config.dense, silhouettes=value)))
+
+
+def test_an_optional_model_falls_back_only_when_it_is_not_installed(empty_places, monkeypatch):
+    """The silhouettes' model: "auto" draws the bodies alone without it (offline here), "on" refuses, "off"
+    never looks; a corrupt file is refused under "auto" too, not taken for an absent one."""
+    from stages.dense.segment import SEGMENT_FILE
+
+    monkeypatch.setenv("POSEPIPE_OFFLINE", "1")
+    assert _segment_choice("auto") is None and _segment_choice("off") is None
+    with pytest.raises(WeightsMissing, match=f"{SEGMENT_FILE}: not found .* POSEPIPE_OFFLINE is set"):
+        _segment_choice("on")
     (empty_places / "none").mkdir()
     (empty_places / "none" / SEGMENT_FILE).write_bytes(b"not the model")
     with pytest.raises(WeightsError, match="does not match the expected"):
-        choice("auto")
-    assert choice("off") is None
+        _segment_choice("auto")
+    assert _segment_choice("off") is None
+
+
+def test_a_file_inside_an_upstream_tgz_is_taken_out_and_checked(empty_places, monkeypatch):
+    """An npm package's .tgz (file:// stands in for the registry): only the member lands in the cache, checked;
+    a package without it is refused; a failed download is "not installed", so "auto" draws the bodies alone."""
+    import io
+    import tarfile
+
+    from stages.dense.segment import SEGMENT_FILE
+    from stages.weights import sha256_of
+
+    content = b"the model's bytes"
+    package = empty_places / "pkg.tgz"
+    with tarfile.open(package, "w:gz") as archive:
+        for name, data in (("package/README.md", b"readme"), ("package/model.tflite", content)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (empty_places / "ref").write_bytes(content)
+    model = dataclasses.replace(weights.MODEL_FILES[SEGMENT_FILE], sha256=sha256_of(empty_places / "ref"),
+                                url=package.as_uri(), member="package/model.tflite")
+    monkeypatch.setitem(weights.MODEL_FILES, SEGMENT_FILE, model)
+    path = resolve(SEGMENT_FILE)
+    assert path == empty_places / "cache" / "posepipe" / SEGMENT_FILE and path.read_bytes() == content
+    assert sorted(p.name for p in path.parent.iterdir()) == [SEGMENT_FILE]  # no package left beside it
+    path.unlink()
+    monkeypatch.setitem(weights.MODEL_FILES, SEGMENT_FILE, dataclasses.replace(model, member="package/other"))
+    with pytest.raises(WeightsError, match="the download has no package/other"):
+        resolve(SEGMENT_FILE)
+    monkeypatch.setitem(weights.MODEL_FILES, SEGMENT_FILE, dataclasses.replace(model, url="file:///nonexistent.tgz"))
+    with pytest.raises(WeightsMissing, match="failed"):
+        resolve(SEGMENT_FILE)
+    assert _segment_choice("auto") is None and not path.exists()

@@ -1,7 +1,9 @@
 """Person silhouettes: MediaPipe BlazePose's segmentation of the person a square crop is centred on.
 
-    blazepose_lite_tfjs_fp32.onnx  float32[N, 256, 256, 3] RGB in [0, 1] -> [N, 256, 256, 1] in [0, 1]
-    (Apache-2.0; where it comes from, its conversion and checks: docs/bodies.md, "The silhouettes' model file")
+    pose_landmark_lite.tflite  float32[N, 256, 256, 3] RGB in [0, 1] -> [N, 256, 256, 1] in [0, 1]
+    (Apache-2.0, from Google's npm package @mediapipe/pose; stages/weights.py fetches it. Its segmentation
+    output is converted to ONNX at load, tflite_onnx.py, and run by onnxruntime like the pose models: checked
+    against Google's LiteRT on real crops, docs/bodies.md "The silhouettes' model file")
 
 A body model is a naked body: its render misses the clothes and hair around it and spills where the fit is
 off (crowd_synth p10: visible-mask IoU 0.68 per person). The segmentation sees the person's own pixels
@@ -19,13 +21,15 @@ import cv2
 import numpy as np
 
 from stages.dense.raster import Box
+from stages.dense.tflite_onnx import tflite_to_onnx
 from stages.pose.crops import crop_transforms, warp_crops
 from stages.pose.onnx_session import onnx_session
 
-SEGMENT_FILE = "blazepose_lite_tfjs_fp32.onnx"
+SEGMENT_FILE = "pose_landmark_lite.tflite"
+TFLITE_OUTPUT = "Identity_2"  # the segmentation logits; the file's other outputs (landmarks) are left out
 MARGIN = 1.25  # crop side / the person's longer side, as MediaPipe's pose ROI
 SIDE = 256
-OUTPUT = "Identity_1:0"  # activation_segmentation; the file's other outputs (landmarks) are not used here
+OUTPUT = "segmentation"  # the ONNX graph's output: probabilities
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,12 @@ class PersonSegmenter:
     def __init__(self, path_or_bytes: str | Path | bytes, num_threads: int = 1,
                  providers: Sequence[str] | None = None, max_batch: int = 16):
         data = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+        if data[4:8] == b"TFL3":  # the published file (~1 s); an ONNX graph with OUTPUT is taken as it is
+            data = tflite_to_onnx(data, TFLITE_OUTPUT, OUTPUT, sigmoid=True)
         self.session = onnx_session(data, num_threads, providers)
         self.input_name = self.session.get_inputs()[0].name
         if OUTPUT not in [o.name for o in self.session.get_outputs()]:
-            raise ValueError(f"not the BlazePose segmentation model: no output {OUTPUT}")
+            raise ValueError(f"not the silhouettes' segmentation model: no output {OUTPUT}")
         self.max_batch = max_batch  # bounds activation memory (~3 MB per crop)
 
     def __call__(self, image_rgb: np.ndarray, boxes: np.ndarray, scale: float = 1.0) -> list[Silhouette]:
