@@ -58,7 +58,6 @@ DENSE_SCHEMA = pa.schema([
 ])
 
 
-
 def dense_masks(silhouettes: bool) -> str:
     """The videos row's dense_masks (stages/io/sink.py): what a table's masks are, cut to the silhouettes or not."""
     return "silhouettes" if silhouettes else "bodies"
