@@ -1,7 +1,7 @@
 """Dense-stage speed: person-frames/s of posing + dense render (stages/dense) at 960x540.
 
     python benchmarks/dense_speed.py [--people 1,5,10] [--frames 30] [--backend gl,rays] [--threads 1]
-                                     [--silhouettes on|off] [--seg-threads 1]
+                                     [--silhouettes on|off] [--seg-threads 1] [--no-stage]
 
 Crowd_synth-like frames: P anny bodies (random shapes, kept per track as the stage would) standing on a
 floor 1.5 m under a level camera, each 150-300 px tall, anywhere across the view, in a random pose
@@ -16,6 +16,11 @@ person-frames/s of the whole stage (pose + render + silhouettes + encode, CPU ti
 first frame of each run (cache fill, GL start) is left out. The machine's load average is printed
 too: on a shared machine wall times follow it, CPU times much less.
 
+Then (--stage, gl) the stage as it runs (stage_run): the same bodies as a bodies table through
+DenseRenderer.rows on the crowd_synth clip's frames, decoded again as the stage does, the silhouettes on
+their own thread one frame ahead; person-frames/s of wall time on this machine's cores, and CPU ms per
+person-frame (all threads: what the stage costs beside other stages on the same cores).
+
 Torch runs on one thread by default: posing 10 people is ~10 ms of small tensor work, and with two
 OpenMP threads their spin-waiting after each op took the CPU from llvmpipe's raster threads (measured on
 2 cores: posing 122 ms and 34 person-frames/s at 10 people with 2 threads, 11 ms and 53 with 1).
@@ -28,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from scipy.spatial.transform import Rotation
 
@@ -38,6 +45,7 @@ from stages.dense.raster import GlRaster, RayRaster
 from stages.dense.render import render_dense
 from stages.dense.segment import SEGMENT_FILE, PersonSegmenter
 from stages.dense.silhouette import cut_to_silhouettes
+from stages.dense.video import DenseRenderer
 from stages.io.dense_table import IMAGES, dense_table
 from stages.io.frame_source import FrameSource
 from stages.weights import resolve
@@ -100,6 +108,41 @@ def run(model, labels, raster, people: int, frames: int, seed: int = 0, segmente
             "stage_pf_s_cpu": people * len(cpu_s) / (np.sum(cpu_s) + np.sum(sil_cpu) + people * np.sum(encode_s))}
 
 
+def bodies_rows(model, people: int, frames: int, seed: int = 0) -> tuple[pa.Table, dict[int, np.ndarray]]:
+    """A bodies table (the columns DenseRenderer.rows reads) of `frames` random frames (random_frame) of
+    `people` tracks, and the tracks' shapes."""
+    rng = np.random.default_rng(seed)
+    shapes = {t: rng.uniform(0.2, 0.8, len(model.shape_names)) for t in range(people)}
+    drawn = [random_frame(model, rng, people) for _ in range(frames)]
+    def fixed(parts: list[np.ndarray], size: int) -> pa.FixedSizeListArray:
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(parts).astype(np.float32).ravel()), size)
+
+    n, j = people * frames, len(model.bone_names)
+    return pa.table({"video_id": ["bench"] * n, "frame_index": np.repeat(np.arange(frames), people),
+                     "time_s": np.repeat(np.arange(frames) / 25.0, people),
+                     "track_id": np.tile(np.arange(people), frames),
+                     "body_model": [model.name] * n, "bone_rotvec": fixed([d[0] for d in drawn], 3 * j),
+                     "root_rotvec": fixed([d[1] for d in drawn], 3), "translation": fixed([d[2] for d in drawn], 3),
+                     "focal_px": np.full(n, FOCAL, np.float32)}), shapes
+
+
+def stage_run(renderer: DenseRenderer, people: int, frames: int) -> dict:
+    """The dense stage as the graph's dense actor and `posepipe dense` run it (DenseRenderer.rows): the clip's
+    frames decoded again, posing, render, silhouettes (on their own thread), PNG rows; wall and CPU time."""
+    bodies, shapes = bodies_rows(renderer.model, people, frames + 1)
+    source = FrameSource(str(CLIP))
+    try:
+        renderer.rows(bodies.filter(pc.equal(bodies["frame_index"], 0)), shapes, SIZE, source)  # warm: GL, decoder
+        rest = bodies.filter(pc.greater(bodies["frame_index"], 0))
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = renderer.rows(rest, shapes, SIZE, source)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        source.close()
+    assert out.num_rows == rest.num_rows
+    return {"pf_s": rest.num_rows / wall, "cpu_ms": 1e3 * cpu / rest.num_rows, "wall_ms": 1e3 * wall / frames}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--people", default="1,5,10")
@@ -109,6 +152,8 @@ def main() -> None:
     ap.add_argument("--seg-threads", type=int, default=1, help="the segmentation model's threads ([dense] threads)")
     ap.add_argument("--silhouettes", choices=["on", "off"], default="on",
                     help="cut each frame to its people's silhouettes ([dense] silhouettes), on a crowd_synth frame")
+    ap.add_argument("--stage", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the whole stage as it runs (stage_run), with the gl backend")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = AnnyBody()
@@ -129,6 +174,13 @@ def main() -> None:
             print(f"{name:8s} {p:6d} {r['pose_ms']:8.1f} {r['render_ms']:9.1f} {r['frame_ms']:8.1f} {r['cpu_ms']:7.1f} "
                   f"{r['pf_s']:6.1f} {r['pf_s_cpu']:8.1f} {r['pixels']:9.0f} {r['encode_ms']:9.1f} {r['kb']:9.1f} "
                   f"{r['sil_ms']:7.1f} {r['stage_pf_s_cpu']:14.1f}", flush=True)
+        if name == "gl" and args.stage:
+            renderer = DenseRenderer(model, raster, 0.01, segmenter)
+            print(f"stage (DenseRenderer.rows, grow 1 cm, silhouettes {args.silhouettes}): people, person-frames/s "
+                  "wall, CPU ms per person-frame, wall ms per frame")
+            for p in (int(x) for x in args.people.split(",")):
+                r = stage_run(renderer, p, args.frames)
+                print(f"stage {p:6d} {r['pf_s']:8.1f} {r['cpu_ms']:8.1f} {r['wall_ms']:8.1f}", flush=True)
         raster.release()
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 

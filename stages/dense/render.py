@@ -99,8 +99,16 @@ def grown(vertices: np.ndarray, faces: np.ndarray, by_m: float) -> np.ndarray:
     A body model is a naked body; the person in the video wears clothes and hair, so the bare surface
     misses a rim of the person's pixels and, where two people overlap, hands that rim to the one behind.
     by_m = 0 returns the vertices as they are."""
+    return grown_with_normals(vertices, faces, by_m)[0] if by_m else np.asarray(vertices, np.float32)
+
+
+def grown_with_normals(vertices: np.ndarray, faces: np.ndarray, by_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """(grown(vertices, faces, by_m), their unit vertex normals float32[P, V, 3]) from one vertex_normals:
+    a surface moved along its normals has the same normals (the offset surface's), so render_dense can take
+    them as they are (at 10 people the normals are ~15 ms of a frame's ~100 ms render, benchmarks/dense_speed.py)."""
     v = np.asarray(vertices, np.float32)
-    return v + np.float32(by_m) * vertex_normals(v, faces) if by_m else v
+    n = vertex_normals(v, faces)
+    return (v + np.float32(by_m) * n if by_m else v), n
 
 
 def ray_triangle(d: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +160,7 @@ def _empty(box: Box) -> DenseCrop:
 
 def render_dense(vertices: np.ndarray, faces: np.ndarray, focal: float, image_size: tuple[int, int],
                  boxes=None, *, labels: SurfaceLabels | None = None,
-                 raster: GlRaster | RayRaster | None = None) -> DenseFrame:
+                 raster: GlRaster | RayRaster | None = None, normals: np.ndarray | None = None) -> DenseFrame:
     """Dense render of one frame's people (module docstring).
 
     vertices: float[P, V, 3] camera frame (bodies.frame_vertices); faces: int[F, 3]; focal: pixels;
@@ -160,6 +168,8 @@ def render_dense(vertices: np.ndarray, faces: np.ndarray, focal: float, image_si
     detection; a person's pixels outside its box are left out), None: each person's projected mesh.
     labels: parts and UVs of the faces (parts.surface_labels), None: part, u, v stay 0.
     raster: a GlRaster (or RayRaster) kept across frames; None: raster.make_raster() for this call only.
+    normals: float[P, V, 3] the vertices' unit normals where the caller has them (grown_with_normals), None:
+    computed here for the people seen.
     """
     v = np.asarray(vertices, np.float32)
     faces = np.asarray(faces, np.int64)
@@ -201,7 +211,8 @@ def render_dense(vertices: np.ndarray, faces: np.ndarray, focal: float, image_si
     flat_v = np.ascontiguousarray(v.transpose(2, 0, 1)).reshape(3, -1)  # [3, P * V]
     bary, depth = ray_triangle(d, flat_v[:, person * nv + corner_ids])
     seen = np.unique(person)
-    vn = vertex_normals(v[seen], faces).transpose(2, 0, 1).reshape(3, -1)  # only people with a pixel
+    vn = vertex_normals(v[seen], faces) if normals is None else np.asarray(normals, np.float32)[seen]
+    vn = vn.transpose(2, 0, 1).reshape(3, -1)  # [3, seen * V]: only people with a pixel
     slot = np.searchsorted(seen, person)
     normal = (vn[:, slot * nv + corner_ids] * bary).sum(1)  # [3, N]
     normal = (normal / np.maximum(np.sqrt((normal * normal).sum(0)), 1e-20)).T

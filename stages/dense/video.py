@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +29,9 @@ from stages.body.table import track_shapes
 from stages.dense.bodies import RestBodies, frame_vertices
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster, raster_named
-from stages.dense.render import grown, render_dense
-from stages.dense.segment import PersonSegmenter
-from stages.dense.silhouette import cut_to_silhouettes
+from stages.dense.render import DenseFrame, grown_with_normals, projected_boxes, render_dense
+from stages.dense.segment import PersonSegmenter, Silhouette
+from stages.dense.silhouette import refine
 from stages.io.dense_table import DENSE_SCHEMA, dense_masks, dense_table, flag_plausibility
 from stages.io.errors import OutputError
 from stages.io.frame_source import FrameSource
@@ -71,7 +73,7 @@ class DenseRenderer:
 
         shapes: track id -> float[S] (body_tracks' shape, or the mesh stage's frozen one); image_size: the
         video's upright (width, height); frames: the video's, for the silhouettes (None, or a renderer
-        without a segmenter: the bodies alone). Memory: one frame's crops, then their PNGs.
+        without a segmenter: the bodies alone). Memory: two frames' crops (the silhouettes run one frame ahead).
         """
         if bodies.num_rows == 0:
             return DENSE_SCHEMA.empty_table()
@@ -90,18 +92,43 @@ class DenseRenderer:
         cuts = np.flatnonzero(np.diff(frame)) + 1
         cut = frames is not None and self.segmenter is not None
         tables = []
-        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
-            shape = np.stack([shapes[int(t)] for t in track[lo:hi]])
-            verts = grown(frame_vertices(self.model, shape, bones[lo:hi], root[lo:hi], trans[lo:hi], rest=self.rest),
-                          self.faces, self.grow_m)
-            dense = render_dense(verts, self.faces, float(focal[lo]), image_size, labels=self.labels,
-                                 raster=self.raster)
-            got = frames.images([frame[lo]]).get(int(frame[lo])) if cut else None
-            if got is not None:  # (None: a frame past the file's end, drawn from the bodies alone)
-                image, scale = got
-                dense = cut_to_silhouettes(dense, self.segmenter, image, scale)
-            tables.append(dense_table(vid, frame[lo:hi], time_s[lo:hi], track[lo:hi], dense.people))
+        # Each frame's silhouettes (decode, crops, the segmentation model: ~40% of the stage's CPU) run on a second
+        # thread while this one poses, renders and encodes: the model and the decoder release the GIL, and the GL
+        # context must stay on the thread that made it. One frame ahead: memory stays two frames' crops.
+        with ThreadPoolExecutor(1, thread_name_prefix="silhouettes") if cut else nullcontext() as pool:
+            waiting = None
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(frame)]):
+                shape = np.stack([shapes[int(t)] for t in track[lo:hi]])
+                verts, normals = grown_with_normals(
+                    frame_vertices(self.model, shape, bones[lo:hi], root[lo:hi], trans[lo:hi], rest=self.rest),
+                    self.faces, self.grow_m)
+                f = float(focal[lo])
+                # render_dense crops each person to projected_boxes too: the silhouettes get the same boxes
+                sil = pool.submit(self._silhouettes, frames, int(frame[lo]), projected_boxes(verts, f, image_size)) \
+                    if cut else None
+                dense = render_dense(verts, self.faces, f, image_size, labels=self.labels, raster=self.raster,
+                                     normals=normals)
+                if waiting is not None:
+                    tables.append(self._finish(vid, *waiting))
+                waiting = (dense, sil, frame[lo:hi], time_s[lo:hi], track[lo:hi])
+            if waiting is not None:
+                tables.append(self._finish(vid, *waiting))
         return pa.concat_tables(tables)
+
+    def _silhouettes(self, frames: FrameSource, index: int, boxes: np.ndarray) -> list[Silhouette] | None:
+        """The people's silhouettes in frame `index` of the video (None: a frame past the file's end, drawn
+        from the bodies alone)."""
+        got = frames.images([index]).get(index)
+        return None if got is None else self.segmenter(got[0], boxes, got[1])
+
+    @staticmethod
+    def _finish(vid: str, dense: DenseFrame, sil: Future | None, frame: np.ndarray, time_s: np.ndarray,
+                track: np.ndarray) -> pa.Table:
+        """One frame's rows: its render cut to its silhouettes when they came, then encoded."""
+        people = sil.result() if sil is not None else None
+        if people is not None:
+            dense = refine(dense, people)
+        return dense_table(vid, frame, time_s, track, dense.people)
 
     def release(self) -> None:
         self.raster.release()
