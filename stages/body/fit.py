@@ -34,7 +34,7 @@ import torch
 
 from stages.body import fit_scene, losses
 from stages.body.fit_body import RigRows, posed_keypoints, rig_rows
-from stages.body.fit_init import cold_start, person_scale, predecessors, rest_statures, torso_length
+from stages.body.fit_init import cold_start, person_scale, predecessors, rest_segments, rest_statures, torso_length
 from stages.body.fit_rows import TORSO, FitResult, choose_rows, empty_result, joined, nearest_rows
 from stages.body.ground import ADULT_FROM_M, ANKLE_AT, CHILD_M, Ground
 from stages.body.params import FitParams
@@ -116,6 +116,7 @@ class BodyFitter:
         fixed = getattr(model, "fixed_shape", ())
         self._shape_fixed = torch.tensor([n in fixed for n in model.shape_names], device=model.shape_default.device)
         self._torso0 = float(torso_length(model.rig(model.shape_default[None]))[0])
+        self._segments0 = rest_segments(model.rig(model.shape_default[None]))[0].cpu().numpy()
         self._starts = list(getattr(model, "shape_starts", [model.shape_default]))
         self._torso_w = self._tensor([0.5] + [0.0] * 16)  # stage 1: the nose tells facing and head-down from head-up
         self._torso_w[list(TORSO)] = 1.0
@@ -338,7 +339,7 @@ class BodyFitter:
         saturating reprojection no longer pulls, and the other terms held it there (vtest: bodies 100-300
         px off)."""
         m = self.model
-        root, trans = cold_start(m, data.kp, data.good, focal, size, self._torso0)
+        root, trans = cold_start(m, data.kp, data.good, focal, size, self._torso0, self._segments0)
         if ground is not None:
             rows, depth = fit_scene.floor_depths(data.kp, pb.scene, ground)
             trans[rows, 2] = np.log(depth)
