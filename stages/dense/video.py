@@ -9,7 +9,9 @@ rows the mesh stage returns; `posepipe dense` hands it a finished video's bodies
 time, and publishes the video's table whole (staged, then moved into place) with its videos row's
 dense_rows, so an interrupted job leaves no half table and its re-run skips the videos done.
 
-Run it with torch on one thread (bodies.py says why); the caller sets that, it is the process's.
+Run it with torch on one thread (bodies.py says why); the caller sets that, it is the process's. With a
+segmenter, each frame's silhouettes (its pixels decoded again, the segmentation model) run on a second thread
+one frame ahead of the render: on a 2-core CPU the stage then keeps both cores busy (benchmarks/dense_speed.py).
 """
 from __future__ import annotations
 
