@@ -81,12 +81,31 @@ def test_a_coat_hides_the_body_behind_it_where_that_bodys_silhouette_does_not_ho
     depth[a.box[1]:a.box[3], a.box[0]:a.box[2]][a.mask] = a.depth[a.mask]
     assert (depth[20:80, 48:54] == 4.0).all()  # the coat takes its own body's depth, not the one behind
 
-    # A silhouette that leaks: the back person's also holds the coat's pixels over its seen body. A body seen
-    # where its own silhouette holds it stays its person's, however near the other body is.
-    a, b = refine(DenseFrame(SIZE, [front, back]), [_sil(front_sil), _sil(_rect(40, 10, 70, 90))]).people
+    # A silhouette that leaks: the back person's also holds the coat's pixels over its seen body. Beyond clothes'
+    # reach of the front body (none here; the test above) a body seen where its own silhouette holds it stays
+    # its person's, however near the other body is.
+    a, b = refine(DenseFrame(SIZE, [front, back]), [_sil(front_sil), _sil(_rect(40, 10, 70, 90))], clothes=0).people
     fa, fb = _frame_mask(a), _frame_mask(b)
     assert fb[10:90, 50:70].all() and fa[20:80, 48:50].all() and not fa[:, 50:].any()
     assert not (fa & fb).any()
+
+
+def test_clothes_close_to_a_nearer_body_hide_a_body_seen_and_held_behind_them():
+    """The narrow body's silhouette reaches over the wide body's seen columns 50-56, which the wide body's own
+    silhouette holds too (its clothes or a leak, a crowded crop taking in its neighbour: the pixels cannot say).
+    Within clothes' reach of the narrow body (CLOTHES x its 100 px: 3 px, columns 50-52) they are its clothes
+    when it is the nearer; further out, and wherever it is the farther, the body seen there keeps them. The
+    people's order in the frame does not matter."""
+    narrow_sil, wide_sil = _rect(30, 0, 57, 100), _rect(50, 10, 70, 90)
+    for near, far in ((4.0, 8.0), (8.0, 4.0)):
+        narrow = _person((40, 0, 50, 100), _rect(40, 0, 50, 100), near, part=3)
+        wide = _person((50, 10, 70, 90), _rect(50, 10, 70, 90), far, part=1)
+        a, b = refine(DenseFrame(SIZE, [narrow, wide]), [_sil(narrow_sil), _sil(wide_sil)], clothes=0.03).people
+        fa, fb = _frame_mask(a), _frame_mask(b)
+        assert not (fa & fb).any() and fa[:, 40:50].all() and fb[10:90, 53:70].all()
+        assert fa[10:90, 50:53].all() == (near < far) and fb[10:90, 50:53].all() == (near > far)
+        b2, a2 = refine(DenseFrame(SIZE, [wide, narrow]), [_sil(wide_sil), _sil(narrow_sil)], clothes=0.03).people
+        assert np.array_equal(_frame_mask(a2), fa) and np.array_equal(_frame_mask(b2), fb)
 
 
 def test_a_silhouette_of_someone_else_leaves_the_body_as_rendered():

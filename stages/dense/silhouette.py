@@ -3,19 +3,25 @@ less what the body spills, with the body's surface coordinates carried out to th
 
 DensePose labels every pixel of a person, clothes included, with the place on the body surface beneath it;
 a render of the fitted body only labels the bare body. Per pixel here: where a person's body is seen (the
-render's one depth test) and its silhouette holds the pixel, it is that person's. Every other pixel a
-silhouette holds within `reach` of its person's seen body (clothes, hair, a limb the fit put elsewhere) goes
-to the nearest such person, by the depth of its body at its nearest seen pixel, so a coat over a body whose
-own silhouette does not hold it hides that body. A body pixel no silhouette holds is cut away. A pixel taken
-by a person gets part, U, V, depth, normal and triangle from that person's nearest seen pixel (its own,
-where the body is seen there). A person whose silhouette misses most of its seen body is segmenting someone
-else (a crowded crop centred on a neighbour): its render is kept as it is.
+render's one depth test) and its silhouette holds the pixel, it is that person's, unless a nearer person's
+silhouette holds it within `clothes` of that nearer person's seen body (CLOTHES: clothes and hair over the
+body behind). Every other pixel a silhouette holds within `reach` of its person's seen body (clothes, hair, a
+limb the fit put elsewhere) goes to the nearest such person, by the depth of its body at its nearest seen
+pixel, so a coat over a body whose own silhouette does not hold it hides that body. A body pixel no silhouette
+holds is cut away. A pixel taken by a person gets part, U, V, depth, normal and triangle from that person's
+nearest seen pixel (its own, where the body is seen there). A person whose silhouette misses most of its
+seen body is segmenting someone else (a crowded crop centred on a neighbour): its render is kept as it is.
 
 Measured (benchmarks/dense_accuracy.py, docs/bodies.md): the seen-and-held rule against letting depth decide
 every pixel (a front person's coat over any body behind it): crowd_synth p10 mask IoU 0.701 vs 0.696, front
 share 0.830 vs 0.865; p20 0.356 vs 0.353, 0.853 vs 0.872; COCO photos 0.782 vs 0.736, and on bodies fitted to
 the ground truth's keypoints p20 0.604 vs 0.552: in a crowded crop a silhouette leaks onto its neighbours, and
-depth alone then hands a front person the pixels of the people behind it.
+depth alone then hands a front person the pixels of the people behind it. Clothes' reach near the nearer body
+(0.03, against 0: the seen body always its person's), on the fits with the cold-start bound (fit_init.py):
+p10 front share 0.884 -> 0.915 (IoU 0.709 both), p05 0.955 -> 0.976, p20 0.854 -> 0.872, held-out seeds
+0.809 / 0.768 -> 0.815 / 0.801 (IoU -0.001), COCO photos IoU 0.780 -> 0.769 (single-photo fits: the least
+sure depth order), OCHuman 0.569 -> 0.566. On the fits before that bound it helped the shared clips as much
+but not the held-out seeds (0.786 / 0.761 -> 0.781 / 0.784): the rule is as good as the depth order it trusts.
 """
 from __future__ import annotations
 
@@ -29,6 +35,10 @@ from stages.dense.segment import PersonSegmenter, Silhouette
 # How far clothes and hair reach out of the body, as a share of the person's projected height: a coat or
 # a skirt stands ~10 cm off a 1.7 m body. Silhouette pixels further out belong to someone or something else.
 REACH = 0.1
+# Clothes and hair lie within ~5 cm of the body (3% of a 1.7 m person's height): that close to a person's seen
+# body its silhouette is its clothes, and hides a farther body even where that body's own silhouette holds the
+# pixel (a crowded crop's leak reaches further; docstring).
+CLOTHES = 0.03
 # A silhouette holding less than this share of its person's rendered pixels is someone else's (docstring).
 MIN_AGREEMENT = 0.5
 
@@ -56,15 +66,18 @@ def _paste(crop: DenseCrop, window: Box) -> tuple[np.ndarray, tuple[slice, slice
     return out, into, take
 
 
-def refine(frame: DenseFrame, silhouettes: list[Silhouette], reach: float = REACH) -> DenseFrame:
+def refine(frame: DenseFrame, silhouettes: list[Silhouette], reach: float = REACH, clothes: float = CLOTHES
+           ) -> DenseFrame:
     """The frame's crops cut to the silhouettes (module docstring); silhouettes[i] is people[i]'s. Crops
     come back in the same order, each boxed to its new pixels (its old box when it has none)."""
     people = frame.people
     if len(silhouettes) != len(people):
         raise ValueError(f"{len(silhouettes)} silhouettes for {len(people)} people")
     w, h = frame.image_size
-    key = np.full((h, w), np.inf, np.float32)  # the taker's: -1 on its seen body, else its body's depth (m)
+    key = np.full((h, w), np.inf, np.float32)  # the taker's depth (m): its body's, seen or at its nearest seen pixel
     owner = np.full((h, w), -1, np.int32)
+    close = np.zeros((h, w), bool)  # the taker's claim is its seen body or within clothes' reach of it
+    seen = np.zeros((h, w), bool)  # some person's body is seen there and its silhouette holds it
     source = np.zeros((2, h, w), np.int32)  # the owner's rendered pixel (row, col) whose labels a pixel takes
     windows: list[Box | None] = [None] * len(people)  # where each person may take pixels
     for i, (crop, sil) in enumerate(zip(people, silhouettes)):
@@ -75,21 +88,26 @@ def refine(frame: DenseFrame, silhouettes: list[Silhouette], reach: float = REAC
         body, into, take = _paste(crop, window)
         held = np.zeros_like(body)
         held[sil.box[1] - window[1]:sil.box[3] - window[1], sil.box[0] - window[0]:sil.box[2] - window[0]] = sil.mask
+        tall = crop.box[3] - crop.box[1]
         if (held & body).sum() < MIN_AGREEMENT * body.sum():
-            claim = body
+            claim, near = body, body
             rows, cols = np.indices(body.shape)
         else:
             far, (rows, cols) = ndimage.distance_transform_edt(~body, return_indices=True)
-            claim = held & (far <= reach * (crop.box[3] - crop.box[1]))
+            claim, near = held & (far <= reach * tall), held & (far <= clothes * tall)
         z = np.zeros(body.shape, np.float32)
         z[into] = crop.depth[take]
-        # Its seen body where its silhouette holds it is this person's whatever lies nearer (-1 wins every
-        # depth; people's seen pixels never overlap); elsewhere, its body's depth at the nearest seen pixel.
-        z = np.where(body & claim, -1.0, z[rows, cols])
+        z = z[rows, cols]  # its body's depth where seen, else at its nearest seen pixel
         sl = (slice(window[1], window[3]), slice(window[0], window[2]))
-        take_it = claim & (z < key[sl])
+        mine = body & claim
+        # Its seen body where its silhouette holds it is this person's unless a nearer person's clothes lie
+        # over it (close); elsewhere, a pixel another's seen body holds goes to it only from close by.
+        beaten = close[sl] & (key[sl] < z)
+        take_it = np.where(mine, ~beaten, claim & (z < key[sl]) & (near | ~seen[sl]))
         key[sl][take_it] = z[take_it]
         owner[sl][take_it] = i
+        close[sl][take_it] = near[take_it]
+        seen[sl] |= mine
         source[0][sl][take_it] = rows[take_it] + window[1]
         source[1][sl][take_it] = cols[take_it] + window[0]
     return DenseFrame(frame.image_size, [_moved(c, i, owner, source, win) for i, (c, win) in
