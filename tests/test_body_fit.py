@@ -168,11 +168,10 @@ def test_a_cold_start_is_no_farther_than_any_seen_segment_allows(anny):
     over the chunk). Every seen segment of known rest length bounds the depth (foreshortening only shortens):
     the start is within 25% of the hips' depth (the shoulders and arms seen may be turned nearer or farther), and
     for whole people as near as it was."""
-    from stages.body.fit_init import cold_start, rest_segments, torso_length
+    from stages.body.fit_init import cold_start, start_lengths
     from tests.body_synth import sample_track
 
-    rig = anny.rig(anny.shape_default[None])
-    torso, segments = float(torso_length(rig)[0]), rest_segments(rig)[0].cpu().numpy()
+    torso, segments = start_lengths(anny)
     rng = np.random.default_rng(3)
     focal, size = float(np.hypot(1280, 720)), (1280, 720)
     for hide, lo, hi in (((11, 12, 13, 14, 15, 16), 0.8, 1.25), ((), 0.75, 1.05)):

@@ -34,7 +34,7 @@ import torch
 
 from stages.body import fit_scene, losses
 from stages.body.fit_body import RigRows, posed_keypoints, rig_rows
-from stages.body.fit_init import cold_start, person_scale, predecessors, rest_segments, rest_statures, torso_length
+from stages.body.fit_init import cold_start, person_scale, predecessors, rest_statures, start_lengths
 from stages.body.fit_rows import TORSO, FitResult, choose_rows, empty_result, joined, nearest_rows
 from stages.body.ground import ADULT_FROM_M, ANKLE_AT, CHILD_M, Ground
 from stages.body.params import FitParams
@@ -115,8 +115,7 @@ class BodyFitter:
         # Shape parameters the model says 17 keypoints cannot tell apart stay at their default.
         fixed = getattr(model, "fixed_shape", ())
         self._shape_fixed = torch.tensor([n in fixed for n in model.shape_names], device=model.shape_default.device)
-        self._torso0 = float(torso_length(model.rig(model.shape_default[None]))[0])
-        self._segments0 = rest_segments(model.rig(model.shape_default[None]))[0].cpu().numpy()
+        self._torso0, self._segments0 = start_lengths(model)  # cold_start's yardsticks; rig_rows' torso too
         self._starts = list(getattr(model, "shape_starts", [model.shape_default]))
         self._torso_w = self._tensor([0.5] + [0.0] * 16)  # stage 1: the nose tells facing and head-down from head-up
         self._torso_w[list(TORSO)] = 1.0

@@ -20,12 +20,16 @@ def _rest_keypoints(rig: Rig) -> torch.Tensor:
     return skinned_keypoints(eye, rig.kp_coeffs)
 
 
+def _torso(kp: torch.Tensor) -> torch.Tensor:
+    """float[T]: shoulder-centre to hip-centre distance of rest keypoints kp float[T, 17, 3]."""
+    return ((kp[:, 5] + kp[:, 6]) / 2 - (kp[:, 11] + kp[:, 12]) / 2).norm(dim=-1)
+
+
 def rest_statures(rig: Rig) -> tuple[torch.Tensor, torch.Tensor]:
     """(torso float[T], stature float[T]) of each rest shape, metres: shoulder-centre to hip-centre, and
     nose to ankle-centre over the share of stature between them (ground.NOSE_AT - ground.ANKLE_AT)."""
     kp = _rest_keypoints(rig)
-    torso = ((kp[:, 5] + kp[:, 6]) / 2 - (kp[:, 11] + kp[:, 12]) / 2).norm(dim=-1)
-    return torso, (kp[:, 0] - (kp[:, 15] + kp[:, 16]) / 2).norm(dim=-1) / (NOSE_AT - ANKLE_AT)
+    return _torso(kp), (kp[:, 0] - (kp[:, 15] + kp[:, 16]) / 2).norm(dim=-1) / (NOSE_AT - ANKLE_AT)
 
 
 # COCO-17 keypoint pairs a rigid part joins (shoulders, hips, upper arms, forearms, thighs, shins): in any pose
@@ -33,16 +37,12 @@ def rest_statures(rig: Rig) -> tuple[torch.Tensor, torch.Tensor]:
 SEGMENTS = ((5, 6), (11, 12), (5, 7), (6, 8), (7, 9), (8, 10), (11, 13), (12, 14), (13, 15), (14, 16))
 
 
-def rest_segments(rig: Rig) -> torch.Tensor:
-    """float[T, len(SEGMENTS)]: each rest shape's length of each SEGMENTS pair of keypoints, metres."""
-    kp = _rest_keypoints(rig)
+def start_lengths(model: BodyModel) -> tuple[float, np.ndarray]:
+    """(torso, float64[len(SEGMENTS)] segments) of the model's default shape at rest, metres: cold_start's
+    yardsticks, from one skinning of its keypoints."""
+    kp = _rest_keypoints(model.rig(model.shape_default[None]))
     a, b = (torch.as_tensor([s[k] for s in SEGMENTS]) for k in (0, 1))
-    return (kp[:, a] - kp[:, b]).norm(dim=-1)
-
-
-def torso_length(rig: Rig) -> torch.Tensor:
-    """float[T]: shoulder-centre to hip-centre distance of each rest shape, metres."""
-    return rest_statures(rig)[0]
+    return float(_torso(kp)[0]), (kp[0, a] - kp[0, b]).norm(dim=-1).cpu().double().numpy()
 
 
 def person_scale(keypoints: np.ndarray, good: np.ndarray) -> np.ndarray:
@@ -54,12 +54,12 @@ def person_scale(keypoints: np.ndarray, good: np.ndarray) -> np.ndarray:
 
 
 def cold_start(model: BodyModel, kp: np.ndarray, good: np.ndarray, focal: float, size: tuple[int, int],
-               torso_m: float, segments_m: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               torso_m: float, segments_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Root axis-angle float32[B, 3] and translation parameters float32[B, 3] = (x/z, y/z, log z) of people
     seen for the first time: facing the camera when the left shoulder (or hip) is right of the right
     one in the image, else turned away; depth from the torso's length in pixels against torso_m. Where no
     shoulder or no hip is seen, no farther than any SEGMENTS pair seen allows (segments_m float[len(SEGMENTS)],
-    rest_segments): a part turned toward the camera only looks shorter, so f x length / pixels is the
+    start_lengths): a part turned toward the camera only looks shorter, so f x length / pixels is the
     farthest it can be. Without that bound a person seen from the waist up started where 0.35 x its
     keypoints' box made it a torso, 1.3-2.1 x too far (tests/test_body_fit.py), and the saturating
     reprojection could not pull it back: crowd_synth bodies 38 m out for a person 8 m away, their depth
@@ -85,7 +85,7 @@ def cold_start(model: BodyModel, kp: np.ndarray, good: np.ndarray, focal: float,
         faces = pair is None or kp[r, pair[0], 0] >= kp[r, pair[1], 0]
         root[r] = rot_face if faces else rot_away
         depth = focal * torso_m / torso_px
-        if segments_m is not None and not (g[SHOULDERS].any() and g[HIPS].any()):  # no torso: bounded by the parts
+        if not (g[SHOULDERS].any() and g[HIPS].any()):  # no torso: bounded by the parts seen
             for (i, j), length in zip(SEGMENTS, segments_m):
                 if g[i] and g[j]:
                     depth = min(depth, focal * float(length) / max(float(np.linalg.norm(kp[r, i] - kp[r, j])), 1.0))
