@@ -119,9 +119,11 @@ def _cmd_dense(args: argparse.Namespace) -> int:
     from stages.io.summary import JOB_FILE
 
     config = _config(args)
-    segment = choose_segment_model(config)  # "on" and not installed: one line
-    # nothing to render, or a video gone: one line, before anny loads
-    plan = dense_plan(args.out, args.video, args.redo, need_video=segment is not None)
+    # nothing to render: one line, before the silhouettes' model is resolved (maybe downloaded) or anny loads
+    plan = dense_plan(args.out, args.video, args.redo)
+    segment = choose_segment_model(config) if plan.todo else None  # "on" and not installed: one line
+    if segment is not None:  # the silhouettes read the input videos again: one gone is one line
+        plan = dense_plan(args.out, args.video, args.redo, need_video=True)
     torch.set_num_threads(1)  # posing is small tensor work beside the raster's threads (stages/dense/bodies.py)
     # The silhouettes read the frames at the run's decode size, as the graph's dense stage did (job.json).
     run_decode = ((read_json(args.out, JOB_FILE) or {}).get("config") or {}).get("decode") or {}

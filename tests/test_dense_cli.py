@@ -273,6 +273,10 @@ def test_without_the_model_auto_draws_the_bodies_alone_and_says_so(dense_out, no
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"posepipe: {SEGMENT_FILE}: not found"), err
     assert read_video_table(str(auto), "dense", vid).equals(table)
+    # nothing left to render: the model is not looked for (nor downloaded), so its absence is no error
+    assert _dense(str(auto), "--video", vid, "--config", str(tmp_path / "on.toml")) == 0
+    said = capsys.readouterr()
+    assert said.out.splitlines() == [f"dense     {vid}  (done earlier; --redo renders it again)"] and not said.err
 
 
 def test_paint_blends_the_crop_over_the_image():
