@@ -1,6 +1,7 @@
 """Dense humans against ground-truth masks (issue 22): visible-mask IoU per person, occlusion order, UV drift.
 
     python benchmarks/dense_accuracy.py [--sets p05,p10,p20,coco,ochuman] [--fits detected,gt] [--frames 50]
+    python benchmarks/dense_accuracy.py --sets none --held-out 11,12 --fits detected --results held_out.csv
 
 Sets: crowd_synth clips p05/p10/p20 (../shared/eval/crowd_synth: exact visible mask per person and frame) and
 the COCO / OCHuman photo fixtures (person segmentations; crowdpose, mpii and posetrack18 have none).
@@ -20,6 +21,8 @@ cover (the depth order alone) and for pairs whose feet are >= CLEAR_GAP of a bod
 a body point seen in consecutive frames, its (U, V) and its place on the rest mesh (cm) in both.
 Bodies are scored grown along their normals as the dense stage draws them (`[dense] grow_cm`, 1 cm: clothes and
 hair); --inflate-cm 0,1,2 scores each of those growths instead.
+Held out (--held-out SEEDS): clips not in ../shared, made once in --cache by ../shared/tools/composite_crowd.py
+with p10's own arguments and another seed (set `seedN`), scored as the clips are.
 Writes benchmarks/results/dense_accuracy.csv (one row per set, fit, silhouettes and growth; the committed one
 is `--silhouettes on,off`, all sets and fits) and per-person and per-pair CSVs in --cache.
 """
@@ -31,6 +34,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +74,9 @@ BAD_MASKS = {("ochuman", 3)}
 # 3-12 px apart, ~25 cm in depth, about a body's thickness (the cut-outs are flat, the bodies are not).
 CLEAR_GAP = 0.1
 RESULTS = REPO / "benchmarks" / "results" / "dense_accuracy.csv"
+COMPOSITE = REPO.parent / "shared" / "tools" / "composite_crowd.py"
+# crowd_synth p10's arguments (its gt_coco.json's info.command) but the seed: a held-out clip like it
+P10_LIKE = ("--people", "10", "--frames", "50", "--fps", "25", "--size", "960x540", "--source", "coco,ochuman")
 
 
 def quiet_coco(path: Path) -> COCO:
@@ -138,10 +146,20 @@ def fit_ground_truth(name: str, anns: list[dict], size: tuple[int, int], config,
     return by_frame(pa.concat_tables([t for t in (first, last) if t is not None]), tracks)
 
 
-def clip_scenes(name: str, fits: str, config, model, cache: Path, frames: int) -> tuple[list[Scene], dict, float]:
-    """A crowd_synth clip's scenes (frames < `frames`), its people's whole extents (whole_references), and the
-    seconds the bodies took (the pipeline run, 0 when its output was reused; or the fit)."""
-    seq = EVAL / "crowd_synth" / name
+def held_out_clip(seed: int, cache: Path) -> Path:
+    """The folder of a p10-like clip made with `seed` (composite_crowd.py), made once under cache."""
+    seq = cache / "held_out" / f"seed{seed}"
+    if not (seq / "gt_coco.json").is_file():
+        subprocess.run([sys.executable, str(COMPOSITE), *P10_LIKE, "--seed", str(seed), "--out", str(seq)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return seq
+
+
+def clip_scenes(name: str, seq: Path, fits: str, config, model, cache: Path, frames: int
+                ) -> tuple[list[Scene], dict, float]:
+    """A crowd_synth-style clip's scenes (its folder seq; frames < `frames`), its people's whole extents
+    (whole_references), and the seconds the bodies took (the pipeline run into cache / name, 0 when its output
+    was reused; or the fit)."""
     coco = quiet_coco(seq / "gt_coco.json")
     anns = sorted((a for a in coco.dataset["annotations"] if a["frame_index"] < frames),
                   key=lambda a: (a["frame_index"], a["track_id"]))
@@ -287,6 +305,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="p05,p10,p20,coco,ochuman")
     ap.add_argument("--fits", default="detected,gt")
+    ap.add_argument("--held-out", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                    help="seeds of p10-like clips not in ../shared, e.g. 11,12 (held_out_clip)")
     ap.add_argument("--frames", type=int, default=50, help="first frames of each clip (the clips have 50)")
     ap.add_argument("--cache", type=Path, default=REPO / "out" / "dense_accuracy", help="pipeline outputs")
     ap.add_argument("--results", type=Path, default=RESULTS)
@@ -297,10 +317,11 @@ def main() -> None:
                     help="on, off or on,off: renders cut to the people's silhouettes or the bodies alone (default: "
                          "as the dense stage: on where the model is installed)")
     args = ap.parse_args()
-    sets, fits_list = args.sets.split(","), args.fits.split(",")
+    sets, fits_list = [x for x in args.sets.split(",") if x != "none"], args.fits.split(",")
     unknown = [x for x in sets if x not in CLIPS and x not in PHOTOS] + [x for x in fits_list if x not in FITS]
     if unknown:
-        ap.error(f"unknown {', '.join(unknown)} (sets: {', '.join(CLIPS + tuple(PHOTOS))}; fits: {', '.join(FITS)})")
+        ap.error(f"unknown {', '.join(unknown)} (sets: {', '.join(CLIPS + tuple(PHOTOS))} or none; "
+                 f"fits: {', '.join(FITS)})")
     torch.set_num_threads(1)  # bodies.py: posing is small work, and spinning threads slow the GL raster
     config = load_config(mode_file("topdown"))
     args.inflate_cm = args.inflate_cm or [config.dense.grow_cm]
@@ -309,12 +330,14 @@ def main() -> None:
     model = load_body_model(config.mesh.body_model, config.mesh.body_model_path)
     labels, raster = surface_labels(model), make_raster()
     args.cache.mkdir(parents=True, exist_ok=True)
+    clips = {name: EVAL / "crowd_synth" / name for name in sets if name in CLIPS}
+    clips.update({f"seed{n}": held_out_clip(n, args.cache) for n in args.held_out})
     rows = []
-    for name in sets:
+    for name in sets + [f"seed{n}" for n in args.held_out]:
         for fits in fits_list:
             t0 = time.perf_counter()
-            if name in CLIPS:
-                scenes, whole, fit_s = clip_scenes(name, fits, config, model, args.cache, args.frames)
+            if name in clips:
+                scenes, whole, fit_s = clip_scenes(name, clips[name], fits, config, model, args.cache, args.frames)
             else:
                 scenes, whole, fit_s = photo_scenes(name, fits, config, model)
             t1 = time.perf_counter()
