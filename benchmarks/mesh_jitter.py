@@ -3,9 +3,9 @@
     posepipe run CLIP --out OUT --mode topdown          (any finished output with tracks)
     python benchmarks/mesh_jitter.py OUT [--video ID]
 
-For the tracked people of the video, fits bodies three ways with the default [mesh.fit]: streaming
-(chunks of [mesh] chunk_frames, as `run --mesh`) with w_accel = 0, streaming with the default
-w_accel, and whole tracks (as `posepipe mocap`). Prints per way: mean 3D keypoint acceleration
+For the tracked people of the video, fits bodies four ways with the default [mesh.fit]: streaming
+(chunks of [mesh] chunk_frames, as `run --mesh`) with w_accel = w_velocity = 0, with w_velocity = 0, with
+the defaults, and whole tracks (as `posepipe mocap`). Prints per way: mean 3D keypoint acceleration
 (m/frame^2, over three consecutive frames of a track, the 17 keypoints), its median, and the mean
 and median reprojection error (px) of the confident keypoints.
 """
@@ -59,7 +59,8 @@ def main() -> None:
     config = load_config()
     model = load_body_model(config.mesh.body_model, config.mesh.body_model_path)
     print(f"{vid}: {len(rows)} tracked person-frames, {len(np.unique(rows.track_id))} tracks, {size[0]}x{size[1]}")
-    ways = [("streaming, no temporal", dataclasses.replace(config.mesh.fit, w_accel=0.0), False),
+    ways = [("streaming, no temporal", dataclasses.replace(config.mesh.fit, w_accel=0.0, w_velocity=0.0), False),
+            ("streaming, acceleration only", dataclasses.replace(config.mesh.fit, w_velocity=0.0), False),
             ("streaming, temporal (default)", config.mesh.fit, False),
             ("whole tracks (mocap)", config.mesh.fit, True)]
     for name, params, whole in ways:

@@ -182,3 +182,28 @@ def test_a_cold_start_is_no_farther_than_any_seen_segment_allows(anny):
             _, start = cold_start(anny, kp, kp[..., 2] >= 0.3, focal, size, torso, segments)
             ratio = np.exp(start[:, 2]) / track.joints[:, [11, 12], 2].mean(1)  # against the hips' depth
             assert (lo < ratio).all() and (ratio < hi).all(), (hide, ratio)
+
+
+def test_the_root_velocity_prior_holds_depth_while_only_the_upper_body_shows(anny):
+    """Six frames of a walker show only head, shoulders and arms, noisier (someone in front hides the hips and
+    legs): a body's size in the image then says little about its depth, and without the root-velocity prior
+    the fitted depth wanders 0.2 m a frame where the person moves 5 mm. With it (the default), the steps stay
+    near 0.1 m and the depth follows the truth more closely."""
+    import dataclasses
+
+    rng = np.random.default_rng(4)
+    track = sample_track(anny, anny.shape_default.numpy(), 16, rng, noise_px=2.0, drop=0.0)
+    kps = track.keypoints.copy()
+    hidden = [11, 12, 13, 14, 15, 16]
+    kps[5:11, hidden, :2], kps[5:11, hidden, 2] = np.nan, 0.0
+    kps[5:11, :11, :2] += rng.normal(0, 4.0, (6, 11, 2))
+    true = track.joints[:, [11, 12], 2].mean(1)  # the hips' depth
+    steps, wander = {}, {}
+    for name, params in (("default", FitParams()), ("none", dataclasses.replace(FitParams(), w_velocity=0.0))):
+        z = BodyFitter(anny, params).fit("v", kps, np.zeros(16, np.int64), np.arange(16, dtype=np.int64),
+                                         (1280, 720)).translation[:, 2]
+        steps[name] = np.abs(np.diff(z)).max()
+        wander[name] = np.abs(z - z.mean() - (true - true.mean())).max()
+    assert FitParams().w_velocity > 0
+    assert steps["default"] < 0.15 and steps["default"] < 0.7 * steps["none"], steps
+    assert wander["default"] < wander["none"], wander

@@ -108,6 +108,25 @@ def test_clothes_close_to_a_nearer_body_hide_a_body_seen_and_held_behind_them():
         assert np.array_equal(_frame_mask(a2), fa) and np.array_equal(_frame_mask(b2), fb)
 
 
+def test_a_seen_body_a_neighbours_silhouette_holds_stays_its_own():
+    """The front person's own silhouette misses its right edge; the crop of the person behind segments it (a
+    person is there): the front body is what is seen there, so it keeps it, and the person behind does not
+    take it although its silhouette holds it within reach of its own body."""
+    front_body = _rect(40, 20, 60, 80)
+    front = _person((40, 20, 60, 80), front_body, 4.0, part=3)
+    back = _person((50, 10, 80, 90), _rect(50, 10, 80, 90) & ~front_body, 8.0, part=1)  # hidden where front is
+    front_sil = _rect(40, 20, 55, 80)  # misses columns 55-59 of its own body
+    back_sil = _rect(50, 10, 80, 90)  # covers them
+    for order in ((0, 1), (1, 0)):
+        people, sils = [front, back], [front_sil, back_sil]
+        got = refine(DenseFrame(SIZE, [people[k] for k in order]), [_sil(sils[k]) for k in order]).people
+        fa, fb = (_frame_mask(got[order.index(k)]) for k in (0, 1))
+        assert np.array_equal(fa, front_body) and np.array_equal(fb, _rect(50, 10, 80, 90) & ~front_body)
+    # where no silhouette holds a seen body pixel it is still cut away
+    (alone,) = refine(DenseFrame(SIZE, [front]), [_sil(front_sil)]).people
+    assert np.array_equal(_frame_mask(alone), front_sil)
+
+
 def test_a_silhouette_of_someone_else_leaves_the_body_as_rendered():
     body = _rect(40, 20, 60, 80)
     person = _person((40, 20, 60, 80), body, 5.0, part=2)

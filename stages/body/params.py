@@ -33,7 +33,7 @@ class FitParams:
     w_limits: float = 1e-1
     w_shape: float = 1e-3
     w_accel: float = 0.01  # per (m/frame^2)^2 summed over the 17 keypoints: jitter measured in docs/bodies.md
-    w_velocity: float = 0.0  # root translation, per (m/frame)^2
+    w_velocity: float = 0.1  # root translation, per (m/frame)^2: damps depth swings where few keypoints are seen
     # Plausibility (issue 19): where the video's floor is known, the standing foot on it (errors in
     # units of ground_tol metres); each track's stature near the population's (stages/body/ground.py:
     # STATURE_M, STATURE_SD_M), saturating so that evidence wins; an adult's age unless the body is small;
