@@ -105,10 +105,10 @@ class DenseRenderer:
                     frame_vertices(self.model, shape, bones[lo:hi], root[lo:hi], trans[lo:hi], rest=self.rest),
                     self.faces, self.grow_m)
                 f = float(focal[lo])
-                # render_dense crops each person to projected_boxes too: the silhouettes get the same boxes
-                sil = pool.submit(self._silhouettes, frames, int(frame[lo]), projected_boxes(verts, f, image_size)) \
-                    if cut else None
-                dense = render_dense(verts, self.faces, f, image_size, labels=self.labels, raster=self.raster,
+                # each person's projected extent: the silhouettes' crops, and the render's (its default, given)
+                boxes = projected_boxes(verts, f, image_size)
+                sil = pool.submit(self._silhouettes, frames, int(frame[lo]), boxes) if cut else None
+                dense = render_dense(verts, self.faces, f, image_size, boxes, labels=self.labels, raster=self.raster,
                                      normals=normals)
                 if waiting is not None:
                     tables.append(self._finish(vid, *waiting))
