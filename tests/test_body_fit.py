@@ -207,3 +207,23 @@ def test_the_root_velocity_prior_holds_depth_while_only_the_upper_body_shows(ann
     assert FitParams().w_velocity > 0
     assert steps["default"] < 0.15 and steps["default"] < 0.7 * steps["none"], steps
     assert wander["default"] < wander["none"], wander
+
+
+def test_frames_too_sparse_to_pose_alone_keep_their_neighbours_depth(anny):
+    """Frames 5-10 of a walker show only the nose, eyes and shoulders, noisier: too few keypoints to pose a body
+    alone, so each is fitted from its track's body in a second solve. Their depth is held to the frames around
+    them, fitted in the first solve, as to frames of their own solve. Over eight walkers the largest depth step
+    from frame 4 to 11 averages ~0.11 m; without those links ~0.17 m (the walkers move 5 mm a frame)."""
+    largest = []
+    for seed in range(1, 9):
+        rng = np.random.default_rng(seed)
+        track = sample_track(anny, anny.shape_default.numpy(), 16, rng, noise_px=2.0, drop=0.0)
+        kps = track.keypoints.copy()
+        sparse, shown = np.arange(5, 11), [0, 1, 2, 5, 6]
+        hidden = [k for k in range(17) if k not in shown]
+        kps[np.ix_(sparse, hidden, [0, 1])], kps[np.ix_(sparse, hidden, [2])] = np.nan, 0.0
+        kps[np.ix_(sparse, shown, [0, 1])] += rng.normal(0, 4.0, (len(sparse), len(shown), 2))
+        result = BodyFitter(anny).fit("v", kps, np.zeros(16, np.int64), np.arange(16, dtype=np.int64), (1280, 720))
+        assert len(result.rows) == 16 and result.low_conf[sparse][:, hidden].all()
+        largest.append(np.abs(np.diff(result.translation[4:12, 2])).max())
+    assert np.mean(largest) < 0.135, largest

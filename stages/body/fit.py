@@ -14,8 +14,9 @@ Loss (stage 2; its terms are losses.py's functions), each term a mean over what 
   hinge (off-axis rotation and hyper-extension cost `w_limits`); no learned prior: no motion-capture
   data with a permissive licence is at hand to learn one honestly;
 - shape prior: squared distance of the shape parameters from the model's default;
-- temporal: 3D keypoint acceleration (and root velocity) across consecutive frames of a track, the
-  previous chunk's last frame a fixed anchor, against jitter;
+- temporal: 3D keypoint acceleration and root velocity across consecutive frames of a track, against
+  jitter and depth swings; the previous chunk's last frame and (second solve) the first solve's rows
+  are fixed neighbours the terms reach;
 - plausibility (fit_scene.py gives the scene): every fitted joint within its range; each track's
   stature near the floor's measure of it, else the adult population's (saturating: evidence wins);
   an adult's age unless the body is small; standing people upright; and, where the video's floor is
@@ -34,25 +35,14 @@ import torch
 
 from stages.body import fit_scene, losses
 from stages.body.fit_body import RigRows, posed_keypoints, rig_rows
-from stages.body.fit_init import cold_start, person_scale, predecessors, rest_statures, start_lengths
+from stages.body.fit_init import (NOTHING_SETTLED, Settled, TrackFit, anchors, cold_start, consecutive, person_scale,
+                                   rest_statures, start_lengths)
 from stages.body.fit_rows import TORSO, FitResult, choose_rows, empty_result, joined, nearest_rows
 from stages.body.ground import ADULT_FROM_M, ANKLE_AT, CHILD_M, Ground
 from stages.body.params import FitParams
 from stages.body.rig import BodyModel, fitted_parents, flexion_axes
 
 ADULT_AGE = 0.55  # anny's age parameter of an adult (child 1/3, young adult 2/3): losses.adult_prior
-
-
-@dataclass
-class TrackFit:
-    """What a track carries from one chunk to the next (warm start, frozen shape)."""
-
-    shape: torch.Tensor  # float[S]
-    bones: torch.Tensor  # float[F, 3] last frame's fitted-bone axis-angle
-    root: torch.Tensor  # float[3]
-    trans: torch.Tensor  # float[3] (x/z, y/z, log of depth per body size)
-    joints: torch.Tensor  # float[17, 3] last frame's keypoints (the temporal anchor)
-    frame: int
 
 
 @dataclass(frozen=True)
@@ -139,21 +129,23 @@ class BodyFitter:
         pick = choose_rows(keypoints, track_id, known, p)
         weight = np.where(pick.good, pick.conf, p.low_conf_weight * pick.conf).astype(np.float32)
         every = _Rows(keypoints, track_id, frame_index, pick.good, weight)
-        parts, near = [], None
+        parts, near, settled = [], None, anchors(self.state, video_id)
         if len(pick.alone):
             data = every.take(pick.alone)
             start = self._probe(video_id, data, image_size, focal, ground)
             cold = any((video_id, int(t)) not in self.state for t in data.track_id)
             out = self._solve(video_id, data, image_size, focal, start, p.iters_full if cold else p.iters_warm,
-                              remember=True, ground=ground)
+                              remember=True, ground=ground, settled=settled)
             parts.append(self._result(pick.alone, data, focal, out))
             nearest = nearest_rows(track_id, frame_index, pick.alone, pick.tracked)
             near = {"rows": np.flatnonzero(nearest >= 0),
                     **{k: out[k][nearest[nearest >= 0]] for k in ("bones", "root", "params", "joints")}}
+            settled = Settled.joined(settled, Settled(data.track_id, data.frames, out["joints"], out["translation"]))
         if len(pick.tracked):  # every track is known now: a warm start from its body, its shape held
             data = every.take(pick.tracked)
             parts.append(self._result(pick.tracked, data, focal, self._solve(
-                video_id, data, image_size, focal, {}, p.iters_warm, remember=False, ground=ground, near=near)))
+                video_id, data, image_size, focal, {}, p.iters_warm, remember=True, ground=ground, near=near,
+                settled=settled)))
         if not parts:
             return empty_result(len(self.model.parents), focal, pick.skipped)
         return joined(parts, focal, pick.skipped)
@@ -232,11 +224,12 @@ class BodyFitter:
 
     # -- one optimisation ------------------------------------------------------------------------
     def _solve(self, video_id, data: _Rows, size, focal, start, iters, remember, shape_free=True,
-               ground: Ground | None = None, near: dict | None = None) -> dict:
+               ground: Ground | None = None, near: dict | None = None, settled: Settled = NOTHING_SETTLED) -> dict:
         """Stages 1 and 2 on rows that all get fitted; start: track id -> initial shape of a new track;
-        near: rows of known tracks to start from another row's body (_unknowns)."""
+        near: rows of known tracks to start from another row's body (_unknowns); settled: fitted rows the
+        temporal terms reach (losses.Motion)."""
         p = self.p
-        pb = self._problem(video_id, data, size, focal, start, shape_free, ground)
+        pb = self._problem(video_id, data, size, focal, start, shape_free, ground, settled)
         x = self._unknowns(pb, data, size, focal, ground, near)
         held = None if bool((~pb.fixed).any()) else self._held_rig(pb, x)
         # a new track's shape waits at its probed start while the pose settles (params.py: shape_after)
@@ -280,7 +273,7 @@ class BodyFitter:
                 + p.w_ground * losses.ground_costs(kp3, pb.scene, ANKLE_AT * rig.stature[pb.track_t], p.ground_tol)
             shape = self._shape(pb, x)
         if remember:
-            self._remember(video_id, data, pb, x, shape, kp3)
+            self._remember(video_id, data, pb, x, shape, kp3, t3)
         cpu = lambda v: v.detach().cpu().numpy().astype(np.float32)
         contact = pb.scene.contact.cpu().numpy()
         return {"bones": cpu(x.bones), "root": cpu(x.root), "translation": cpu(t3), "joints": cpu(kp3),
@@ -308,7 +301,7 @@ class BodyFitter:
 
     # -- a solve's constants, unknowns and optimiser ----------------------------------------------
     def _problem(self, video_id: str, data: _Rows, size, focal, start, shape_free: bool,
-                 ground: Ground | None) -> _Problem:
+                 ground: Ground | None, settled: Settled) -> _Problem:
         m, t_ = self.model, self._tensor
         tracks, track = np.unique(data.track_id, return_inverse=True)
         prev = [self.state.get((video_id, int(t))) for t in tracks]
@@ -318,13 +311,13 @@ class BodyFitter:
         fixed = torch.as_tensor([s is not None or not shape_free for s in prev], device=shape0.device)[:, None] \
             | self._shape_fixed[None]
         kp = t_(np.nan_to_num(data.kp[..., :2]))
-        triples, anchor = predecessors(track, data.frames, {i: s.frame for i, s in enumerate(prev) if s is not None})
-        anchors = torch.stack([s.joints if s is not None else kp.new_zeros(17, 3) for s in prev])
+        beside = settled.beside(data.track_id, data.frames)
+        triples = consecutive(track, data.frames, np.searchsorted(tracks, beside.track_id), beside.frames)
         return _Problem(tracks=tracks, known=prev, track=track, track_t=torch.as_tensor(track, device=kp.device), kp=kp,
                         weight=t_(data.weight), scale=t_(person_scale(data.kp, data.good)),
                         focal=torch.full((b,), focal, dtype=kp.dtype, device=kp.device),
                         center=t_([[size[0] / 2, size[1] / 2]]).expand(b, 2), shape0=shape0, fixed=fixed,
-                        motion=losses.Motion(triples, anchor, anchors),
+                        motion=losses.Motion(triples, t_(beside.kp3), t_(beside.t3)),
                         scene=fit_scene.scene(data.kp, data.good, data.track_id, data.frames, ground, kp),
                         **fit_scene.expected_statures(tracks, ground, self.p, kp))
 
@@ -370,12 +363,14 @@ class BodyFitter:
         return torch.optim.Adam(groups + [{"params": [x.root], "lr": lr}, {"params": [x.txy], "lr": lr * self.p.lr_xy},
                                           {"params": [x.tz], "lr": lr * self.p.lr_depth}])
 
-    def _remember(self, video_id: str, data: _Rows, pb: _Problem, x: _Unknowns, shape, kp3) -> None:
+    def _remember(self, video_id: str, data: _Rows, pb: _Problem, x: _Unknowns, shape, kp3, t3) -> None:
+        """Each track's last row of the solve, where no later frame of it is remembered already."""
         trans = torch.cat([x.txy, x.tz], 1).detach()
         for ti, t in enumerate(pb.tracks):
             last = int(np.flatnonzero(pb.track == ti)[-1])
-            self.state[(video_id, int(t))] = TrackFit(shape[ti], x.bones[last].detach(), x.root[last].detach(),
-                                                      trans[last], kp3[last], int(data.frames[last]))
+            if pb.known[ti] is None or pb.known[ti].frame < data.frames[last]:
+                self.state[(video_id, int(t))] = TrackFit(shape[ti], x.bones[last].detach(), x.root[last].detach(),
+                                                          trans[last], kp3[last], t3[last], int(data.frames[last]))
 
     # -- the model evaluated on parameters ------------------------------------------------------
     def _tensor(self, x) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """Starting points and bookkeeping for the body fit (fit.py): what a cold track starts from, the
-person's size in the image, and which rows are consecutive frames of a track."""
+person's size in the image, which rows are consecutive frames of a track, and what a track carries
+from one chunk to the next."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -99,15 +102,63 @@ def rows_before(track: np.ndarray, frames: np.ndarray, gap: int) -> np.ndarray:
     return np.array([order.get((int(t), int(f) - gap), -1) for t, f in zip(track, frames)], np.int64)
 
 
-def predecessors(track: np.ndarray, frames: np.ndarray, anchored: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Consecutive-frame triples of the rows: int64[M, 3] (row, the row one frame before, two frames before
-    or -1) and int64[M] anchor: where the third is missing but the track's previous-chunk anchor is that
-    frame (anchored: track index -> its anchor's frame), the track index, else -1."""
+@dataclass(frozen=True)
+class Settled:
+    """Fitted rows a solve holds fixed that its temporal terms still reach (losses.Motion)."""
+
+    track_id: np.ndarray  # int64[Q]
+    frames: np.ndarray  # int64[Q]
+    kp3: np.ndarray  # float32[Q, 17, 3] 3D keypoints, camera frame, metres
+    t3: np.ndarray  # float32[Q, 3] root translation
+
+    @staticmethod
+    def joined(*parts: Settled) -> Settled:
+        return Settled(*(np.concatenate([getattr(p, n) for p in parts]) for n in Settled.__dataclass_fields__))
+
+    def beside(self, track_id: np.ndarray, frames: np.ndarray) -> Settled:
+        """The settled rows of these rows' tracks (int[B] each) at frames none of them holds."""
+        tracks, held = set(track_id.tolist()), set(zip(track_id.tolist(), frames.tolist()))
+        keep = np.array([t in tracks and (t, f) not in held
+                         for t, f in zip(self.track_id.tolist(), self.frames.tolist())], bool).reshape(-1)
+        return Settled(*(getattr(self, n)[keep] for n in Settled.__dataclass_fields__))
+
+
+NOTHING_SETTLED = Settled(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 17, 3), np.float32),
+                          np.zeros((0, 3), np.float32))
+
+
+def consecutive(track: np.ndarray, frames: np.ndarray, settled_track: np.ndarray,
+                settled_frames: np.ndarray) -> torch.Tensor:
+    """int64[M, 3] consecutive-frame triples (row, the row one frame before, two frames before or -1) over the
+    B rows (track, frames: int[B]) followed by Q settled rows (int[Q]), each with one of the B rows in it: a
+    row next to a settled one (the frame before the chunk, a neighbour fitted in the first solve) is held to
+    it as to a row of its own solve."""
+    track, frames = np.concatenate([track, settled_track]), np.concatenate([frames, settled_frames])
     one, two = rows_before(track, frames, 1), rows_before(track, frames, 2)
-    triples, anchors = [], []
-    for i in np.flatnonzero(one >= 0):
-        t, f, k = int(track[i]), int(frames[i]), int(two[i])
-        triples.append((int(i), int(one[i]), k))
-        anchors.append(t if k < 0 and anchored.get(t) == f - 2 else -1)
-    return (torch.as_tensor(np.array(triples, np.int64).reshape(-1, 3)),
-            torch.as_tensor(np.array(anchors, np.int64)))
+    row, b = np.arange(len(track)), len(track) - len(settled_track)
+    keep = (one >= 0) & ((row < b) | (one < b) | ((two >= 0) & (two < b)))
+    return torch.as_tensor(np.stack([row, one, two], 1)[keep].astype(np.int64).reshape(-1, 3))
+
+
+@dataclass
+class TrackFit:
+    """What a track carries from one chunk to the next (warm start, frozen shape)."""
+
+    shape: torch.Tensor  # float[S]
+    bones: torch.Tensor  # float[F, 3] last frame's fitted-bone axis-angle
+    root: torch.Tensor  # float[3]
+    trans: torch.Tensor  # float[3] (x/z, y/z, log of depth per body size)
+    joints: torch.Tensor  # float[17, 3] last frame's keypoints (the temporal anchor)
+    t3: torch.Tensor  # float[3] last frame's root translation, metres
+    frame: int
+
+
+def anchors(state: dict[tuple[str, int], TrackFit], video_id: str) -> Settled:
+    """Every track's last fitted frame so far (state: (video, track) -> TrackFit): where the next chunk's
+    temporal terms start."""
+    fits = [(t, s) for (v, t), s in state.items() if v == video_id]
+    if not fits:
+        return NOTHING_SETTLED
+    stack = lambda name: torch.stack([getattr(s, name) for _, s in fits]).cpu().numpy()  # noqa: E731
+    return Settled(np.array([t for t, _ in fits], np.int64), np.array([s.frame for _, s in fits], np.int64),
+                   stack("joints"), stack("t3"))

@@ -20,11 +20,13 @@ MAX_HINGE = 2.6  # radians an elbow or knee may flex before it costs
 
 @dataclass(frozen=True)
 class Motion:
-    """Which rows are consecutive frames of a track (fit_init.predecessors)."""
+    """Which rows are consecutive frames of a track (fit_init.consecutive). Indices count the solve's B rows,
+    then Q settled rows it does not move but its temporal terms reach: a track's last frame of the previous
+    chunk and, in a chunk's second solve, the first solve's rows (fit.BodyFitter.fit)."""
 
-    triples: torch.Tensor  # int64[P, 3] (row, the row one frame before, two frames before or -1)
-    anchor: torch.Tensor  # int64[P] track index whose previous-chunk anchor is the third frame, else -1
-    anchors: torch.Tensor  # float[T, K, 3] each track's last keypoints of the previous chunk
+    triples: torch.Tensor  # int64[P, 3] (row, the row one frame before, two frames before or -1), one of them moving
+    settled_kp3: torch.Tensor  # float[Q, K, 3] the settled rows' 3D keypoints
+    settled_t3: torch.Tensor  # float[Q, 3] and root translations
 
 
 @dataclass(frozen=True)
@@ -82,22 +84,25 @@ def shape_prior(w: float, shape: torch.Tensor, default: torch.Tensor) -> torch.T
 
 def acceleration(w: float, kp3: torch.Tensor, motion: Motion) -> torch.Tensor:
     """Squared acceleration of the 3D keypoints kp3: float[B, K, 3] (metres per frame^2, summed over
-    keypoints), mean over the triples whose third frame is known (a row of this chunk or the anchor)."""
+    keypoints), mean over the triples whose third frame is known."""
     if not w or not len(motion.triples):
         return kp3.new_zeros(())
+    every = torch.cat([kp3, motion.settled_kp3])
     i, j, k = motion.triples[:, 0], motion.triples[:, 1], motion.triples[:, 2]
-    third = torch.where((k >= 0)[:, None, None], kp3[k.clamp(min=0)], motion.anchors[motion.anchor.clamp(min=0)])
-    valid = ((k >= 0) | (motion.anchor >= 0)).to(kp3.dtype)
-    accel = kp3[i] - 2 * kp3[j] + third
+    valid = (k >= 0).to(kp3.dtype)
+    accel = every[i] - 2 * every[j] + every[k.clamp(min=0)]
     return w * ((accel ** 2).sum((1, 2)) * valid).sum() / valid.sum().clamp(min=1)
 
 
 def root_velocity(w: float, t3: torch.Tensor, motion: Motion) -> torch.Tensor:
-    """Squared velocity of the root translation t3: float[B, 3] (metres per frame), mean over the triples."""
+    """Squared velocity of the root translation t3: float[B, 3] (metres per frame), mean over the pairs of
+    consecutive frames one of which moves."""
     if not w or not len(motion.triples):
         return t3.new_zeros(())
+    every = torch.cat([t3, motion.settled_t3])
     i, j = motion.triples[:, 0], motion.triples[:, 1]
-    return w * ((t3[i] - t3[j]) ** 2).sum(1).mean()
+    moving = ((i < len(t3)) | (j < len(t3))).to(t3.dtype)
+    return w * (((every[i] - every[j]) ** 2).sum(1) * moving).sum() / moving.sum().clamp(min=1)
 
 
 @dataclass(frozen=True)
