@@ -127,6 +127,19 @@ def test_tilted_plane_exact(backend, gl):
     assert not part[~mask].any() and not depth[~mask].any()
 
 
+def test_a_raster_draws_into_its_own_context_after_another_was_made_and_released(gl):
+    """A second GlRaster made and released on the thread (another renderer, a test's own) leaves its context
+    current; the first one's draws still land in its own buffers."""
+    faces = np.array([[0, 2, 1], [0, 3, 2]])
+    verts = np.array([[[-1, -1, 4], [1, -1, 4], [1, 1, 4], [-1, 1, 4]]], np.float32)
+    before = render_dense(verts, faces, 100.0, (120, 100), raster=gl).people[0].mask
+    other = GlRaster()
+    render_dense(verts[:, :3], faces[:1], 100.0, (120, 100), raster=other)
+    other.release()
+    assert before.sum() > 1000
+    assert np.array_equal(render_dense(verts, faces, 100.0, (120, 100), raster=gl).people[0].mask, before)
+
+
 def test_frame_vertices_match_pose_full(model):
     """The batched, cached posing equals rig.pose_full + model.vertices one person at a time."""
     rng = np.random.default_rng(0)

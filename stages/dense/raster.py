@@ -108,20 +108,24 @@ class GlRaster:
         # Near and far planes just around the people: the 24-bit depth buffer then separates surfaces
         # ~0.1 mm apart at 10 m. Whatever lies nearer than `near` (behind the camera) is clipped.
         near, far = max(0.5 * float(front.min()), 1e-3), 2.0 * float(front.max()) + 1.0
-        self.prog["k"].value = (2 * focal / w, 2 * focal / h, (far + near) / (far - near),
-                                -2 * far * near / (far - near))
-        self._framebuffer((w, h))
-        self._geometry(faces, p, nv)
-        self._vbo.write(np.ascontiguousarray(vertices, np.float32).tobytes())
-        self._fbo.use()
-        self.ctx.enable(self._gl.DEPTH_TEST)
-        # GL's rows count up from the bottom of the image: image rows y0..y1 are GL rows h - y1..h - y0.
-        gl_box = (x0, h - y1, x1 - x0, y1 - y0)
-        self.ctx.scissor = gl_box  # only the region is rasterised, cleared and read
-        self._fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        self._vao.render(self._gl.TRIANGLES, vertices=p * len(faces) * 3)
-        raw = self._fbo.read(viewport=gl_box, components=1, dtype="f4")
-        self.ctx.scissor = None
+        # This context made current for the draw (and the caller's restored after): another GlRaster made or
+        # released on the thread since (a second renderer, a test's) leaves its own current, and drawing then
+        # went to that one's buffers.
+        with self.ctx:
+            self.prog["k"].value = (2 * focal / w, 2 * focal / h, (far + near) / (far - near),
+                                    -2 * far * near / (far - near))
+            self._framebuffer((w, h))
+            self._geometry(faces, p, nv)
+            self._vbo.write(np.ascontiguousarray(vertices, np.float32).tobytes())
+            self._fbo.use()
+            self.ctx.enable(self._gl.DEPTH_TEST)
+            # GL's rows count up from the bottom of the image: image rows y0..y1 are GL rows h - y1..h - y0.
+            gl_box = (x0, h - y1, x1 - x0, y1 - y0)
+            self.ctx.scissor = gl_box  # only the region is rasterised, cleared and read
+            self._fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+            self._vao.render(self._gl.TRIANGLES, vertices=p * len(faces) * 3)
+            raw = self._fbo.read(viewport=gl_box, components=1, dtype="f4")
+            self.ctx.scissor = None
         ids = np.frombuffer(raw, np.float32).reshape(y1 - y0, x1 - x0)[::-1]
         return ids.astype(np.int64) - 1
 
