@@ -11,7 +11,8 @@ body fit per photo as pipeline/evaluate_body.py does; `gt` = the same fit fed th
 (every labelled one, score 1; clips through the mesh stage's BodyStream), which tells 2D error apart from
 what a naked body cannot cover (hair, clothes).
 Each frame's bodies are rendered together (stages/dense, one depth test) and, as the dense stage does with
-`[dense] silhouettes`, cut to the people's silhouettes in the frame (--silhouettes on,off scores both);
+`[dense] silhouettes`, cut to the people's silhouettes in the frame, their overlaps ordered by the frame's
+colours (stages/dense/layers.py; --silhouettes on,off scores both);
 stages/eval/dense_score.py says
 how people are matched and counted (unmatched ground truth = IoU 0). Baselines need no body: the detection
 box filled, the convex hull of the confident keypoints. Occlusion: where two people's whole extents

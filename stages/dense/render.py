@@ -68,6 +68,16 @@ def projected_boxes(vertices: np.ndarray, focal: float, image_size: tuple[int, i
     return out
 
 
+def owner_map(frame: DenseFrame) -> np.ndarray:
+    """int32[H, W]: index (in frame.people) of the person seen at each pixel, -1 where nobody is."""
+    w, h = frame.image_size
+    out = np.full((h, w), -1, np.int32)
+    for i, c in enumerate(frame.people):
+        x0, y0, x1, y1 = c.box
+        out[y0:y1, x0:x1][c.mask] = i  # the render gives a pixel to one person at most
+    return out
+
+
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a x b for coordinate-major arrays float[3, ...]. Everything per pixel here is coordinate-major:
     each product then runs over one contiguous row, ~3x faster than np.cross on [N, 3]."""

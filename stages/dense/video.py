@@ -12,6 +12,8 @@ dense_rows, so an interrupted job leaves no half table and its re-run skips the 
 Run it with torch on one thread (bodies.py says why); the caller sets that, it is the process's. With a
 segmenter, each frame's silhouettes (its pixels decoded again, the segmentation model) run on a second thread
 one frame ahead of the render: on a 2-core CPU the stage then keeps both cores busy (benchmarks/dense_speed.py).
+The frame's render is cut to them (silhouette.py), then each overlap of two bodies goes to the person the
+pixels' colours show in front where they clearly do (layers.py).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import pyarrow.parquet as pq
 from stages.body.rig import BodyModel
 from stages.body.table import track_shapes
 from stages.dense.bodies import RestBodies, frame_vertices
+from stages.dense.layers import order_by_colour
 from stages.dense.parts import surface_labels
 from stages.dense.raster import GlRaster, RayRaster, raster_named
 from stages.dense.render import DenseFrame, grown_with_normals, projected_boxes, render_dense
@@ -75,7 +78,8 @@ class DenseRenderer:
 
         shapes: track id -> float[S] (body_tracks' shape, or the mesh stage's frozen one); image_size: the
         video's upright (width, height); frames: the video's, for the silhouettes (None, or a renderer
-        without a segmenter: the bodies alone). Memory: two frames' crops (the silhouettes run one frame ahead).
+        without a segmenter: the bodies alone). Memory: two frames' crops, bodies and pixels (the silhouettes run
+        one frame ahead).
         """
         if bodies.num_rows == 0:
             return DENSE_SCHEMA.empty_table()
@@ -112,24 +116,27 @@ class DenseRenderer:
                                      normals=normals)
                 if waiting is not None:
                     tables.append(self._finish(vid, *waiting))
-                waiting = (dense, sil, frame[lo:hi], time_s[lo:hi], track[lo:hi])
+                waiting = (dense, sil, verts, normals, f, frame[lo:hi], time_s[lo:hi], track[lo:hi])
             if waiting is not None:
                 tables.append(self._finish(vid, *waiting))
         return pa.concat_tables(tables)
 
-    def _silhouettes(self, frames: FrameSource, index: int, boxes: np.ndarray) -> list[Silhouette] | None:
-        """The people's silhouettes in frame `index` of the video (None: a frame past the file's end, drawn
-        from the bodies alone)."""
+    def _silhouettes(self, frames: FrameSource, index: int, boxes: np.ndarray
+                     ) -> tuple[list[Silhouette], np.ndarray, float] | None:
+        """The people's silhouettes in frame `index` of the video, and its pixels and their scale (None: a frame
+        past the file's end, drawn from the bodies alone)."""
         got = frames.images([index]).get(index)
-        return None if got is None else self.segmenter(got[0], boxes, got[1])
+        return None if got is None else (self.segmenter(got[0], boxes, got[1]), *got)
 
-    @staticmethod
-    def _finish(vid: str, dense: DenseFrame, sil: Future | None, frame: np.ndarray, time_s: np.ndarray,
-                track: np.ndarray) -> pa.Table:
-        """One frame's rows: its render cut to its silhouettes when they came, then encoded."""
-        people = sil.result() if sil is not None else None
-        if people is not None:
-            dense = refine(dense, people)
+    def _finish(self, vid: str, dense: DenseFrame, sil: Future | None, verts: np.ndarray, normals: np.ndarray,
+                focal: float, frame: np.ndarray, time_s: np.ndarray, track: np.ndarray) -> pa.Table:
+        """One frame's rows: its render cut to its silhouettes when they came, the overlaps given to whom the
+        pixels show (layers.py), then encoded."""
+        got = sil.result() if sil is not None else None
+        if got is not None:
+            people, image, scale = got
+            dense = order_by_colour(refine(dense, people), dense, verts, self.faces, focal, image, self.raster,
+                                    self.labels, normals, scale)
         return dense_table(vid, frame, time_s, track, dense.people)
 
     def release(self) -> None:

@@ -18,17 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from stages.dense.render import DenseCrop, DenseFrame, ray_triangle
-
-
-def owner_map(frame: DenseFrame) -> np.ndarray:
-    """int32[H, W]: index (in frame.people) of the person seen at each pixel, -1 where nobody is."""
-    w, h = frame.image_size
-    out = np.full((h, w), -1, np.int32)
-    for i, c in enumerate(frame.people):
-        x0, y0, x1, y1 = c.box
-        out[y0:y1, x0:x1][c.mask] = i  # the render gives a pixel to one person at most
-    return out
+from stages.dense.render import DenseCrop, ray_triangle
 
 
 def box_mask(box_xyxy, size: tuple[int, int]) -> np.ndarray:

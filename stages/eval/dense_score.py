@@ -17,13 +17,14 @@ from pycocotools import mask as mask_utils
 
 from stages.body.rig import BodyModel
 from stages.dense.bodies import RestBodies, frame_vertices
+from stages.dense.layers import order_by_colour
 from stages.dense.parts import SurfaceLabels
 from stages.dense.raster import GlRaster, RayRaster
-from stages.dense.render import DenseCrop, grown, render_dense
+from stages.dense.render import DenseCrop, grown, owner_map, render_dense
 from stages.dense.segment import PersonSegmenter
 from stages.dense.silhouette import cut_to_silhouettes
 from stages.eval.dense_masks import (best_pairs, box_mask, encode, front_wins, hull_mask, iou_matrix, moved_mask,
-                                     moved_pixels, overlaps, owner_map, surface_points)
+                                     moved_pixels, overlaps, surface_points)
 from stages.eval.metrics import match_people
 from stages.scores import HOUSE_THRESHOLD
 
@@ -156,8 +157,9 @@ class DenseScorer:
                       self.faces, self.inflate_m)  # as the dense stage draws them with [dense] grow_cm
         rest = [r.vertices.cpu().numpy() for r in self.rest.get(b.shape)]
         frame = render_dense(posed, self.faces, b.focal, size, labels=self.labels, raster=self.raster)
-        if self.segmenter is not None and image is not None:
-            frame = cut_to_silhouettes(frame, self.segmenter, image)
+        if self.segmenter is not None and image is not None:  # as the dense stage (video.DenseRenderer.rows)
+            frame = order_by_colour(cut_to_silhouettes(frame, self.segmenter, image), frame, posed, self.faces,
+                                    b.focal, image, self.raster, self.labels)
         return posed, rest, frame.people, owner_map(frame)
 
     def _people(self, s: Scene, gt: list[np.ndarray], person: list[int], body: list[int], owner: np.ndarray) -> None:
