@@ -22,7 +22,8 @@ import numpy as np
 
 from stages.dense.parts import SurfaceLabels
 from stages.dense.raster import Box, GlRaster, RayRaster
-from stages.dense.render import DenseCrop, DenseFrame, owner_map, projected_boxes, render_dense
+from stages.dense.render import (DenseCrop, DenseFrame, copy_pixels, empty_crop, owner_map, projected_boxes,
+                                 render_dense)
 
 BINS = 8  # levels per RGB channel: 512 colours, coarse enough for lighting to vary across a person
 # Median log-likelihood ratio (nats a pixel) beyond which the colours decide: the overlap's median pixel is
@@ -137,13 +138,7 @@ def _redrawn(crop: DenseCrop, p: int, owner: np.ndarray, gy: np.ndarray, gx: np.
                              raster=raster, normals=None if normals is None else normals[p:p + 1]).people[0]
         sources.append((alone, gy, gx))
         box = [min(box[0], region[0]), min(box[1], region[1]), max(box[2], region[2]), max(box[3], region[3])]
-    hw = (box[3] - box[1], box[2] - box[0])
-    out = DenseCrop(tuple(box), np.zeros(hw, bool), np.full(hw, -1, np.int32), np.zeros(hw, np.uint8),
-                    np.zeros(hw, np.float32), np.zeros(hw, np.float32), np.zeros(hw, np.float32),
-                    np.zeros((*hw, 3), np.float32))
+    out = empty_crop(tuple(box))
     for source, ys, xs in sources:
-        r, c, sr, sc = ys - box[1], xs - box[0], ys - source.box[1], xs - source.box[0]
-        out.mask[r, c] = True
-        for name in ("face", "part", "u", "v", "depth", "normal"):
-            getattr(out, name)[r, c] = getattr(source, name)[sr, sc]
+        copy_pixels(out, ys - box[1], xs - box[0], source, ys - source.box[1], xs - source.box[0])
     return out

@@ -159,13 +159,23 @@ def _clip_boxes(boxes, count: int, image_size: tuple[int, int]) -> np.ndarray:
     return np.clip(out, 0, [w, h, w, h]).astype(np.int64)
 
 
-def _empty(box: Box) -> DenseCrop:
+def empty_crop(box: Box) -> DenseCrop:
+    """A crop of box (x0, y0, x1, y1) with no pixel of the person: mask False, face -1, the rest 0."""
     x0, y0, x1, y1 = box
     hw = (max(y1 - y0, 0), max(x1 - x0, 0))
     z = np.zeros(hw, np.float32)
     return DenseCrop(box=box, mask=np.zeros(hw, bool), face=np.full(hw, -1, np.int32), part=np.zeros(hw, np.uint8),
                      u=z, v=z.copy(),
                      depth=z.copy(), normal=np.zeros((*hw, 3), np.float32))
+
+
+def copy_pixels(out: DenseCrop, rows: np.ndarray, cols: np.ndarray, source: DenseCrop, source_rows: np.ndarray,
+                source_cols: np.ndarray) -> None:
+    """Marks out's pixels (rows, cols: int[N] in out) as the person's, with the labels of source's pixels
+    (source_rows, source_cols: int[N] in source)."""
+    out.mask[rows, cols] = True
+    for name in ("face", "part", "u", "v", "depth", "normal"):
+        getattr(out, name)[rows, cols] = getattr(source, name)[source_rows, source_cols]
 
 
 def render_dense(vertices: np.ndarray, faces: np.ndarray, focal: float, image_size: tuple[int, int],
@@ -190,7 +200,7 @@ def render_dense(vertices: np.ndarray, faces: np.ndarray, focal: float, image_si
         raise ValueError(f"labels cover {len(labels.face_part)} triangles, the mesh has {len(faces)}")
     box = projected_boxes(v, focal, size) if boxes is None else _clip_boxes(boxes, len(v), size)
     live = (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
-    crops = [_empty(tuple(int(c) for c in b)) for b in box]
+    crops = [empty_crop(tuple(int(c) for c in b)) for b in box]
     if not live.any():
         return DenseFrame(size, crops)
 

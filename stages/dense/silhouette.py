@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from stages.dense.raster import Box
-from stages.dense.render import DenseCrop, DenseFrame
+from stages.dense.render import DenseCrop, DenseFrame, copy_pixels, empty_crop
 from stages.dense.segment import PersonSegmenter, Silhouette
 
 # How far clothes and hair reach out of the body, as a share of the person's projected height: a coat or
@@ -145,13 +145,7 @@ def _moved(crop: DenseCrop, i: int, owner: np.ndarray, source: np.ndarray, windo
                          np.zeros_like(crop.u), np.zeros_like(crop.v), np.zeros_like(crop.depth),
                          np.zeros_like(crop.normal))
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    hw = (box[3] - box[1], box[2] - box[0])
-    r, c = ys - box[1], xs - box[0]
-    sr, sc = source[0, ys, xs] - crop.box[1], source[1, ys, xs] - crop.box[0]  # in the old crop
-    out = DenseCrop(box, np.zeros(hw, bool), np.full(hw, -1, np.int32), np.zeros(hw, np.uint8),
-                    np.zeros(hw, np.float32), np.zeros(hw, np.float32), np.zeros(hw, np.float32),
-                    np.zeros((*hw, 3), np.float32))
-    out.mask[r, c] = True
-    for name in ("face", "part", "u", "v", "depth", "normal"):
-        getattr(out, name)[r, c] = getattr(crop, name)[sr, sc]
+    out = empty_crop(box)
+    copy_pixels(out, ys - box[1], xs - box[0], crop, source[0, ys, xs] - crop.box[1],  # its source, in the old crop
+                source[1, ys, xs] - crop.box[0])
     return out
